@@ -1,0 +1,1 @@
+//! custody-web: the HTTP API over session recordings (list, search, download, verify, live).
