@@ -1,12 +1,129 @@
 //! The one error type of the protocol codecs.
 
-/// A protocol violation found while decoding bytes.
+/// A protocol violation found while decoding bytes, or a value the encoders cannot represent.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A placeholder variant until the codecs land; each codec adds variants named after what
-    /// failed.
-    #[error("malformed frame: {0}")]
-    MalformedFrame(String),
+    /// A base64 channel message did not carry valid standard base64 after its channel digit.
+    #[error("invalid base64 in a channel message: {0}")]
+    ChannelBase64(#[source] base64::DecodeError),
+    /// A v5 CLOSE message was not exactly `[0xFF, channel]`.
+    #[error("invalid CLOSE message: expected 2 bytes, got {len}")]
+    CloseMessageLength {
+        /// The length of the message payload, channel byte included.
+        len: usize,
+    },
+    /// A CLOSE message was asked for on a protocol that has none (only v5 has CLOSE).
+    #[error("protocol {protocol} has no CLOSE message")]
+    CloseUnsupported {
+        /// The negotiated subprotocol name.
+        protocol: &'static str,
+    },
+    /// A SPDY frame announced a length above the configured maximum.
+    #[error("SPDY frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// The announced length (payload only, without the 8-byte header).
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A SPDY control frame carried a version other than 3.
+    #[error("unsupported SPDY version {0}")]
+    UnsupportedVersion(u16),
+    /// A SPDY control frame's length does not fit its type.
+    #[error("invalid length {len} for a SPDY {frame} frame")]
+    InvalidFrameLength {
+        /// The frame type name.
+        frame: &'static str,
+        /// The announced length.
+        len: usize,
+    },
+    /// A SPDY frame that must name a stream (or ping) carried id 0.
+    #[error("SPDY {frame} frame with stream id 0")]
+    ZeroStreamId {
+        /// The frame type name.
+        frame: &'static str,
+    },
+    /// A SPDY control frame carried flags or a status its type forbids.
+    #[error("invalid SPDY {frame} frame: {reason}")]
+    InvalidControlFrame {
+        /// The frame type name.
+        frame: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A value does not fit the field that must carry it on the wire.
+    #[error("{field} value {value} does not fit in the wire format")]
+    FieldOverflow {
+        /// The field name.
+        field: &'static str,
+        /// The value that does not fit.
+        value: u64,
+    },
+    /// A decompressed SPDY header block ended before its announced pairs did.
+    #[error("truncated SPDY header block")]
+    HeaderBlockTruncated,
+    /// A decompressed SPDY header block had bytes left over after its last pair.
+    #[error("{0} trailing bytes after the SPDY header block")]
+    HeaderBlockTrailingBytes(usize),
+    /// A SPDY header name or value was not UTF-8.
+    #[error("SPDY header name or value is not UTF-8")]
+    HeaderNotUtf8,
+    /// A SPDY header name was not lowercase (spdystream's `UnlowercasedHeaderName`).
+    #[error("SPDY header name {0:?} is not lowercase")]
+    HeaderNameNotLowercase(String),
+    /// A SPDY header name was empty.
+    #[error("empty SPDY header name")]
+    HeaderNameEmpty,
+    /// A SPDY header name appeared twice in one block (spdystream's `DuplicateHeaders`).
+    #[error("duplicate SPDY header {0:?}")]
+    DuplicateHeader(String),
+    /// A SPDY header block inflated beyond the configured limit (a compression bomb).
+    #[error("SPDY header block inflates beyond {limit} bytes")]
+    HeaderBlockTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// The zlib stream of SPDY header blocks asked for a dictionary other than SPDY/3's.
+    #[error("SPDY header block needs dictionary {found:#010x}, expected {expected:#010x}")]
+    WrongDictionary {
+        /// The Adler-32 of the SPDY/3 dictionary.
+        expected: u32,
+        /// The Adler-32 the stream asked for.
+        found: u32,
+    },
+    /// The zlib stream of SPDY header blocks is corrupt.
+    #[error("failed to inflate a SPDY header block: {0}")]
+    Decompress(#[source] flate2::DecompressError),
+    /// The zlib stream of SPDY header blocks ended, or left input unconsumed.
+    #[error("SPDY header block compression stream ended or stalled with {0} bytes unconsumed")]
+    DecompressStalled(usize),
+    /// A SPDY header block could not be deflated.
+    #[error("failed to deflate a SPDY header block: {0}")]
+    Compress(#[source] flate2::CompressError),
+    /// A port number was not an integer in 1..=65535.
+    #[error("invalid port {0:?}: must be an integer in 1-65535")]
+    InvalidPort(String),
+    /// A required stream header was absent.
+    #[error("missing stream header {0:?}")]
+    MissingHeader(&'static str),
+    /// A `streamtype` header named a type the protocol does not use here.
+    #[error("invalid stream type {0:?}")]
+    InvalidStreamType(String),
+    /// A `metav1.Status` could not be parsed or written as JSON.
+    #[error("invalid Status JSON: {0}")]
+    StatusJson(#[source] serde_json::Error),
+    /// An error-stream `Status` broke client-go's `errorDecoderV4` rules.
+    #[error("error stream protocol error: {0}")]
+    StatusProtocol(String),
+    /// A resize message was not a JSON `TerminalSize` object.
+    #[error("invalid terminal size JSON: {0}")]
+    ResizeJson(#[source] serde_json::Error),
+    /// A resize stream buffered more bytes than allowed without completing an object.
+    #[error("resize stream buffered more than {limit} bytes without a complete object")]
+    ResizeBufferFull {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
 }
 
 /// The codecs' result type.
