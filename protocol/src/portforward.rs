@@ -281,7 +281,8 @@ mod tests {
                 "",
                 "dial tcp 127.0.0.1:80: connect: connection refused"
             ),
-            "error forwarding port 80 to pod p, uid : dial tcp 127.0.0.1:80: connect: connection refused"
+            "error forwarding port 80 to pod p, uid : dial tcp 127.0.0.1:80: connect: \
+             connection refused"
         );
     }
 }

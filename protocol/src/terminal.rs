@@ -173,8 +173,8 @@ mod tests {
     #[test]
     fn decodes_concatenated_objects_split_at_every_byte() {
         // kubectl's newline-terminated form, then kube-rs's bare form back to back.
-        let stream: &[u8] =
-            b"{\"Width\":100,\"Height\":30}\n{\"Width\":120,\"Height\":40}{\"width\":7,\"HEIGHT\":8} \r\n";
+        let stream: &[u8] = b"{\"Width\":100,\"Height\":30}\n{\"Width\":120,\"Height\":40}\
+              {\"width\":7,\"HEIGHT\":8} \r\n";
         let expected = [size(100, 30), size(120, 40), size(7, 8)];
         for split in 0..=stream.len() {
             let mut decoder = TerminalSizeDecoder::new();
