@@ -3,4 +3,17 @@
 //! The recording format is specified in `docs/recording-format.md`; this crate knows nothing of
 //! HTTP or terminal I/O, so the gateway, the web API and the player can all depend on it.
 
+pub mod error;
+pub mod index;
+pub mod keyframe;
+pub mod recovery;
+pub mod reindex;
+pub mod format;
+pub mod file;
+pub mod integrity;
 pub mod model;
+pub mod reader;
+pub mod redaction;
+pub mod writer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,233 @@
+//! The event encoder: [`Event`]s to asciicast v3 lines, with time rounding carried forward and
+//! UTF-8 sequences completed across events so that stock players render what the user saw.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::json;
+
+use super::{TimePrecision, code};
+use crate::error::Result;
+use crate::model::{Event, EventKind, SessionStatus};
+
+/// Turns events into event lines. Stateful: it remembers the last written time (intervals are
+/// relative) and, per byte stream, the incomplete UTF-8 sequence held back from the last event.
+#[derive(Debug, Clone, Default)]
+pub struct Encoder {
+    precision: TimePrecision,
+    /// The latest true event time seen, so that times never go backwards.
+    last_true_us: u64,
+    /// The sum of all intervals written so far (the written absolute time).
+    written_us: u64,
+    /// Held-back incomplete UTF-8 tails of stdout, stderr and stdin.
+    carry: [Vec<u8>; 3],
+}
+
+impl Encoder {
+    /// An encoder at session time zero.
+    pub fn new(precision: TimePrecision) -> Self {
+        Self {
+            precision,
+            ..Self::default()
+        }
+    }
+
+    /// An encoder that continues a stream whose written time is already `written_us` (for
+    /// appending a final frame to an existing file).
+    pub fn resume(precision: TimePrecision, written_us: u64) -> Self {
+        Self {
+            precision,
+            last_true_us: written_us,
+            written_us,
+            ..Self::default()
+        }
+    }
+
+    /// The written (rounded) session time of the last line, in microseconds.
+    pub fn written_us(&self) -> u64 {
+        self.written_us
+    }
+
+    /// Appends the lines for one event to `out`.
+    ///
+    /// An event earlier than the previous one is written at the previous one's time (producers
+    /// on different tasks can race by a few microseconds; the file order is the arrival order).
+    pub fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Result<()> {
+        let mut interval = Some(self.advance(event.time_us));
+        let mut line = |code: &str, data: &str| {
+            push_line(
+                out,
+                interval.take().unwrap_or(0),
+                self.precision,
+                code,
+                data,
+            );
+        };
+        match &event.kind {
+            EventKind::Output(bytes) => {
+                let text = text_of(&mut self.carry[0], bytes);
+                if text.as_bytes() != bytes.as_slice() {
+                    line(code::BYTES, &BASE64.encode(bytes));
+                }
+                line(code::OUTPUT, &text);
+            }
+            EventKind::Stderr(bytes) => {
+                let text = text_of(&mut self.carry[1], bytes);
+                line(code::STDERR, "");
+                if text.as_bytes() != bytes.as_slice() {
+                    line(code::BYTES, &BASE64.encode(bytes));
+                }
+                line(code::OUTPUT, &text);
+            }
+            EventKind::Input(bytes) => {
+                let text = text_of(&mut self.carry[2], bytes);
+                if text.as_bytes() != bytes.as_slice() {
+                    line(code::BYTES, &BASE64.encode(bytes));
+                }
+                line(code::INPUT, &text);
+            }
+            EventKind::Resize { cols, rows } => line(code::RESIZE, &format!("{cols}x{rows}")),
+            EventKind::Exit {
+                code: Some(status),
+                message,
+            } if message.is_empty() => {
+                line(code::EXIT, &status.to_string());
+            }
+            EventKind::Exit {
+                code: status,
+                message,
+            } => {
+                let detail = json!({ "code": status, "message": message });
+                line(code::EXIT_DETAIL, &detail.to_string());
+                if let Some(status) = status {
+                    line(code::EXIT, &status.to_string());
+                }
+            }
+            EventKind::Marker(label) => line(code::MARKER, label),
+            EventKind::ConnectionOpened { connection, port } => {
+                let data = json!({ "conn": connection, "port": port });
+                line(code::CONNECTION_OPENED, &data.to_string());
+            }
+            EventKind::ConnectionClosed {
+                connection,
+                bytes_to_pod,
+                bytes_from_pod,
+                sha256_to_pod,
+                sha256_from_pod,
+            } => {
+                let data = json!({
+                    "conn": connection,
+                    "bytes_to_pod": bytes_to_pod,
+                    "bytes_from_pod": bytes_from_pod,
+                    "sha256_to_pod": sha256_to_pod,
+                    "sha256_from_pod": sha256_from_pod,
+                });
+                line(code::CONNECTION_CLOSED, &data.to_string());
+            }
+            EventKind::ConnectionData {
+                connection,
+                to_pod,
+                data,
+            } => {
+                let data =
+                    json!({ "conn": connection, "to_pod": to_pod, "data": BASE64.encode(data) });
+                line(code::CONNECTION_DATA, &data.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a time anchor line (interval 0) carrying the written session time, so a frame
+    /// can be decoded without the frames before it.
+    pub fn anchor(&mut self, out: &mut Vec<u8>) {
+        push_line(
+            out,
+            0,
+            self.precision,
+            code::ANCHOR,
+            &self.written_us.to_string(),
+        );
+    }
+
+    /// Appends the end line with the session's final status at `time_us`.
+    pub fn end(&mut self, time_us: u64, status: &SessionStatus, out: &mut Vec<u8>) -> Result<()> {
+        let interval = self.advance(time_us);
+        let data = serde_json::to_string(status)?;
+        push_line(out, interval, self.precision, code::END, &data);
+        Ok(())
+    }
+
+    /// Moves the clock to `time_us` (never backwards) and returns the interval to write.
+    fn advance(&mut self, time_us: u64) -> u64 {
+        self.last_true_us = self.last_true_us.max(time_us);
+        let written = self.precision.round(self.last_true_us).max(self.written_us);
+        let interval = written - self.written_us;
+        self.written_us = written;
+        interval
+    }
+}
+
+/// The text a terminal shows for `bytes` after the held-back `carry`: complete UTF-8 sequences
+/// as they are, invalid bytes as U+FFFD, and an incomplete sequence at the end held back (into
+/// `carry`) for the stream's next event, as a terminal would.
+fn text_of(carry: &mut Vec<u8>, bytes: &[u8]) -> String {
+    let mut input = std::mem::take(carry);
+    input.extend_from_slice(bytes);
+    let mut text = String::with_capacity(input.len());
+    let mut rest = input.as_slice();
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(valid) => {
+                text.push_str(valid);
+                break;
+            }
+            Err(error) => {
+                let (valid, after) = rest.split_at(error.valid_up_to());
+                // `valid_up_to` guarantees this prefix is UTF-8.
+                text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                let Some(len) = error.error_len() else {
+                    carry.extend_from_slice(after);
+                    break;
+                };
+                text.push(char::REPLACEMENT_CHARACTER);
+                rest = &after[len..];
+            }
+        }
+    }
+    text
+}
+
+/// Appends `[interval, "code", "data"]\n`, the interval as decimal seconds.
+fn push_line(
+    out: &mut Vec<u8>,
+    interval_us: u64,
+    precision: TimePrecision,
+    code: &str,
+    data: &str,
+) {
+    let mut line = String::with_capacity(data.len() + 24);
+    line.push('[');
+    push_seconds(&mut line, interval_us, precision);
+    line.push_str(",\"");
+    line.push_str(code);
+    line.push_str("\",");
+    // Serializing a `&str` to JSON cannot fail.
+    line.push_str(&serde_json::to_string(data).unwrap_or_default());
+    line.push_str("]\n");
+    out.extend_from_slice(line.as_bytes());
+}
+
+/// Writes `us` microseconds as seconds with at most `precision` fractional digits, trailing
+/// zeros trimmed but at least one digit after the point (`0.0`, `1.25`, `0.000001`).
+fn push_seconds(out: &mut String, us: u64, precision: TimePrecision) {
+    let whole = us / 1_000_000;
+    let frac = us % 1_000_000;
+    let digits = usize::from(precision.digits());
+    let mut frac_text = format!("{frac:06}");
+    frac_text.truncate(digits.max(1));
+    let trimmed = frac_text.trim_end_matches('0');
+    let trimmed = if trimmed.is_empty() { "0" } else { trimmed };
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{whole}.{trimmed}");
+}

@@ -1,0 +1,210 @@
+//! The async session writer: a [`SessionHandle`] per session with a bounded queue in front of a
+//! task that redacts, encodes, compresses, writes and syncs.
+//!
+//! Nothing is dropped. When the disk is slow the queue fills and [`EventSender::record`] waits
+//! (backpressure), up to [`WriterConfig::max_stall`], after which it fails. When a write fails
+//! the task publishes the failure at once: [`EventSender::fatal`] resolves, `record` returns an
+//! error, and the caller must end the session (strict mode). The task then cuts the file back
+//! to its last complete frame and tries to seal it as terminated with reason
+//! `recording_failure`.
+
+mod task;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::file::RecordingFile;
+use crate::format::{self, TimePrecision};
+use crate::integrity::Manifest;
+use crate::model::{Event, SessionMeta, SessionStatus};
+use crate::redaction::Redactor;
+
+/// How a session is written.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Close a frame once this many uncompressed bytes are waiting (default 1 MiB).
+    pub frame_max_bytes: usize,
+    /// Close a frame at least this often while events arrive (default 1 s): the most a crash
+    /// can lose. Every closed frame is `fdatasync`ed.
+    pub flush_interval: Duration,
+    /// Events the queue holds before producers wait (default 1024).
+    pub queue_capacity: usize,
+    /// How long a producer may wait for queue space before `record` fails (default 10 s).
+    pub max_stall: Duration,
+    /// zstd level (default 3).
+    pub compression_level: i32,
+    /// Decimal digits of event intervals (default 6: exact).
+    pub time_precision: TimePrecision,
+    /// Patterns applied to output, stderr and input before writing.
+    pub redactor: Redactor,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            frame_max_bytes: 1 << 20,
+            flush_interval: Duration::from_secs(1),
+            queue_capacity: 1024,
+            max_stall: Duration::from_secs(10),
+            compression_level: zstd::DEFAULT_COMPRESSION_LEVEL,
+            time_precision: TimePrecision::MICROS,
+            redactor: Redactor::disabled(),
+        }
+    }
+}
+
+/// The owner's handle on a session being recorded.
+#[derive(Debug)]
+pub struct SessionHandle {
+    sender: EventSender,
+    finish: mpsc::Sender<Command>,
+    path: PathBuf,
+}
+
+/// A cloneable producer side of a session (one per stream task).
+#[derive(Debug, Clone)]
+pub struct EventSender {
+    queue: mpsc::Sender<Command>,
+    fatal: watch::Receiver<Option<String>>,
+    lost: Arc<AtomicU64>,
+    max_stall: Duration,
+}
+
+/// What the queue carries to the writer task.
+#[derive(Debug)]
+enum Command {
+    Event(Event),
+    Finish(SessionStatus, oneshot::Sender<Result<Manifest>>),
+}
+
+impl SessionHandle {
+    /// Creates `<dir>/<session id>.cast.zst`, writes and syncs its header frame, and starts the
+    /// writer task. Fails, before the session may start, when the file cannot be created or
+    /// synced (P1: no recording, no session) or already exists.
+    pub async fn open(
+        dir: &Path,
+        meta: SessionMeta,
+        key: Arc<SigningKey>,
+        config: WriterConfig,
+    ) -> Result<Self> {
+        let header = format::encode_header(&meta)?;
+        let dir = dir.to_owned();
+        let level = config.compression_level;
+        let file = tokio::task::spawn_blocking(move || {
+            RecordingFile::create(&dir, &meta, &header, key, level)
+        })
+        .await
+        .map_err(|e| Error::RecordingFailed(format!("writer task: {e}")))??;
+        let path = file.path().to_owned();
+        let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let (fatal_tx, fatal) = watch::channel(None);
+        let lost = Arc::new(AtomicU64::new(0));
+        let max_stall = config.max_stall;
+        tokio::spawn(task::run(file, config, receiver, fatal_tx));
+        let sender = EventSender {
+            queue: queue.clone(),
+            fatal,
+            lost,
+            max_stall,
+        };
+        Ok(Self {
+            sender,
+            finish: queue,
+            path,
+        })
+    }
+
+    /// The recording file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A producer handle for another task.
+    pub fn sender(&self) -> EventSender {
+        self.sender.clone()
+    }
+
+    /// Queues an event; see [`EventSender::record`].
+    pub async fn record(&self, event: Event) -> Result<()> {
+        self.sender.record(event).await
+    }
+
+    /// Resolves with the failure once the recording has failed; see [`EventSender::fatal`].
+    pub async fn fatal(&self) -> String {
+        self.sender.fatal().await
+    }
+
+    /// Events lost without the session being told; see [`EventSender::lost_events`].
+    pub fn lost_events(&self) -> u64 {
+        self.sender.lost_events()
+    }
+
+    /// Writes every queued event, the end line and the signed manifest with `status`, syncs,
+    /// and returns the manifest. Fails if the recording failed earlier.
+    pub async fn finish(self, status: SessionStatus) -> Result<Manifest> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || Error::RecordingFailed(self.sender.failure().unwrap_or_else(closed_text));
+        self.finish
+            .send(Command::Finish(status, reply))
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+impl EventSender {
+    /// Queues an event. Waits while the queue is full (backpressure, never a drop); fails when
+    /// the recording has failed, the session is finished, or the wait exceeds `max_stall`.
+    pub async fn record(&self, event: Event) -> Result<()> {
+        if let Some(failure) = self.failure() {
+            return Err(Error::RecordingFailed(failure));
+        }
+        match tokio::time::timeout(self.max_stall, self.queue.send(Command::Event(event))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self
+                .failure()
+                .map_or(Error::SessionClosed, Error::RecordingFailed)),
+            Err(_) => Err(Error::RecordingFailed(format!(
+                "the recording stalled for more than {:?}",
+                self.max_stall
+            ))),
+        }
+    }
+
+    /// Resolves with the failure's description once the recording has failed; never resolves
+    /// while it is healthy. Select on it next to the session's streams.
+    pub async fn fatal(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        loop {
+            if let Some(failure) = fatal.borrow_and_update().clone() {
+                return failure;
+            }
+            if fatal.changed().await.is_err() {
+                // The task ended without a failure (finished): never resolve.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The failure, if the recording has failed.
+    pub fn failure(&self) -> Option<String> {
+        self.fatal.borrow().clone()
+    }
+
+    /// Events accepted by `record` and then dropped without the session being told. The writer
+    /// never drops an event, so this stays 0; it exists to be exported as a metric
+    /// (`recording_events_lost_total`) and asserted in tests.
+    pub fn lost_events(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+fn closed_text() -> String {
+    "the recording session is closed".into()
+}

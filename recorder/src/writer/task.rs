@@ -1,0 +1,166 @@
+//! The writer task: collects queued events, and once per flush interval (or when a frame's
+//! worth of bytes is waiting) redacts, encodes and appends them as one frame on the blocking
+//! pool. While a frame is being written the queue is not read, which is the backpressure.
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+
+use super::{Command, WriterConfig};
+use crate::error::{Error, Result};
+use crate::file::{FrameEvents, RecordingFile};
+use crate::format::Encoder;
+use crate::integrity::Manifest;
+use crate::model::{Event, EventKind, SessionStatus};
+use crate::redaction::RedactionWindow;
+
+/// The state that moves to the blocking pool for each write.
+struct Core {
+    file: RecordingFile,
+    encoder: Encoder,
+    window: RedactionWindow,
+}
+
+/// Runs until the session finishes, the handle is dropped, or a write fails.
+pub(super) async fn run(
+    file: RecordingFile,
+    config: WriterConfig,
+    mut queue: mpsc::Receiver<Command>,
+    fatal: watch::Sender<Option<String>>,
+) {
+    let mut core = Some(Core {
+        file,
+        encoder: Encoder::new(config.time_precision),
+        window: RedactionWindow::new(config.redactor.clone()),
+    });
+    let mut incoming: Vec<Event> = Vec::new();
+    let mut incoming_bytes = 0usize;
+    let mut tick = tokio::time::interval(config.flush_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let (end, reply) = tokio::select! {
+            command = queue.recv() => match command {
+                Some(Command::Event(event)) => {
+                    incoming_bytes += payload_len(&event);
+                    incoming.push(event);
+                    if incoming_bytes < config.frame_max_bytes {
+                        continue;
+                    }
+                    (None, None)
+                }
+                Some(Command::Finish(status, reply)) => (Some(status), Some(reply)),
+                // Every handle is gone without `finish`: seal what we have.
+                None => (Some(SessionStatus::Terminated { reason: "abandoned".into() }), None),
+            },
+            _ = tick.tick() => {
+                if incoming.is_empty() && core.as_ref().is_none_or(|c| c.window.is_empty()) {
+                    continue;
+                }
+                (None, None)
+            }
+        };
+        incoming_bytes = 0;
+        let events = std::mem::take(&mut incoming);
+        let Some(taken) = core.take() else { return };
+        let ending = end.is_some();
+        let job = tokio::task::spawn_blocking(move || {
+            let mut core = taken;
+            let written = core.write(events, end.as_ref());
+            (core, written)
+        });
+        let (back, written) = match job.await {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = fatal.send(Some(format!("recording writer panicked: {e}")));
+                return;
+            }
+        };
+        match written {
+            Ok(manifest) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(manifest.ok_or(Error::SessionClosed));
+                }
+                if ending {
+                    return;
+                }
+                core = Some(back);
+            }
+            Err(error) => {
+                // Publish first: the session must end within a second of the failure.
+                queue.close();
+                let failure = format!(
+                    "{error}; the session must end ({} queued events not recorded)",
+                    queue.len()
+                );
+                let _ = fatal.send(Some(failure.clone()));
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(Error::RecordingFailed(failure)));
+                }
+                let mut back = back;
+                let _ = tokio::task::spawn_blocking(move || back.seal_after_failure()).await;
+                return;
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Writes released events as one frame; with `end`, releases everything, writes the end
+    /// line and the manifest.
+    fn write(
+        &mut self,
+        events: Vec<Event>,
+        end: Option<&SessionStatus>,
+    ) -> Result<Option<Manifest>> {
+        for event in events {
+            self.window.push(event);
+        }
+        let ready = self.window.release(end.is_some());
+        if !ready.is_empty() || end.is_some() {
+            let mut plain = Vec::new();
+            let mut stats = FrameEvents::default();
+            self.encoder.anchor(&mut plain);
+            for event in &ready {
+                self.encoder.event(event, &mut plain)?;
+                if stats.event_count == 0 {
+                    stats.first_event_us = self.encoder.written_us();
+                }
+                stats.last_event_us = self.encoder.written_us();
+                stats.event_count += 1;
+            }
+            if let Some(status) = end {
+                self.encoder
+                    .end(self.encoder.written_us(), status, &mut plain)?;
+            }
+            self.file.append_frame(&plain, stats)?;
+        }
+        match end {
+            Some(status) => self.file.append_manifest(status.clone(), 0).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// After a failed write: cut back to the last complete frame and try to seal the file as
+    /// terminated by the failure. Either way the file verifies up to that frame.
+    fn seal_after_failure(&mut self) -> Result<Manifest> {
+        self.file.truncate_to_durable()?;
+        let status = SessionStatus::Terminated {
+            reason: "recording_failure".into(),
+        };
+        let sealed = self.file.append_manifest(status, 0);
+        if sealed.is_err() {
+            let _ = self.file.truncate_to_durable();
+        }
+        sealed
+    }
+}
+
+/// Bytes an event adds to a frame, roughly (for the frame size limit).
+fn payload_len(event: &Event) -> usize {
+    32 + match &event.kind {
+        EventKind::Output(d) | EventKind::Stderr(d) | EventKind::Input(d) => d.len(),
+        EventKind::ConnectionData { data, .. } => data.len() * 4 / 3,
+        EventKind::Marker(m) => m.len(),
+        EventKind::Exit { message, .. } => message.len(),
+        _ => 64,
+    }
+}
