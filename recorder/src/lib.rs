@@ -4,16 +4,16 @@
 //! HTTP or terminal I/O, so the gateway, the web API and the player can all depend on it.
 
 pub mod error;
-pub mod index;
-pub mod keyframe;
-pub mod recovery;
-pub mod reindex;
-pub mod format;
 pub mod file;
+pub mod format;
+pub mod index;
 pub mod integrity;
+pub mod keyframe;
 pub mod model;
 pub mod reader;
+pub mod recovery;
 pub mod redaction;
+pub mod reindex;
 pub mod writer;
 
 pub use error::{Error, Result};
