@@ -1,0 +1,11 @@
+//! custody: a Kubernetes access gateway that keeps the chain of custody.
+//!
+//! The data path (see `docs/ARCHITECTURE.md`): authenticate the caller (`authn`) into a
+//! [`principal::Principal`], classify the request (`classify`), decide the effective identity
+//! (`impersonation`), rewrite the headers and forward (`proxy`), and audit every request
+//! (`audit`). `config` is the one typed configuration; `server` owns the listeners.
+
+pub mod error;
+pub mod principal;
+
+pub use error::{Error, Result};
