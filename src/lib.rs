@@ -5,7 +5,18 @@
 //! (`impersonation`), rewrite the headers and forward (`proxy`), and audit every request
 //! (`audit`). `config` is the one typed configuration; `server` owns the listeners.
 
+pub mod audit;
+pub mod authn;
+pub mod classify;
+pub mod config;
+pub mod credential;
 pub mod error;
+pub mod gateway;
+pub mod impersonation;
+pub mod metrics;
 pub mod principal;
+pub mod proxy;
+pub mod server;
+pub mod upstream;
 
 pub use error::{Error, Result};

@@ -2,10 +2,12 @@
 //! terminal output (an interactive shell, a full-screen `top`-like redraw, a log stream),
 //! against a plain buffered file write of the same bytes measured in the same run.
 //!
-//! Run with `cargo bench -p custody-recorder --bench recording`. Two writer paths are measured:
-//! the async `SessionHandle` fed as fast as possible (frames close at 1 MiB), and the storage
-//! path framed the way a live session is (one frame per second of session time, each
-//! compressed, checkpointed, signed and `fdatasync`ed).
+//! Run with `cargo bench -p custody-recorder --bench recording`. Writer paths measured: the async
+//! `SessionHandle` fed as fast as possible (frames close at 1 MiB); the live path, the file layer
+//! driven by session time the way the writer task is driven by the clock (frames of at most 60 s
+//! or 1 MiB, a zstd block flush every second, each frame checkpointed, signed and
+//! `fdatasync`ed); and, for comparison, the previous layout of one closed frame per second.
+//! Ratios are compared with one zstd frame over the whole cast.
 
 #![allow(
     clippy::unwrap_used,
@@ -20,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use custody_recorder::file::{FrameEvents, RecordingFile};
+use custody_recorder::file::{FileStats, FrameEvents, RecordingFile};
 use custody_recorder::format::{self, Encoder, TimePrecision};
 use custody_recorder::model::{
     EffectiveIdentity, Event, EventKind, Initiator, SessionKind, SessionMeta, SessionStatus,
@@ -33,21 +35,28 @@ fn main() {
     let key = Arc::new(SigningKey::from_bytes(&[42; 32]));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "{:<8} {:>7} | {:>9} {:>9} {:>6} | {:>9} {:>8} | {:>7} {:>7} {:>7}",
+        "{:<6} {:>5} | {:>6} {:>6} {:>5} | {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6}",
         "output",
         "MB",
-        "plain MB/s",
-        "rec MB/s",
+        "plain",
+        "rec",
         "x",
-        "cpu ms/MB",
+        "cpu",
         "base",
-        "ratio",
+        "async",
+        "live",
         "1s-fr",
-        "whole"
+        "whole",
+        "l/w",
+        "frames",
+        "writes",
+        "syncs",
+        "1s-syn"
     );
     for (name, events) in [("shell", shell()), ("top", top()), ("logs", logs())] {
         let raw: usize = events.iter().map(payload).sum();
         let mb = raw as f64 / 1e6;
+        let minutes = events.last().map_or(0, |e| e.time_us) as f64 / 60e6;
 
         let (plain_s, plain_cpu) =
             measure(|| baseline(&dir.path().join(format!("{name}.raw")), &events));
@@ -56,32 +65,51 @@ fn main() {
             runtime.block_on(write_async(&rec_dir, name, key.clone(), events.clone()));
         });
         let async_size = dir_size(&rec_dir);
+        let live_dir = dir.path().join(format!("live-{name}"));
+        let mut live = None;
+        let (live_s, live_cpu) =
+            measure(|| live = Some(write_live(&live_dir, name, key.clone(), &events)));
+        let (live_stats, memory) = live.unwrap();
+        let live_size = dir_size(&live_dir);
         let framed_dir = dir.path().join(format!("framed-{name}"));
-        let (framed_s, _) = measure(|| write_framed(&framed_dir, name, key.clone(), &events));
+        let framed_stats = write_framed(&framed_dir, name, key.clone(), &events);
         let framed_size = dir_size(&framed_dir);
         let whole = whole_file_size(&events);
+        let ratio = |size: u64| raw as f64 / size as f64;
         println!(
-            "{name:<8} {mb:>7.1} | {:>9.0} {:>9.0} {:>6.2} | {:>9.2} {:>8.2} | {:>7.1} {:>7.1} {:>7.1}",
+            "{name:<6} {mb:>5.1} | {:>6.0} {:>6.0} {:>5.2} | {:>6.2} {:>6.2} | {:>6.1} {:>6.1} {:>6.1} {:>6.1} {:>5.0}% | {:>6} {:>6} {:>6} {:>6}",
             mb / plain_s,
             mb / rec_s,
             rec_s / plain_s,
             rec_cpu.as_secs_f64() * 1e3 / mb,
             plain_cpu.as_secs_f64() * 1e3 / mb,
-            raw as f64 / async_size as f64,
-            raw as f64 / framed_size as f64,
-            raw as f64 / whole as f64,
+            ratio(async_size),
+            ratio(live_size),
+            ratio(framed_size),
+            ratio(whole as u64),
+            100.0 * ratio(live_size) / ratio(whole as u64),
+            live_stats.frames,
+            live_stats.writes,
+            live_stats.syncs,
+            framed_stats.syncs,
         );
         println!(
-            "         1s-framed path: {:.0} MB/s of session output ({} frames of ~{:.0} KiB)",
-            mb / framed_s,
-            frames_in(&events),
-            raw as f64 / 1024.0 / frames_in(&events) as f64
+            "       {minutes:.0} min of session time; live path {:.0} MB/s, {:.2} cpu ms/MB, {:.1} fdatasync/hour \
+             (1 s frames: {:.0}/hour); compressor {:.1} MiB per session",
+            mb / live_s,
+            live_cpu.as_secs_f64() * 1e3 / mb,
+            live_stats.syncs as f64 / minutes * 60.0,
+            framed_stats.syncs as f64 / minutes * 60.0,
+            memory as f64 / f64::from(1u32 << 20),
         );
     }
     println!(
-        "columns: plain = buffered write of the raw bytes; rec = async SessionHandle; x = rec time / plain time;\n\
-         cpu ms/MB = process CPU per MB of output (rec, then base); ratio = raw / file (async, 1 MiB frames);\n\
-         1s-fr = raw / file with one frame per second of session time (a live session); whole = raw / one zstd frame of the whole cast"
+        "columns: plain = MB/s of a buffered write of the raw bytes; rec = MB/s of the async SessionHandle fed as fast as\n\
+         possible; x = rec time / plain time; cpu = process CPU ms per MB of output (rec, then base); ratios = raw / file:\n\
+         async = SessionHandle, live = the live path (frames of at most 60 s or 1 MiB of session time, a zstd block flush\n\
+         every second of session time), 1s-fr = the old layout (a closed frame per second), whole = one zstd frame of the\n\
+         whole cast; l/w = live ratio / whole ratio; frames, writes, syncs = the live path's frames, write calls and\n\
+         fdatasync/fsync calls; 1s-syn = syncs with a closed frame per second"
     );
 }
 
@@ -125,7 +153,8 @@ async fn write_async(dir: &Path, name: &str, key: Arc<SigningKey>, events: Vec<E
     handle.finish(SessionStatus::Complete).await.unwrap();
 }
 
-fn write_framed(dir: &Path, name: &str, key: Arc<SigningKey>, events: &[Event]) {
+/// The old layout: one closed, checkpointed and synced frame per second of session time.
+fn write_framed(dir: &Path, name: &str, key: Arc<SigningKey>, events: &[Event]) -> FileStats {
     let meta = meta(name);
     let header = format::encode_header(&meta).unwrap();
     let mut file = RecordingFile::create(dir, &meta, &header, key, 3).unwrap();
@@ -133,17 +162,86 @@ fn write_framed(dir: &Path, name: &str, key: Arc<SigningKey>, events: &[Event]) 
     for chunk in events.chunk_by(|a, b| a.time_us / 1_000_000 == b.time_us / 1_000_000) {
         let mut plain = Vec::new();
         encoder.anchor(&mut plain);
+        let mut stats = FrameEvents::default();
         for event in chunk {
-            encoder.event(event, &mut plain).unwrap();
+            encode(&mut encoder, event, &mut plain, &mut stats);
         }
-        let stats = FrameEvents {
-            first_event_us: chunk[0].time_us,
-            last_event_us: chunk[chunk.len() - 1].time_us,
-            event_count: chunk.len() as u32,
-        };
         file.append_frame(&plain, stats).unwrap();
     }
     file.append_manifest(SessionStatus::Complete, 0).unwrap();
+    file.stats()
+}
+
+/// The live path, driven by session time the way the writer task is driven by the clock:
+/// events collect between flush ticks (every second); at each tick they go into the open frame,
+/// which is then closed if it holds 1 MiB or would span more than 60 s at the next tick, and
+/// block-flushed otherwise; 1 MiB arriving between ticks closes the frame at once.
+fn write_live(
+    dir: &Path,
+    name: &str,
+    key: Arc<SigningKey>,
+    events: &[Event],
+) -> (FileStats, usize) {
+    const FLUSH_US: u64 = 1_000_000;
+    const FRAME_US: u64 = 60_000_000;
+    const FRAME_BYTES: usize = 1 << 20;
+    let meta = meta(name);
+    let header = format::encode_header(&meta).unwrap();
+    let mut file = RecordingFile::create(dir, &meta, &header, key, 3).unwrap();
+    file.set_frame_size_hint(FRAME_BYTES).unwrap();
+    let mut encoder = Encoder::new(TimePrecision::MICROS);
+    let mut opened_us = 0;
+    let mut next_tick = FLUSH_US;
+    let mut waiting: Vec<&Event> = Vec::new();
+    let mut waiting_bytes = 0;
+    let mut write = |file: &mut RecordingFile, waiting: &mut Vec<&Event>, now: u64, force: bool| {
+        let mut plain = Vec::new();
+        let mut stats = FrameEvents::default();
+        if !file.frame_is_open() && !waiting.is_empty() {
+            encoder.anchor(&mut plain);
+            opened_us = now;
+        }
+        for event in waiting.drain(..) {
+            encode(&mut encoder, event, &mut plain, &mut stats);
+        }
+        file.push(&plain, stats).unwrap();
+        let due = file.open_frame_len() >= FRAME_BYTES || now + FLUSH_US - opened_us > FRAME_US;
+        if force || (file.frame_is_open() && due) {
+            file.close_frame().unwrap();
+        } else {
+            file.flush().unwrap();
+        }
+    };
+    for event in events {
+        while event.time_us >= next_tick {
+            if !waiting.is_empty() || file.frame_is_open() {
+                write(&mut file, &mut waiting, next_tick, false);
+            }
+            next_tick += FLUSH_US;
+        }
+        waiting_bytes += payload(event) + 32;
+        waiting.push(event);
+        if file.open_frame_len() + waiting_bytes >= FRAME_BYTES {
+            write(&mut file, &mut waiting, event.time_us, true);
+            waiting_bytes = 0;
+        }
+        if waiting.is_empty() {
+            waiting_bytes = 0;
+        }
+    }
+    write(&mut file, &mut waiting, next_tick, true);
+    let memory = file.compressor_memory();
+    file.append_manifest(SessionStatus::Complete, 0).unwrap();
+    (file.stats(), memory)
+}
+
+fn encode(encoder: &mut Encoder, event: &Event, plain: &mut Vec<u8>, stats: &mut FrameEvents) {
+    encoder.event(event, plain).unwrap();
+    if stats.event_count == 0 {
+        stats.first_event_us = encoder.written_us();
+    }
+    stats.last_event_us = encoder.written_us();
+    stats.event_count += 1;
 }
 
 fn whole_file_size(events: &[Event]) -> usize {
@@ -153,12 +251,6 @@ fn whole_file_size(events: &[Event]) -> usize {
         encoder.event(event, &mut plain).unwrap();
     }
     zstd::bulk::compress(&plain, 3).unwrap().len()
-}
-
-fn frames_in(events: &[Event]) -> usize {
-    events
-        .chunk_by(|a, b| a.time_us / 1_000_000 == b.time_us / 1_000_000)
-        .count()
 }
 
 fn dir_size(dir: &Path) -> u64 {

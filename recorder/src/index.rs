@@ -16,10 +16,12 @@ use crate::keyframe::{Keyframe, Seekpoint, build_seekpoints};
 use crate::model::{Event, EventKind, SessionKind, SessionMeta, SessionStatus};
 use crate::reader::Recording;
 
+mod audit;
 mod query;
 mod schema;
 mod transcript;
 
+pub use audit::{AuditCompletion, AuditQuery, AuditRecord};
 pub use query::{SearchHit, SessionQuery};
 pub use schema::latest_version;
 pub use transcript::{TextChunk, TextSource};

@@ -107,9 +107,15 @@ pub fn sha256(bytes: &[u8]) -> Hash {
 
 /// The chain value after a frame: `sha256(previous || sha256(frame))`.
 pub fn chain_next(previous: &Hash, frame: &[u8]) -> Hash {
+    chain_step(previous, &sha256(frame))
+}
+
+/// The chain value after a frame whose SHA-256 is `frame_sha256` (computed while the frame was
+/// streamed to disk): `sha256(previous || frame_sha256)`.
+pub fn chain_step(previous: &Hash, frame_sha256: &Hash) -> Hash {
     let mut hasher = Sha256::new();
     hasher.update(previous);
-    hasher.update(sha256(frame));
+    hasher.update(frame_sha256);
     hasher.finalize().into()
 }
 

@@ -173,9 +173,12 @@ pub struct Seekpoint {
 
 /// Builds the seekpoints of a session by replaying it once: one at the start of the first frame,
 /// then one at the start of each frame that begins at least [`KEYFRAME_EVERY_BYTES`] of output
-/// or [`KEYFRAME_EVERY_US`] after the previous seekpoint. The writer closes a frame every second,
-/// so a keyframe on every frame would cost a screen dump per second of session for no gain;
-/// this spacing bounds what a seek replays to about 256 KiB of output.
+/// or [`KEYFRAME_EVERY_US`] after the previous seekpoint. The writer closes a frame at 1 MiB of
+/// events or 60 s (its defaults), so nearly every frame gets a keyframe and a seek replays at
+/// most about one frame: up to ~1 MiB of output or 60 s (`benches/seek.rs` measures the worst
+/// frame of an hour-long session). The spacing matters for files cut into shorter frames (a small
+/// `frame_max_duration`, or files from the one-frame-per-second layout), where a keyframe per
+/// frame would cost a screen dump per frame for no gain.
 ///
 /// `frame_event_counts` are the frames' event counts in order (the header frame counts 0). The
 /// result holds, per frame, the seekpoint at its start or `None`. All `None` for a non-tty

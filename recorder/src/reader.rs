@@ -4,9 +4,16 @@
 //! Verification walks the file front to back. Each zstd frame must be followed by a checkpoint
 //! whose signature verifies, that names the frame's index, offset, length and SHA-256 and the
 //! chain value, and whose event times and count match the frame's decoded events. The first
-//! frame that fails any check ends the verified prefix; nothing after it is returned.
+//! frame that fails any check ends the verified prefix; nothing verified is returned after it.
+//!
+//! A file whose writer is still running, or was killed, ends in a frame that was never closed:
+//! the blocks flushed into it so far and no checkpoint. The reader decodes that frame up to its
+//! last complete block and returns its complete events separately, as an unverified [`Tail`],
+//! with [`DamageKind::UnsealedTail`] naming where it starts. [`seal_interrupted`] turns it into a
+//! verified frame.
 
 mod seal;
+mod tail;
 
 use std::fmt;
 use std::path::Path;
@@ -14,19 +21,21 @@ use std::path::Path;
 use ed25519_dalek::VerifyingKey;
 
 use crate::error::{Error, Result};
-use crate::file;
+use crate::file::{self, Blocks};
 use crate::format::{self, Decoder, Record};
 use crate::integrity::{self, Checkpoint, GENESIS, Hash, Manifest, SignedRecordProblem};
 use crate::model::{Event, SessionMeta, SessionStatus};
 
 pub use seal::seal_interrupted;
+pub(crate) use seal::seal_with_status;
+pub use tail::Tail;
 
-/// A recording as far as it verifies.
+/// A recording as far as it verifies, and the unverified tail of a frame left open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recording {
     /// The header's session metadata.
     pub meta: SessionMeta,
-    /// The events of the verified frames.
+    /// The events of the verified frames (and only those: see [`Recording::tail`]).
     pub events: Vec<Event>,
     /// The verified frames (frame 0 is the header frame).
     pub frames: Vec<FrameInfo>,
@@ -39,6 +48,20 @@ pub struct Recording {
     pub damage: Option<Damage>,
     /// Bytes from the file start through the last verified frame or manifest.
     pub verified_len: u64,
+    /// When the file ends in a frame that was never closed (a live recording, or one whose
+    /// writer was killed): the events of its complete blocks. They are **not verified**: no
+    /// checkpoint covers them. `damage` is then [`DamageKind::UnsealedTail`] at the same offset.
+    pub tail: Option<Tail>,
+}
+
+impl Recording {
+    /// The verified events followed by the unverified tail's, for showing a live or crashed
+    /// session; check [`Recording::tail`] to tell them apart.
+    pub fn events_with_tail(&self) -> impl Iterator<Item = &Event> {
+        self.events
+            .iter()
+            .chain(self.tail.iter().flat_map(|t| t.events.iter()))
+    }
 }
 
 /// Where a frame is and what it holds; the index stores these for seeking.
@@ -74,9 +97,14 @@ pub struct Damage {
 
 /// What is wrong at the damaged spot.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DamageKind {
-    /// The file ends inside a frame, its checkpoint or the manifest.
+    /// The file ends inside the header frame, the manifest or a record's first bytes.
     Truncated,
+    /// The file ends inside a frame that has no checkpoint yet: the frame a live writer is
+    /// filling, or the one a killed writer left. [`Recording::tail`] holds the events of its
+    /// complete blocks, unverified.
+    UnsealedTail,
     /// The frame's bytes do not hash to what its checkpoint says.
     ChecksumMismatch,
     /// The checkpoint or manifest does not continue the chain (frames missing, reordered or
@@ -95,6 +123,7 @@ impl fmt::Display for Damage {
         write!(f, "frame {} at byte {}: ", self.frame, self.offset)?;
         match &self.kind {
             DamageKind::Truncated => f.write_str("truncated"),
+            DamageKind::UnsealedTail => f.write_str("unsealed frame (no checkpoint yet)"),
             DamageKind::ChecksumMismatch => f.write_str("frame hash differs from its checkpoint"),
             DamageKind::ChainMismatch => f.write_str("hash chain broken"),
             DamageKind::BadSignature => f.write_str("signature does not verify"),
@@ -134,6 +163,10 @@ pub fn read_recording_bytes(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<
         .map(|m| m.status.clone())
         .or(walk.end)
         .unwrap_or(SessionStatus::Open);
+    let tail = damage
+        .as_ref()
+        .filter(|d| d.kind == DamageKind::UnsealedTail)
+        .map(|d| Tail::decode(&bytes[walk.pos..], walk.decoder.clone(), d.frame, d.offset));
     Ok(Recording {
         meta,
         events: walk.events,
@@ -142,6 +175,7 @@ pub fn read_recording_bytes(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<
         status,
         damage,
         verified_len: walk.pos as u64,
+        tail,
     })
 }
 
@@ -183,6 +217,10 @@ impl<'a> Walk<'a> {
         while self.pos < self.bytes.len() {
             let rest = &self.bytes[self.pos..];
             match integrity::magic_of(rest) {
+                // The file ends in the first bytes of a frame's magic number.
+                None if self.meta.is_some() && ZSTD_MAGIC.to_le_bytes().starts_with(rest) => {
+                    return Err(self.damage(DamageKind::UnsealedTail));
+                }
                 None => return Err(self.damage(DamageKind::Truncated)),
                 Some(integrity::MANIFEST_MAGIC) if self.meta.is_some() => return self.manifest(),
                 Some(ZSTD_MAGIC) => self.frame()?,
@@ -195,12 +233,27 @@ impl<'a> Walk<'a> {
     fn frame(&mut self) -> Result<(), Damage> {
         let rest = &self.bytes[self.pos..];
         let Some(len) = file::frame_len(rest) else {
-            return Err(self.damage(DamageKind::Truncated));
+            return Err(self.damage(match file::complete_blocks(rest) {
+                Blocks::Invalid(why) => DamageKind::Undecodable(why.into()),
+                Blocks::Complete => DamageKind::Undecodable("frame".into()),
+                // The header frame is written and synced before a session starts: a cut in it
+                // leaves nothing attributable.
+                Blocks::NoHeader | Blocks::Cut { .. } if self.meta.is_none() => {
+                    DamageKind::Truncated
+                }
+                Blocks::NoHeader | Blocks::Cut { .. } => DamageKind::UnsealedTail,
+            }));
         };
         let (frame, after) = rest.split_at(len);
         let (checkpoint, checkpoint_len) =
             integrity::decode_signed::<Checkpoint>(after, integrity::CHECKPOINT_MAGIC, self.key)
-                .map_err(|p| self.signed_problem(p))?;
+                .map_err(|p| match p {
+                    // A complete frame whose checkpoint the file ends in: still a tail.
+                    SignedRecordProblem::Truncated if self.meta.is_some() => {
+                        self.damage(DamageKind::UnsealedTail)
+                    }
+                    p => self.signed_problem(p),
+                })?;
         self.check_signer(&checkpoint.public_key)?;
         let index = self.frame_index();
         if checkpoint.frame != index

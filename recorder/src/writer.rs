@@ -1,12 +1,18 @@
 //! The async session writer: a [`SessionHandle`] per session with a bounded queue in front of a
 //! task that redacts, encodes, compresses, writes and syncs.
 //!
+//! Durability: events go into an open zstd frame that is block-flushed to the file every
+//! [`WriterConfig::flush_interval`] (a plain `write`, so a killed process loses at most about
+//! that much), and closed with its signed checkpoint and an `fdatasync` at
+//! [`WriterConfig::frame_max_bytes`] or [`WriterConfig::frame_max_duration`], whichever comes
+//! first (what power loss can lose).
+//!
 //! Nothing is dropped. When the disk is slow the queue fills and [`EventSender::record`] waits
 //! (backpressure), up to [`WriterConfig::max_stall`], after which it fails. When a write fails
 //! the task publishes the failure at once: [`EventSender::fatal`] resolves, `record` returns an
 //! error, and the caller must end the session (strict mode). The task then cuts the file back
-//! to its last complete frame and tries to seal it as terminated with reason
-//! `recording_failure`.
+//! to the end of its last successful write and seals it as terminated with reason
+//! `recording_failure`, keeping the open frame's flushed events.
 
 mod task;
 
@@ -28,10 +34,14 @@ use crate::redaction::Redactor;
 /// How a session is written.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// Close a frame once this many uncompressed bytes are waiting (default 1 MiB).
+    /// Close a frame once it holds this many uncompressed bytes (default 1 MiB). Every closed
+    /// frame gets its signed checkpoint and is `fdatasync`ed.
     pub frame_max_bytes: usize,
-    /// Close a frame at least this often while events arrive (default 1 s): the most a crash
-    /// can lose. Every closed frame is `fdatasync`ed.
+    /// Close a frame before it spans more than this (default 60 s): the most that power loss
+    /// can take from an idle or slow session, and the most a frame's events cover.
+    pub frame_max_duration: Duration,
+    /// Block-flush the open frame to the file this often while events arrive (default 1 s):
+    /// about the most a killed process loses (twice that when redaction holds an event back).
     pub flush_interval: Duration,
     /// Events the queue holds before producers wait (default 1024).
     pub queue_capacity: usize,
@@ -49,6 +59,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             frame_max_bytes: 1 << 20,
+            frame_max_duration: Duration::from_secs(60),
             flush_interval: Duration::from_secs(1),
             queue_capacity: 1024,
             max_stall: Duration::from_secs(10),
@@ -96,8 +107,11 @@ impl SessionHandle {
         let header = format::encode_header(&meta)?;
         let dir = dir.to_owned();
         let level = config.compression_level;
+        let frame_max_bytes = config.frame_max_bytes;
         let file = tokio::task::spawn_blocking(move || {
-            RecordingFile::create(&dir, &meta, &header, key, level)
+            let mut file = RecordingFile::create(&dir, &meta, &header, key, level)?;
+            file.set_frame_size_hint(frame_max_bytes)?;
+            Ok::<_, Error>(file)
         })
         .await
         .map_err(|e| Error::RecordingFailed(format!("writer task: {e}")))??;

@@ -301,3 +301,67 @@ async fn keyframe_seek_from_the_index_equals_full_replay() {
         );
     }
 }
+
+#[tokio::test]
+async fn recovery_reseals_the_flushed_tail_of_a_killed_writer_and_the_index_agrees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    let recordings = data.join("recordings");
+    let key = key(data);
+    let mut index = Index::open(&data.join("index.sqlite")).unwrap();
+    // A live writer with the default 60 s frames and fast block flushes; the file as it is on
+    // disk once the flushes happened is what a SIGKILL would leave.
+    let live = data.join("live");
+    let config = WriterConfig {
+        flush_interval: std::time::Duration::from_millis(20),
+        ..Default::default()
+    };
+    let handle = SessionHandle::open(&live, meta("killed"), key.clone(), config)
+        .await
+        .unwrap();
+    let events = shell_events(12, "delta");
+    for e in &events {
+        handle.record(e.clone()).await.unwrap();
+    }
+    // Wait for the block flushes to have written every event.
+    let flushed = |p: &Path| {
+        read_recording(p, None)
+            .ok()
+            .and_then(|r| r.tail)
+            .is_some_and(|t| t.events.len() == events.len())
+    };
+    for _ in 0..500 {
+        if flushed(handle.path()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    std::fs::create_dir_all(&recordings).unwrap();
+    let path = recordings.join("killed.cast.zst");
+    std::fs::copy(handle.path(), &path).unwrap();
+    handle.finish(SessionStatus::Complete).await.unwrap();
+    index.record_open(&meta("killed"), &path).unwrap();
+
+    let before = read_recording(&path, Some(&key.verifying_key())).unwrap();
+    assert_eq!(before.frames.len(), 1, "only the header frame was closed");
+    assert_eq!(before.tail.as_ref().unwrap().events, events);
+
+    let report = recover(data, &mut index, &key).unwrap();
+    assert_eq!(report.sealed, ["killed"]);
+    let rec = read_recording(&path, Some(&key.verifying_key())).unwrap();
+    assert_eq!(rec.damage, None);
+    assert_eq!(rec.status, SessionStatus::Interrupted);
+    assert_eq!(rec.events, events);
+    let row = index.session("killed").unwrap().unwrap();
+    assert_eq!(row.status, SessionStatus::Interrupted);
+    assert_eq!(row.event_count, events.len() as u64);
+    assert_eq!(row.frame_count, 2);
+    assert_eq!(row.damage, None);
+    let hits = index.search("delta-11", None).unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let seekpoints = index.seekpoints("killed").unwrap();
+    let initial = || TerminalState::for_session(&rec.meta).unwrap();
+    let target = rec.events.last().unwrap().time_us;
+    let fast = seek(initial(), &seekpoints, &rec.events, target).unwrap();
+    assert_eq!(fast.lines(), replay(initial(), &rec.events, target).lines());
+}

@@ -55,6 +55,7 @@ async fn events_round_trip_and_stock_tools_read_the_file() {
     let rec_dir = dir.path().join("recordings");
     let config = WriterConfig {
         flush_interval: Duration::from_millis(50),
+        frame_max_duration: Duration::from_millis(100),
         ..Default::default()
     };
     let handle = SessionHandle::open(&rec_dir, meta("rt-1"), key.clone(), config)

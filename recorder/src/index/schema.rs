@@ -10,7 +10,10 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// The ordered migration steps; append new ones, never edit a released one.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_audit_request_context.sql"),
+];
 
 /// The schema version this build writes and reads.
 pub fn latest_version() -> u32 {

@@ -1,6 +1,10 @@
-//! The writer task: collects queued events, and once per flush interval (or when a frame's
-//! worth of bytes is waiting) redacts, encodes and appends them as one frame on the blocking
-//! pool. While a frame is being written the queue is not read, which is the backpressure.
+//! The writer task: collects queued events and, once per flush interval (or at once when a
+//! frame's worth of bytes is waiting), redacts and encodes them into the open frame on the
+//! blocking pool and block-flushes it to the file. A frame is closed (checkpoint, `fdatasync`)
+//! when it reaches `frame_max_bytes` or would outlive `frame_max_duration`. While a write runs
+//! the queue is not read, which is the backpressure.
+
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
@@ -11,6 +15,7 @@ use crate::file::{FrameEvents, RecordingFile};
 use crate::format::Encoder;
 use crate::integrity::Manifest;
 use crate::model::{Event, EventKind, SessionStatus};
+use crate::reader::seal_with_status;
 use crate::redaction::RedactionWindow;
 
 /// The state that moves to the blocking pool for each write.
@@ -18,6 +23,9 @@ struct Core {
     file: RecordingFile,
     encoder: Encoder,
     window: RedactionWindow,
+    frame_max_bytes: usize,
+    frame_max_duration: Duration,
+    flush_interval: Duration,
 }
 
 /// Runs until the session finishes, the handle is dropped, or a write fails.
@@ -31,6 +39,9 @@ pub(super) async fn run(
         file,
         encoder: Encoder::new(config.time_precision),
         window: RedactionWindow::new(config.redactor.clone()),
+        frame_max_bytes: config.frame_max_bytes,
+        frame_max_duration: config.frame_max_duration,
+        flush_interval: config.flush_interval,
     });
     let mut incoming: Vec<Event> = Vec::new();
     let mut incoming_bytes = 0usize;
@@ -42,7 +53,8 @@ pub(super) async fn run(
                 Some(Command::Event(event)) => {
                     incoming_bytes += payload_len(&event);
                     incoming.push(event);
-                    if incoming_bytes < config.frame_max_bytes {
+                    let open = core.as_ref().map_or(0, |c| c.file.open_frame_len());
+                    if open + incoming_bytes < config.frame_max_bytes {
                         continue;
                     }
                     (None, None)
@@ -52,7 +64,9 @@ pub(super) async fn run(
                 None => (Some(SessionStatus::Terminated { reason: "abandoned".into() }), None),
             },
             _ = tick.tick() => {
-                if incoming.is_empty() && core.as_ref().is_none_or(|c| c.window.is_empty()) {
+                let idle = incoming.is_empty()
+                    && core.as_ref().is_none_or(|c| c.window.is_empty() && !c.frame_due());
+                if idle {
                     continue;
                 }
                 (None, None)
@@ -104,8 +118,9 @@ pub(super) async fn run(
 }
 
 impl Core {
-    /// Writes released events as one frame; with `end`, releases everything, writes the end
-    /// line and the manifest.
+    /// Adds the released events to the open frame; with `end`, releases everything, writes the
+    /// end line, closes the frame and appends the manifest. Otherwise the frame is closed when
+    /// it is due, else block-flushed.
     fn write(
         &mut self,
         events: Vec<Event>,
@@ -118,7 +133,9 @@ impl Core {
         if !ready.is_empty() || end.is_some() {
             let mut plain = Vec::new();
             let mut stats = FrameEvents::default();
-            self.encoder.anchor(&mut plain);
+            if !self.file.frame_is_open() {
+                self.encoder.anchor(&mut plain);
+            }
             for event in &ready {
                 self.encoder.event(event, &mut plain)?;
                 if stats.event_count == 0 {
@@ -131,26 +148,39 @@ impl Core {
                 self.encoder
                     .end(self.encoder.written_us(), status, &mut plain)?;
             }
-            self.file.append_frame(&plain, stats)?;
+            self.file.push(&plain, stats)?;
         }
-        match end {
-            Some(status) => self.file.append_manifest(status.clone(), 0).map(Some),
-            None => Ok(None),
+        if let Some(status) = end {
+            return self.file.append_manifest(status.clone(), 0).map(Some);
         }
+        if self.frame_due() {
+            self.file.close_frame()?;
+        } else {
+            self.file.flush()?;
+        }
+        Ok(None)
     }
 
-    /// After a failed write: cut back to the last complete frame and try to seal the file as
-    /// terminated by the failure. Either way the file verifies up to that frame.
+    /// Whether the open frame must be closed now: it holds `frame_max_bytes`, or waiting for
+    /// the next flush would make it span more than `frame_max_duration`.
+    fn frame_due(&self) -> bool {
+        self.file.open_frame_len() >= self.frame_max_bytes
+            || self
+                .file
+                .open_frame_age()
+                .is_some_and(|age| age + self.flush_interval > self.frame_max_duration)
+    }
+
+    /// After a failed write: cut off the torn write, then seal the file as terminated by the
+    /// failure, re-writing the open frame's flushed events as a complete frame. If that fails
+    /// too (the disk is full, say), the file is left ending in complete frames and the flushed
+    /// blocks of the open frame, which recovery seals later.
     fn seal_after_failure(&mut self) -> Result<Manifest> {
-        self.file.truncate_to_durable()?;
+        self.file.cut_failed_write()?;
         let status = SessionStatus::Terminated {
             reason: "recording_failure".into(),
         };
-        let sealed = self.file.append_manifest(status, 0);
-        if sealed.is_err() {
-            let _ = self.file.truncate_to_durable();
-        }
-        sealed
+        seal_with_status(self.file.path(), self.file.key(), status)
     }
 }
 

@@ -1,0 +1,134 @@
+//! A small HTTPS client for talking to identity providers (discovery, JWKS, the dev issuer's
+//! token endpoint): TLS verified against the system roots or a configured CA, `ring` only,
+//! a timeout on every request, a cap on response bodies, and redirects never followed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The largest response body read, in bytes.
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A response, fully read.
+#[derive(Debug)]
+pub(crate) struct HttpResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// An HTTPS-only client with a per-request timeout.
+#[derive(Clone)]
+pub(crate) struct HttpsClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl HttpsClient {
+    /// A client trusting the CA certificates in `ca_pem`, or the system's roots when `None`.
+    pub(crate) fn new(ca_pem: Option<&[u8]>, timeout: Duration) -> Result<HttpsClient, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca_pem {
+            Some(mut pem) => {
+                for cert in rustls_pemfile::certs(&mut pem) {
+                    let cert = cert.map_err(|e| format!("cannot read the CA file: {e}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("cannot use a CA certificate: {e}"))?;
+                }
+                if roots.is_empty() {
+                    return Err("the CA file has no certificate".into());
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                for error in &native.errors {
+                    tracing::debug!(%error, "skipping a system CA certificate");
+                }
+                let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+                tracing::debug!(added, "loaded the system CA certificates");
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        Ok(HttpsClient {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            timeout,
+        })
+    }
+
+    /// `GET url`.
+    pub(crate) async fn get(&self, url: &str) -> Result<HttpResponse, String> {
+        self.send(Method::GET, url, None).await
+    }
+
+    /// `POST url` with an `application/x-www-form-urlencoded` body.
+    pub(crate) async fn post_form(&self, url: &str, form: String) -> Result<HttpResponse, String> {
+        self.send(Method::POST, url, Some(form)).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        form: Option<String>,
+    ) -> Result<HttpResponse, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(format!("refusing a non-https URL {url:?}"));
+        }
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, concat!("custody/", env!("CARGO_PKG_VERSION")));
+        if form.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(form.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                // The hyper error's source chain holds the TLS or connect failure.
+                let mut msg = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    msg = format!("{msg}: {s}");
+                    source = s.source();
+                }
+                msg
+            })?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the response: {e}"))?
+                .to_bytes();
+            Ok(HttpResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+    }
+}

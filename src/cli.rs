@@ -1,0 +1,78 @@
+//! The command line: one subcommand per file under `cli/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod audit;
+mod config_check;
+mod reindex;
+
+/// custody: a Kubernetes access gateway that keeps the chain of custody.
+///
+/// kubectl talks to custody instead of the API server. custody authenticates people with OIDC,
+/// forwards their requests under their own identity (Kubernetes impersonation), and records
+/// every API call and every exec, attach and port-forward session.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Query the audit trail: one event per request, with who asked and who the cluster saw.
+    ///
+    /// Examples:
+    ///   custody audit --data-dir /var/lib/custody --initiator oidc:alice --since 1h
+    ///   custody audit --data-dir /var/lib/custody --denied --json
+    ///   custody audit --data-dir /var/lib/custody --follow
+    Audit(audit::Args),
+    /// Rebuild the index from the recording files (the index is derived data).
+    Reindex {
+        /// The data directory (as in the configuration's `data_dir`).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file and explain what it does; exits non-zero if it is invalid.
+    Check {
+        /// The configuration file (TOML).
+        file: PathBuf,
+    },
+}
+
+/// Runs the command line; errors are printed with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber_init();
+    let result = match cli.command {
+        Command::Config(ConfigCommand::Check { file }) => config_check::run(&file),
+        Command::Audit(args) => audit::run(&args),
+        Command::Reindex { data_dir } => reindex::run(&data_dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("custody: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tracing_subscriber_init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

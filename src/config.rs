@@ -1,0 +1,298 @@
+//! The one typed configuration of `custody serve`: a TOML file, unknown keys rejected, with
+//! `CUSTODY_*` environment overrides for the settings operators change per deployment.
+//!
+//! Loading is a pure function of the file's text and an environment lookup, so tests never
+//! touch the process environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditMode;
+use crate::authn::config::{OidcIssuerConfig, ServiceAccountConfig};
+use crate::impersonation::ImpersonationConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where custody keeps its audit trail, index, recordings and signing key.
+    pub data_dir: PathBuf,
+    /// This gateway's name in audit events and recordings (default: `custody`).
+    #[serde(default = "default_gateway_id")]
+    pub gateway_id: String,
+    /// The HTTPS front door kubectl talks to.
+    pub server: ServerConfig,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Whether requests wait for their audit event to be durable.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// The clusters behind the gateway, selected by the `/clusters/<name>` path prefix.
+    pub clusters: Vec<ClusterConfig>,
+    /// Trusted OIDC issuers.
+    #[serde(default)]
+    pub oidc: Vec<OidcIssuerConfig>,
+    /// Kubernetes ServiceAccount tokens for automation.
+    #[serde(default)]
+    pub service_accounts: ServiceAccountConfig,
+    /// Who may impersonate whom (`kubectl --as`).
+    #[serde(default)]
+    pub impersonation: ImpersonationConfig,
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The address to listen on, e.g. `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// The serving certificate chain (PEM).
+    pub tls_cert: PathBuf,
+    /// The serving key (PEM, PKCS#8 or RSA or EC).
+    pub tls_key: PathBuf,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The address to listen on (default `127.0.0.1:9090`); plain HTTP, keep it private.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `strict` (default): a request is forwarded only once its audit event is durable;
+    /// `best-effort`: write failures are logged and counted, requests proceed.
+    #[serde(default)]
+    pub mode: AuditMode,
+}
+
+/// One cluster behind the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The name in the path prefix `/clusters/<name>`: lowercase letters, digits and `-`.
+    pub name: String,
+    /// A kubeconfig holding the gateway's own credential for this cluster (a token or client
+    /// certificate whose only power should be `impersonate`). Mutually exclusive with
+    /// `in_cluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Use the in-cluster service account of the pod custody runs in.
+    #[serde(default)]
+    pub in_cluster: bool,
+}
+
+/// Everything wrong with a configuration, each problem with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Parses and validates a configuration. `env` looks up environment variables; the
+    /// overrides are `CUSTODY_DATA_DIR`, `CUSTODY_GATEWAY_ID`, `CUSTODY_LISTEN`,
+    /// `CUSTODY_ADMIN_LISTEN` and `CUSTODY_AUDIT_MODE`.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            problems: vec![e.to_string().trim_end().to_owned()],
+        })?;
+        let mut problems = Vec::new();
+        if let Some(v) = env("CUSTODY_DATA_DIR") {
+            config.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("CUSTODY_GATEWAY_ID") {
+            config.gateway_id = v;
+        }
+        if let Some(v) = env("CUSTODY_LISTEN") {
+            match v.parse() {
+                Ok(addr) => config.server.listen = addr,
+                Err(_) => problems.push(format!("CUSTODY_LISTEN: {v:?} is not an address like 0.0.0.0:8443")),
+            }
+        }
+        if let Some(v) = env("CUSTODY_ADMIN_LISTEN") {
+            match v.parse() {
+                Ok(addr) => config.admin.listen = addr,
+                Err(_) => problems.push(format!("CUSTODY_ADMIN_LISTEN: {v:?} is not an address like 127.0.0.1:9090")),
+            }
+        }
+        if let Some(v) = env("CUSTODY_AUDIT_MODE") {
+            match v.as_str() {
+                "strict" => config.audit.mode = AuditMode::Strict,
+                "best-effort" => config.audit.mode = AuditMode::BestEffort,
+                _ => problems.push(format!("CUSTODY_AUDIT_MODE: {v:?} must be strict or best-effort")),
+            }
+        }
+        problems.extend(config.problems());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The checks serde cannot express.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir: must not be empty".into());
+        }
+        if self.gateway_id.is_empty() || self.gateway_id.chars().any(char::is_control) {
+            problems.push("gateway_id: must be a non-empty printable name".into());
+        }
+        if self.clusters.is_empty() {
+            problems.push("clusters: at least one [[clusters]] entry is needed".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            let at = format!("clusters[{i}] ({:?})", cluster.name);
+            let valid_name = !cluster.name.is_empty()
+                && cluster.name.len() <= 63
+                && cluster
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid_name {
+                problems.push(format!("{at}: name must be 1-63 lowercase letters, digits or '-'"));
+            }
+            if !seen.insert(cluster.name.clone()) {
+                problems.push(format!("{at}: the name is used twice"));
+            }
+            match (&cluster.kubeconfig, cluster.in_cluster) {
+                (Some(_), true) => problems.push(format!("{at}: set kubeconfig or in_cluster, not both")),
+                (None, false) => problems.push(format!("{at}: set kubeconfig = \"...\" or in_cluster = true")),
+                _ => {}
+            }
+        }
+        if self.oidc.is_empty() && !self.service_accounts.enabled {
+            problems.push("oidc: no [[oidc]] issuer and service_accounts disabled: nobody could log in".into());
+        }
+        for (i, issuer) in self.oidc.iter().enumerate() {
+            if let Err(problem) = issuer.validate() {
+                problems.push(format!("oidc[{i}] ({:?}): {problem}", issuer.issuer));
+            }
+        }
+        if let Err(problem) = self.impersonation.validate() {
+            problems.push(format!("impersonation: {problem}"));
+        }
+        problems
+    }
+
+    /// A few lines saying what this configuration does, for `custody config check`.
+    pub fn explain(&self) -> String {
+        let clusters: Vec<String> = self
+            .clusters
+            .iter()
+            .map(|c| match (&c.kubeconfig, &c.context) {
+                (Some(path), Some(ctx)) => format!("{} (kubeconfig {}, context {ctx})", c.name, path.display()),
+                (Some(path), None) => format!("{} (kubeconfig {})", c.name, path.display()),
+                _ => format!("{} (in-cluster)", c.name),
+            })
+            .collect();
+        let issuers: Vec<&str> = self.oidc.iter().map(|o| o.issuer.as_str()).collect();
+        format!(
+            "listens on https://{} (admin http://{})\nclusters: {}\nOIDC issuers: {}\nServiceAccount tokens: {}\nimpersonation rules: {}\naudit: {} in {}\n",
+            self.server.listen,
+            self.admin.listen,
+            clusters.join(", "),
+            if issuers.is_empty() { "none".to_owned() } else { issuers.join(", ") },
+            if self.service_accounts.enabled { "accepted (TokenReview)" } else { "refused" },
+            self.impersonation.allow.len(),
+            match self.audit.mode {
+                AuditMode::Strict => "strict",
+                AuditMode::BestEffort => "best-effort",
+            },
+            self.data_dir.display(),
+        )
+    }
+}
+
+fn default_gateway_id() -> String {
+    "custody".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+data_dir = "/var/lib/custody"
+[server]
+listen = "127.0.0.1:8443"
+tls_cert = "/etc/custody/tls.crt"
+tls_key = "/etc/custody/tls.key"
+[[clusters]]
+name = "prod"
+kubeconfig = "/etc/custody/prod.kubeconfig"
+[[oidc]]
+issuer = "https://idp.example.com"
+client_id = "custody"
+"#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let config = Config::parse(MINIMAL, &no_env).unwrap();
+        assert_eq!(config.gateway_id, "custody");
+        assert_eq!(config.audit.mode, AuditMode::Strict);
+        assert_eq!(config.admin.listen.port(), 9090);
+        assert!(config.explain().contains("clusters: prod (kubeconfig /etc/custody/prod.kubeconfig)"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = Config::parse(&format!("{MINIMAL}\nlisten_port = 1\n"), &no_env).unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+        let err = Config::parse(&MINIMAL.replace("tls_key", "tls_keyy"), &no_env).unwrap_err();
+        assert!(err.to_string().contains("tls_keyy"), "{err}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = MINIMAL
+            .replace("name = \"prod\"", "name = \"Prod_1\"")
+            .replace("kubeconfig = \"/etc/custody/prod.kubeconfig\"", "")
+            .replace("issuer = \"https://idp.example.com\"", "issuer = \"http://idp.example.com\"");
+        let err = Config::parse(&text, &no_env).unwrap_err();
+        assert!(err.problems.len() >= 3, "{err}");
+        assert!(err.problems.iter().any(|p| p.contains("lowercase letters")));
+        assert!(err.problems.iter().any(|p| p.contains("in_cluster = true")));
+        assert!(err.problems.iter().any(|p| p.starts_with("oidc[0]")));
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_are_checked() {
+        let env = |k: &str| match k {
+            "CUSTODY_LISTEN" => Some("0.0.0.0:9443".to_owned()),
+            "CUSTODY_AUDIT_MODE" => Some("best-effort".to_owned()),
+            _ => None,
+        };
+        let config = Config::parse(MINIMAL, &env).unwrap();
+        assert_eq!(config.server.listen.port(), 9443);
+        assert_eq!(config.audit.mode, AuditMode::BestEffort);
+        let bad = |k: &str| (k == "CUSTODY_AUDIT_MODE").then(|| "lax".to_owned());
+        assert!(Config::parse(MINIMAL, &bad).unwrap_err().to_string().contains("strict or best-effort"));
+    }
+}

@@ -1,0 +1,311 @@
+//! The request pipeline: request id → authenticate → cluster prefix → classify → impersonation
+//! decision → audit (durable in strict mode) → rewrite headers → forward → complete the audit.
+//!
+//! Every request produces exactly one audit event, refusals included, and every error custody
+//! itself returns is a Kubernetes `Status`. Upgrade requests (exec, attach, port-forward) are
+//! refused with 501 until stream relaying exists; they are never forwarded.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use tokio::time::Instant;
+
+use crate::audit::{AuditEvent, AuditMode, AuditSink, Decision};
+use crate::classify::{classify, split_cluster};
+use crate::error::{Error, Result};
+use crate::impersonation::headers::{GatewayExtras, upstream_request_headers};
+use crate::impersonation::{ImpersonationConfig, decide};
+use crate::metrics::{InFlight, Metrics};
+use crate::principal::Authenticate;
+use crate::proxy::{self, Body, BoxError, OnEnd};
+use crate::upstream::Upstream;
+
+pub mod status;
+
+use status::{auth_guidance, status_response};
+
+/// What a gateway is made of; the lead's `serve` and `demo` build it from the configuration.
+pub struct GatewayParts {
+    /// Turns request credentials into a principal.
+    pub authenticator: Arc<dyn Authenticate>,
+    /// The clusters, by the name used in the path prefix `/clusters/<name>/`.
+    pub clusters: Vec<(String, Upstream)>,
+    /// Who may impersonate whom, and the extra domain.
+    pub impersonation: ImpersonationConfig,
+    /// Where audit events go.
+    pub audit: AuditSink,
+    /// The counters `/metrics` shows.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The gateway: the pipeline every request goes through.
+pub struct Gateway {
+    authenticator: Arc<dyn Authenticate>,
+    clusters: HashMap<String, Upstream>,
+    impersonation: ImpersonationConfig,
+    audit: AuditSink,
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// Builds the gateway, checking the impersonation configuration and the cluster names.
+    pub fn new(parts: GatewayParts) -> Result<Self> {
+        parts
+            .impersonation
+            .validate()
+            .map_err(Error::GatewayConfig)?;
+        let mut clusters = HashMap::new();
+        for (name, upstream) in parts.clusters {
+            if split_cluster(&format!("/clusters/{name}")).is_none() {
+                return Err(Error::GatewayConfig(format!(
+                    "cluster name {name:?} must be letters, digits, '-', '_' or '.'"
+                )));
+            }
+            if clusters.insert(name.clone(), upstream).is_some() {
+                return Err(Error::GatewayConfig(format!("cluster {name:?} is listed twice")));
+            }
+        }
+        Ok(Self {
+            authenticator: parts.authenticator,
+            clusters,
+            impersonation: parts.impersonation,
+            audit: parts.audit,
+            metrics: parts.metrics,
+        })
+    }
+
+    /// The gateway's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Answers one request from `peer` (the socket address, the only client address trusted).
+    pub async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let mut ex = Exchange {
+            started: Instant::now(),
+            in_flight: Some(self.metrics.in_flight()),
+            event: AuditEvent::new(uuid::Uuid::new_v4(), peer),
+        };
+        ex.event.user_agent = header(&parts.headers, "user-agent").unwrap_or_default();
+        ex.event.kubectl_session = header(&parts.headers, "kubectl-session");
+        ex.event.kubectl_command = header(&parts.headers, "kubectl-command");
+        parts.uri.path().clone_into(&mut ex.event.request.path);
+        let split = split_cluster(parts.uri.path());
+        if let Some((name, _)) = split {
+            name.clone_into(&mut ex.event.cluster);
+        }
+
+        let principal = match self
+            .authenticator
+            .authenticate(&parts.headers, &ex.event.cluster)
+            .await
+        {
+            Ok(principal) => principal,
+            Err(failure) => {
+                self.metrics.authn_failure();
+                tracing::info!(request_id = %ex.event.id, %peer, %failure, "authentication failed");
+                let message = auth_guidance(&failure);
+                return self
+                    .refuse(ex, StatusCode::UNAUTHORIZED, message, &failure.to_string())
+                    .await;
+            }
+        };
+        ex.event.initiator = Some(principal.clone());
+
+        let Some((cluster, rest)) = split else {
+            let msg = "custody: no cluster selected; the kubeconfig's server URL must end in /clusters/<name>";
+            return self.refuse(ex, StatusCode::NOT_FOUND, msg, msg).await;
+        };
+        let Some(upstream) = self.clusters.get(cluster) else {
+            let msg = format!("custody: cluster {cluster:?} is not served by this gateway");
+            return self.refuse(ex, StatusCode::NOT_FOUND, &msg, &msg).await;
+        };
+        let query = parts.uri.query();
+        match classify(parts.method.as_str(), rest, query) {
+            Ok(info) => ex.event.request = info,
+            Err(e) => {
+                let msg = format!("custody: the request path is ambiguous and was refused: {e}");
+                return self.refuse(ex, StatusCode::BAD_REQUEST, &msg, &msg).await;
+            }
+        }
+        if parts.method == Method::CONNECT || parts.headers.contains_key(http::header::UPGRADE) {
+            let msg = "custody: exec, attach and port-forward are not supported by this gateway \
+                       yet (streams arrive with the streaming issue)";
+            return self.refuse(ex, StatusCode::NOT_IMPLEMENTED, msg, msg).await;
+        }
+        let effective = match decide(&self.impersonation, &principal, &parts.headers) {
+            Ok(identity) => identity,
+            Err(e) => {
+                let msg = format!("custody: {e}");
+                return self.refuse(ex, StatusCode::FORBIDDEN, &msg, &msg).await;
+            }
+        };
+        ex.event.effective = Some(effective.clone());
+        let extras = GatewayExtras {
+            domain: self.impersonation.extra_domain.clone(),
+            initiator: principal.username.clone(),
+            request_id: ex.event.id.to_string(),
+            client_address: peer.to_string(),
+        };
+        let headers = match upstream_request_headers(&parts.headers, &effective, &extras) {
+            Ok(headers) => headers,
+            Err(e) => {
+                let msg = format!("custody: {e}");
+                return self.refuse(ex, StatusCode::FORBIDDEN, &msg, &msg).await;
+            }
+        };
+
+        ex.event.decision = Decision::Allow;
+        if let Err(e) = self.audit.record_decision(&ex.event).await {
+            self.metrics.audit_write_failure();
+            tracing::error!(request_id = %ex.event.id, error = %e, "audit write failed");
+            if self.audit.mode() == AuditMode::Strict {
+                let msg = "custody: the audit trail cannot be written, so the request was not sent";
+                ex.event.decision = Decision::Deny(msg.to_owned());
+                return self.finish_refusal(ex, StatusCode::SERVICE_UNAVAILABLE, msg, false).await;
+            }
+        }
+
+        let path_and_query = match query {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_owned(),
+        };
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        let bytes_out = Arc::new(AtomicU64::new(0));
+        let forwarded = proxy::forward(
+            upstream,
+            parts.method,
+            &path_and_query,
+            headers,
+            proxy::boxed(body),
+            bytes_in.clone(),
+            bytes_out.clone(),
+        )
+        .await;
+        match forwarded {
+            Ok(forwarded) => {
+                ex.event.upstream_audit_id = forwarded.upstream_audit_id;
+                let status = forwarded.response.status();
+                let (head, body) = forwarded.response.into_parts();
+                let audit = self.audit.clone();
+                let metrics = self.metrics.clone();
+                let body = OnEnd::new(body, move |complete| {
+                    ex.event.bytes_in = Some(proxy::count(&bytes_in));
+                    ex.event.bytes_out = Some(proxy::count(&bytes_out));
+                    if !complete {
+                        tracing::debug!(request_id = %ex.event.id, "response ended early");
+                    }
+                    ex.complete(status, metrics, audit);
+                });
+                Response::from_parts(head, proxy::boxed(body))
+            }
+            Err(e) => {
+                self.metrics.upstream_failure();
+                tracing::warn!(
+                    request_id = %ex.event.id,
+                    cluster,
+                    error = %error_chain(&e),
+                    "cannot reach the cluster"
+                );
+                let msg = format!("custody: the gateway could not reach cluster {cluster:?}");
+                let response =
+                    status_response(StatusCode::BAD_GATEWAY, &msg, &ex.event.id.to_string());
+                ex.complete(StatusCode::BAD_GATEWAY, self.metrics.clone(), self.audit.clone());
+                response
+            }
+        }
+    }
+
+    /// Refuses the request: audits it as denied with `reason`, returns a `Status` with
+    /// `message`.
+    async fn refuse(
+        &self,
+        mut ex: Exchange,
+        code: StatusCode,
+        message: &str,
+        reason: &str,
+    ) -> Response<Body> {
+        ex.event.decision = Decision::Deny(reason.to_owned());
+        self.finish_refusal(ex, code, message, true).await
+    }
+
+    async fn finish_refusal(
+        &self,
+        mut ex: Exchange,
+        code: StatusCode,
+        message: &str,
+        write: bool,
+    ) -> Response<Body> {
+        ex.event.status_code = Some(code.as_u16());
+        ex.event.latency_ms = Some(ex.elapsed_ms());
+        ex.event.bytes_in = Some(0);
+        ex.event.bytes_out = Some(0);
+        if write && let Err(e) = self.audit.record_decision(&ex.event).await {
+            self.metrics.audit_write_failure();
+            tracing::error!(request_id = %ex.event.id, error = %e, "audit write failed");
+        }
+        self.metrics
+            .observe_request(&ex.event.cluster, &ex.event.request.verb, code.as_u16());
+        status_response(code, message, &ex.event.id.to_string())
+    }
+}
+
+/// One request on its way through the pipeline.
+struct Exchange {
+    started: Instant,
+    in_flight: Option<InFlight>,
+    event: AuditEvent,
+}
+
+impl Exchange {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts the request and writes its completion record in the background.
+    fn complete(mut self, status: StatusCode, metrics: Arc<Metrics>, audit: AuditSink) {
+        self.event.status_code = Some(status.as_u16());
+        self.event.latency_ms = Some(self.elapsed_ms());
+        metrics.observe_request(&self.event.cluster, &self.event.request.verb, status.as_u16());
+        self.in_flight.take();
+        let event = self.event;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(request_id = %event.id, "no runtime to write the audit completion");
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(e) = audit.record_completion(&event).await {
+                metrics.audit_write_failure();
+                tracing::error!(request_id = %event.id, error = %e, "audit completion write failed");
+            }
+        });
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// An error and its sources, `a: b: c`, for logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,255 @@
+//! A cluster's upstream: its API server URL (with any path prefix), the gateway's own
+//! credential for it, and a pooled HTTPS client that verifies the server against the cluster's
+//! CA. Built from a kubeconfig or any `kube::Config` (in-cluster included).
+//!
+//! TLS verification is never skipped: a kubeconfig with `insecure-skip-tls-verify` is refused.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::ExposeSecret;
+
+use crate::error::{Error, Result};
+use crate::proxy::Body;
+
+/// One cluster's API server, as the gateway reaches it.
+#[derive(Clone)]
+pub struct Upstream {
+    server: Uri,
+    path_prefix: String,
+    bearer: Option<HeaderValue>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("server", &self.server)
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Reads a kubeconfig file and builds the upstream of `context` (the current context when
+    /// `None`).
+    pub async fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Self> {
+        let what = path.display().to_string();
+        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| config_err(&what, &e))?;
+        let options = KubeConfigOptions {
+            context: context.map(str::to_owned),
+            ..KubeConfigOptions::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| config_err(&what, &e))?;
+        Self::from_config(&config)
+    }
+
+    /// Builds the upstream from a loaded `kube::Config` (kubeconfig or in-cluster).
+    pub fn from_config(config: &kube::Config) -> Result<Self> {
+        let what = config.cluster_url.to_string();
+        let fail = |message: String| Error::UpstreamConfig {
+            cluster: what.clone(),
+            message,
+        };
+        if config.accept_invalid_certs {
+            return Err(fail(
+                "insecure-skip-tls-verify is set; the gateway always verifies the API server".into(),
+            ));
+        }
+        if config.cluster_url.scheme_str() != Some("https") {
+            return Err(fail("the server URL must be https".into()));
+        }
+        let auth = &config.auth_info;
+        if auth.exec.is_some() || auth.auth_provider.is_some() || auth.username.is_some() {
+            return Err(fail(
+                "only a bearer token or a client certificate can authenticate the gateway".into(),
+            ));
+        }
+        let bearer = bearer_token(auth).map_err(fail)?;
+        let identity = client_identity(auth).map_err(fail)?;
+        if bearer.is_none() && identity.is_none() {
+            return Err(fail("the kubeconfig user has no token and no client certificate".into()));
+        }
+        let tls = tls_config(config.root_cert.as_deref(), identity).map_err(fail)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_nodelay(true);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only();
+        let builder = match &config.tls_server_name {
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| fail(format!("tls-server-name {name:?}: {e}")))?;
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let connector = builder.enable_http1().enable_http2().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let server = config.cluster_url.clone();
+        let path_prefix = server.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            server,
+            path_prefix,
+            bearer,
+            client,
+        })
+    }
+
+    /// The API server URL.
+    pub fn server(&self) -> &Uri {
+        &self.server
+    }
+
+    /// Sends a request to `path_and_query` (already stripped of the gateway's cluster prefix)
+    /// with these headers (already cleaned) plus the gateway's credential; streams both bodies.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        mut headers: HeaderMap,
+        body: Body,
+    ) -> std::result::Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        if let Some(token) = &self.bearer {
+            headers.insert(http::header::AUTHORIZATION, token.clone());
+        }
+        let uri = format!(
+            "{}://{}{}{}",
+            self.server.scheme_str().unwrap_or("https"),
+            self.server.authority().map_or("", http::uri::Authority::as_str),
+            self.path_prefix,
+            path_and_query
+        );
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.headers_mut() = headers;
+        // The path was validated by the classifier, so it is a valid URI; an invalid one would
+        // fail here and be reported as an upstream error.
+        match uri.parse::<Uri>() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => *request.uri_mut() = Uri::from_static("/"),
+        }
+        self.client.request(request).await
+    }
+}
+
+fn config_err(what: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::UpstreamConfig {
+        cluster: what.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn bearer_token(auth: &kube::config::AuthInfo) -> std::result::Result<Option<HeaderValue>, String> {
+    let token = match (&auth.token, &auth.token_file) {
+        (Some(token), _) => token.expose_secret().to_owned(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| format!("reading the token file {file}: {e}"))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| "the token contains characters not allowed in a header".to_owned())?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn client_identity(auth: &kube::config::AuthInfo) -> std::result::Result<Option<Identity>, String> {
+    let cert = pem_source(
+        auth.client_certificate_data.as_deref(),
+        auth.client_certificate.as_deref(),
+        "client certificate",
+    )?;
+    let key = pem_source(
+        auth.client_key_data.as_ref().map(ExposeSecret::expose_secret),
+        auth.client_key.as_deref(),
+        "client key",
+    )?;
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        _ => return Err("a client certificate needs both the certificate and its key".into()),
+    };
+    let certs = rustls_pemfile::certs(&mut cert.as_slice())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("parsing the client certificate: {e}"))?;
+    let key = rustls_pemfile::private_key(&mut key.as_slice())
+        .map_err(|e| format!("parsing the client key: {e}"))?
+        .ok_or("the client key holds no private key")?;
+    Ok(Some((certs, key)))
+}
+
+/// PEM bytes from inline base64 data or a file.
+fn pem_source(
+    data: Option<&str>,
+    file: Option<&str>,
+    what: &str,
+) -> std::result::Result<Option<Vec<u8>>, String> {
+    match (data, file) {
+        (Some(data), _) => base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map(Some)
+            .map_err(|e| format!("decoding the {what} data: {e}")),
+        (None, Some(file)) => std::fs::read(file)
+            .map(Some)
+            .map_err(|e| format!("reading the {what} file {file}: {e}")),
+        (None, None) => Ok(None),
+    }
+}
+
+fn tls_config(
+    ca: Option<&[Vec<u8>]>,
+    identity: Option<Identity>,
+) -> std::result::Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(ders) => {
+            for der in ders {
+                roots
+                    .add(CertificateDer::from(der.clone()))
+                    .map_err(|e| format!("the cluster CA certificate is invalid: {e}"))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // Unparseable system certificates are skipped, as every TLS client does.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err("no CA certificate to verify the API server with".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match identity {
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("the client certificate cannot be used: {e}")),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// How long connecting to an API server may take; requests themselves have no total timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

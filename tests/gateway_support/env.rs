@@ -1,0 +1,227 @@
+//! The test environment for the gateway tests: kube-sim and the gateway in-process on a
+//! background runtime, a fake authenticator, and kubeconfigs for the pinned kubectl binaries.
+
+#![allow(dead_code, reason = "each test file uses a different part of the harness")]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use custody::audit::{AuditMode, AuditSink};
+use custody::gateway::{Gateway, GatewayParts};
+use custody::impersonation::{AllowRule, ImpersonationConfig};
+use custody::metrics::Metrics;
+use custody::principal::{AuthFailure, AuthFuture, AuthMethod, Authenticate, Principal};
+use custody::upstream::Upstream;
+use custody_fixtures::harness::{Kubectl, kubectl_binary};
+use custody_fixtures::kube_sim::pki::Pki;
+use custody_fixtures::kube_sim::{KubeSim, KubeSimConfig};
+use http::HeaderMap;
+
+/// Bearer tokens → principals: alice (dev) and bob (sre, allowed to impersonate).
+pub struct FakeAuth;
+
+impl Authenticate for FakeAuth {
+    fn authenticate<'a>(&'a self, headers: &'a HeaderMap, _cluster: &'a str) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let token = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or(AuthFailure::Missing)?;
+            let (user, groups) = match token {
+                "alice-token" => ("alice", vec!["dev".to_owned()]),
+                "bob-token" => ("bob", vec!["sre".to_owned()]),
+                _ => return Err(AuthFailure::Invalid("unknown token".into())),
+            };
+            Ok(Principal {
+                method: AuthMethod::Oidc,
+                issuer: "https://issuer.test".into(),
+                subject: format!("sub-{user}"),
+                username: user.into(),
+                groups,
+                expires_at: None,
+            })
+        })
+    }
+}
+
+/// How to start the environment.
+#[derive(Default)]
+pub struct Options {
+    /// Audit in best-effort mode instead of strict.
+    pub best_effort: bool,
+    /// Write the audit JSON lines here instead of the data directory (e.g. `/dev/full`).
+    pub jsonl: Option<PathBuf>,
+    /// Give the gateway a kubeconfig whose CA is not kube-sim's.
+    pub wrong_ca: bool,
+}
+
+/// kube-sim and the gateway, running.
+pub struct Env {
+    pub rt: tokio::runtime::Runtime,
+    sim: Option<KubeSim>,
+    pub sim_dir: PathBuf,
+    pub gateway_addr: SocketAddr,
+    pub ca_pem: String,
+    pub data_dir: PathBuf,
+    pub audit: AuditSink,
+    pub metrics: Arc<Metrics>,
+    pub kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Env {
+    pub fn start(options: Options) -> Env {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sim_dir = dir.path().join("cluster");
+        let data_dir = dir.path().join("data");
+        let sim = rt
+            .block_on(KubeSim::start(KubeSimConfig::new(&sim_dir)))
+            .unwrap();
+        let mut gw_kubeconfig = sim_dir.join("gateway.kubeconfig");
+        if options.wrong_ca {
+            let other = Pki::generate(&["127.0.0.1".to_owned()]).unwrap();
+            let text = std::fs::read_to_string(&gw_kubeconfig).unwrap();
+            let mut yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+            yaml["clusters"][0]["cluster"]["certificate-authority-data"] =
+                base64::engine::general_purpose::STANDARD
+                    .encode(other.ca_pem())
+                    .into();
+            gw_kubeconfig = dir.path().join("wrong-ca.kubeconfig");
+            std::fs::write(&gw_kubeconfig, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+        }
+        let upstream = rt
+            .block_on(Upstream::from_kubeconfig(&gw_kubeconfig, None))
+            .unwrap();
+        let mode = if options.best_effort {
+            AuditMode::BestEffort
+        } else {
+            AuditMode::Strict
+        };
+        let audit = match &options.jsonl {
+            Some(path) => AuditSink::with_paths(path, &data_dir.join("index.sqlite"), mode),
+            None => AuditSink::open(&data_dir, mode),
+        };
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let audit = audit.unwrap();
+        let metrics = Metrics::new();
+        let gateway = Gateway::new(GatewayParts {
+            authenticator: Arc::new(FakeAuth),
+            clusters: vec![("sim".to_owned(), upstream)],
+            impersonation: ImpersonationConfig {
+                allow: vec![AllowRule {
+                    users: vec!["bob".into()],
+                    targets_users: vec!["*".into()],
+                    targets_groups: vec!["*".into()],
+                    ..AllowRule::default()
+                }],
+                ..ImpersonationConfig::default()
+            },
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+        })
+        .unwrap();
+        let pki = Pki::generate(&["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let gateway_addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        rt.spawn(custody::server::serve(
+            Arc::new(gateway),
+            listener,
+            pki.server_config().unwrap(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, client_kubeconfig(gateway_addr, &pki.ca_pem())).unwrap();
+        Env {
+            rt,
+            sim: Some(sim),
+            sim_dir,
+            gateway_addr,
+            ca_pem: pki.ca_pem(),
+            data_dir,
+            audit,
+            metrics,
+            kubeconfig,
+            dir,
+            _shutdown: tx,
+        }
+    }
+
+    /// kubectl `minor` using the gateway kubeconfig; pass `--context alice|bob`.
+    pub fn kubectl(&self, minor: &str) -> Kubectl {
+        let home = self.dir.path().join(format!("home-{minor}"));
+        std::fs::create_dir_all(&home).unwrap();
+        Kubectl::new(kubectl_binary(minor).unwrap(), self.kubeconfig.clone(), home)
+    }
+
+    /// kube-sim's native audit events.
+    pub fn sim_audit(&self) -> Vec<serde_json::Value> {
+        read_json_lines(&self.sim_dir.join("audit.log"))
+    }
+
+    /// custody's audit JSON lines.
+    pub fn custody_audit(&self) -> Vec<serde_json::Value> {
+        read_json_lines(&self.data_dir.join("audit").join("audit.jsonl"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(sim) = self.sim.take() {
+            self.rt.block_on(sim.shutdown());
+        }
+    }
+}
+
+pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Asserts kubectl succeeded and returns its stdout.
+pub fn ok(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "kubectl failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn client_kubeconfig(addr: SocketAddr, ca_pem: &str) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let user = |name: &str| {
+        format!("- name: {name}\n  user:\n    token: {name}-token\n")
+    };
+    let context = |name: &str| {
+        format!("- name: {name}\n  context:\n    cluster: custody\n    user: {name}\n    namespace: default\n")
+    };
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: custody\n  cluster:\n    server: https://{addr}/clusters/sim\n    certificate-authority-data: {ca}\nusers:\n{}{}contexts:\n{}{}current-context: alice\n",
+        user("alice"),
+        user("bob"),
+        context("alice"),
+        context("bob"),
+    )
+}

@@ -1,0 +1,44 @@
+//! Shared setup for the authentication tests: a dev issuer over TLS and an authenticator that
+//! trusts it.
+
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::sync::Arc;
+
+use custody::authn::{Authenticator, OidcIssuerConfig, ServiceAccountConfig};
+use custody::principal::{AuthFailure, Principal};
+use custody_fixtures::oidc_issuer::{DevIssuerConfig, OidcIssuer};
+
+/// A running issuer, its CA file, and the directory that holds it.
+pub struct Setup {
+    pub issuer: OidcIssuer,
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    pub async fn start() -> Setup {
+        let issuer = OidcIssuer::start(DevIssuerConfig::demo()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), issuer.ca_pem()).unwrap();
+        Setup { issuer, dir }
+    }
+
+    /// The issuer's configuration with defaults, trusting its CA.
+    pub fn config(&self) -> OidcIssuerConfig {
+        let mut cfg = OidcIssuerConfig::new(self.issuer.url(), self.issuer.client_id());
+        cfg.ca_file = Some(self.dir.path().join("ca.pem"));
+        cfg
+    }
+
+    pub fn authenticator(&self, cfg: OidcIssuerConfig) -> Arc<Authenticator> {
+        Arc::new(Authenticator::new(&[cfg], &ServiceAccountConfig::default(), None).unwrap())
+    }
+}
+
+pub async fn auth(authn: &Authenticator, token: &str) -> Result<Principal, AuthFailure> {
+    authn.authenticate_token(token, "test").await
+}
+
+pub fn is_invalid(r: &Result<Principal, AuthFailure>) -> bool {
+    matches!(r, Err(AuthFailure::Invalid(_)))
+}
