@@ -132,6 +132,14 @@ impl AuditSink {
     /// Opens the trail with explicit file and index paths.
     pub fn with_paths(jsonl: &Path, index: &Path, mode: AuditMode) -> Result<Self> {
         let file = file::JsonLines::open(jsonl)?;
+        if let Some(dir) = index.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| Error::AuditFile {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
         let index = Index::open(index).map_err(Error::AuditIndex)?;
         Ok(Self {
             inner: Arc::new(Inner {

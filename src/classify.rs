@@ -68,7 +68,11 @@ pub enum ClassifyError {
 }
 
 /// Classifies a request from its method, raw (percent-encoded) path and raw query.
-pub fn classify(method: &str, path: &str, query: Option<&str>) -> Result<RequestInfo, ClassifyError> {
+pub fn classify(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Result<RequestInfo, ClassifyError> {
     let segments = decode_path(path)?;
     let mut info = RequestInfo {
         path: path.to_owned(),
@@ -122,7 +126,12 @@ pub fn classify(method: &str, path: &str, query: Option<&str>) -> Result<Request
     }
     let params = decode_query(query.unwrap_or(""))?;
     if info.name.is_empty() && info.verb == "get" {
-        info.verb = if watch_requested(&params)? { "watch" } else { "list" }.to_owned();
+        info.verb = if watch_requested(&params)? {
+            "watch"
+        } else {
+            "list"
+        }
+        .to_owned();
         if let Some(name) = field_selector_name(&params) {
             info.name = name;
         }

@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod config_check;
+mod credential;
+mod demo;
 mod reindex;
+mod serve;
 
 /// custody: a Kubernetes access gateway that keeps the chain of custody.
 ///
@@ -23,6 +26,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway.
+    ///
+    /// Reads one TOML configuration (see `custody config check`), serves HTTPS for kubectl and
+    /// the admin endpoints, and prints `ready https://ADDR` once both listen.
+    Serve {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run kube-sim, a development OIDC issuer and the gateway on loopback, with a kubeconfig
+    /// for two people (alice in group dev, bob in group sre who may impersonate).
+    ///
+    /// Prints `ready https://ADDR` and the commands to try, and runs until Ctrl-C. The
+    /// simulated cluster's pods are real processes on this host.
+    Demo(demo::Args),
+    /// The kubeconfig exec plugin: prints an ExecCredential with a fresh token.
+    Credential(credential::Args),
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -55,6 +75,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber_init();
     let result = match cli.command {
+        Command::Serve { config } => serve::run(&config),
+        Command::Demo(args) => demo::run(&args),
+        Command::Credential(args) => credential::run(&args),
         Command::Config(ConfigCommand::Check { file }) => config_check::run(&file),
         Command::Audit(args) => audit::run(&args),
         Command::Reindex { data_dir } => reindex::run(&data_dir),

@@ -66,7 +66,9 @@ impl Gateway {
                 )));
             }
             if clusters.insert(name.clone(), upstream).is_some() {
-                return Err(Error::GatewayConfig(format!("cluster {name:?} is listed twice")));
+                return Err(Error::GatewayConfig(format!(
+                    "cluster {name:?} is listed twice"
+                )));
             }
         }
         Ok(Self {
@@ -171,7 +173,9 @@ impl Gateway {
             if self.audit.mode() == AuditMode::Strict {
                 let msg = "custody: the audit trail cannot be written, so the request was not sent";
                 ex.event.decision = Decision::Deny(msg.to_owned());
-                return self.finish_refusal(ex, StatusCode::SERVICE_UNAVAILABLE, msg, false).await;
+                return self
+                    .finish_refusal(ex, StatusCode::SERVICE_UNAVAILABLE, msg, false)
+                    .await;
             }
         }
 
@@ -219,7 +223,11 @@ impl Gateway {
                 let msg = format!("custody: the gateway could not reach cluster {cluster:?}");
                 let response =
                     status_response(StatusCode::BAD_GATEWAY, &msg, &ex.event.id.to_string());
-                ex.complete(StatusCode::BAD_GATEWAY, self.metrics.clone(), self.audit.clone());
+                ex.complete(
+                    StatusCode::BAD_GATEWAY,
+                    self.metrics.clone(),
+                    self.audit.clone(),
+                );
                 response
             }
         }
@@ -275,7 +283,11 @@ impl Exchange {
     fn complete(mut self, status: StatusCode, metrics: Arc<Metrics>, audit: AuditSink) {
         self.event.status_code = Some(status.as_u16());
         self.event.latency_ms = Some(self.elapsed_ms());
-        metrics.observe_request(&self.event.cluster, &self.event.request.verb, status.as_u16());
+        metrics.observe_request(
+            &self.event.cluster,
+            &self.event.request.verb,
+            status.as_u16(),
+        );
         self.in_flight.take();
         let event = self.event;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

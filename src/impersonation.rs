@@ -140,7 +140,9 @@ pub fn decide(
 /// The identity the client asked to impersonate, if it asked. Only the canonical header names
 /// count as a request; look-alikes (`Impersonate_User`) are stripped by [`headers`] and ignored.
 fn requested(h: &HeaderMap) -> Result<Option<EffectiveIdentity>, ImpersonationError> {
-    if h.keys().any(|k| k.as_str().starts_with("impersonate-extra-")) {
+    if h.keys()
+        .any(|k| k.as_str().starts_with("impersonate-extra-"))
+    {
         return Err(ImpersonationError::ExtraNotSupported);
     }
     let users = values(h, "Impersonate-User")?;

@@ -145,7 +145,9 @@ mod tests {
         m.authn_failure();
         let guard = m.in_flight();
         let text = m.render();
-        assert!(text.contains("custody_requests_total{cluster=\"sim\",verb=\"list\",code=\"200\"} 2"));
+        assert!(
+            text.contains("custody_requests_total{cluster=\"sim\",verb=\"list\",code=\"200\"} 2")
+        );
         assert!(text.contains("cluster=\"s\\\"im\""));
         assert!(text.contains("custody_authn_failures_total 1"));
         assert!(text.contains("custody_requests_in_flight 1"));

@@ -152,18 +152,27 @@ pub async fn serve_admin(
     Ok(())
 }
 
-fn admin_response(request: &Request<Incoming>, health: &Health, metrics: &Metrics) -> Response<Body> {
+fn admin_response(
+    request: &Request<Incoming>,
+    health: &Health,
+    metrics: &Metrics,
+) -> Response<Body> {
     let text = |code: StatusCode, body: String, content_type: &'static str| {
         let mut response = Response::new(proxy::full(body));
         *response.status_mut() = code;
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        );
         response
     };
     let plain = "text/plain; charset=utf-8";
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into(), plain);
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+            plain,
+        );
     }
     match request.uri().path() {
         "/healthz" | "/livez" => text(StatusCode::OK, "ok\n".into(), plain),
@@ -184,7 +193,10 @@ async fn finish(graceful: GracefulShutdown, mut connections: JoinSet<()>) {
         .await
         .is_err()
     {
-        tracing::info!(open = connections.len(), "closing connections still open after the grace period");
+        tracing::info!(
+            open = connections.len(),
+            "closing connections still open after the grace period"
+        );
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}

@@ -65,7 +65,8 @@ impl Upstream {
         };
         if config.accept_invalid_certs {
             return Err(fail(
-                "insecure-skip-tls-verify is set; the gateway always verifies the API server".into(),
+                "insecure-skip-tls-verify is set; the gateway always verifies the API server"
+                    .into(),
             ));
         }
         if config.cluster_url.scheme_str() != Some("https") {
@@ -80,7 +81,9 @@ impl Upstream {
         let bearer = bearer_token(auth).map_err(fail)?;
         let identity = client_identity(auth).map_err(fail)?;
         if bearer.is_none() && identity.is_none() {
-            return Err(fail("the kubeconfig user has no token and no client certificate".into()));
+            return Err(fail(
+                "the kubeconfig user has no token and no client certificate".into(),
+            ));
         }
         let tls = tls_config(config.root_cert.as_deref(), identity).map_err(fail)?;
         let mut http = HttpConnector::new();
@@ -130,7 +133,9 @@ impl Upstream {
         let uri = format!(
             "{}://{}{}{}",
             self.server.scheme_str().unwrap_or("https"),
-            self.server.authority().map_or("", http::uri::Authority::as_str),
+            self.server
+                .authority()
+                .map_or("", http::uri::Authority::as_str),
             self.path_prefix,
             path_and_query
         );
@@ -178,7 +183,9 @@ fn client_identity(auth: &kube::config::AuthInfo) -> std::result::Result<Option<
         "client certificate",
     )?;
     let key = pem_source(
-        auth.client_key_data.as_ref().map(ExposeSecret::expose_secret),
+        auth.client_key_data
+            .as_ref()
+            .map(ExposeSecret::expose_secret),
         auth.client_key.as_deref(),
         "client key",
     )?;

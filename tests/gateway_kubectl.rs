@@ -26,8 +26,15 @@ fn kubectl_works_through_the_gateway_and_both_audit_logs_name_alice() {
         let name = format!("made-{}", minor.replace('.', "-"));
         ok(&k
             .run([
-                "--context", "alice", "run", &name, "--image=kube-sim/shell", "--restart=Never",
-                "--", "sleep", "30",
+                "--context",
+                "alice",
+                "run",
+                &name,
+                "--image=kube-sim/shell",
+                "--restart=Never",
+                "--",
+                "sleep",
+                "30",
             ])
             .unwrap());
         ok(&k
@@ -53,18 +60,38 @@ fn kubectl_works_through_the_gateway_and_both_audit_logs_name_alice() {
     let sim = env.sim_audit();
     let mut seen = HashSet::new();
     for e in &sim {
-        assert_eq!(e["user"]["username"], "system:serviceaccount:custody:gateway", "{e}");
+        assert_eq!(
+            e["user"]["username"], "system:serviceaccount:custody:gateway",
+            "{e}"
+        );
         let imp = &e["impersonatedUser"];
         assert_eq!(imp["username"], "alice", "{e}");
-        assert_eq!(imp["extra"]["custody.dev/initiator"], serde_json::json!(["alice"]), "{e}");
+        assert_eq!(
+            imp["extra"]["custody.dev/initiator"],
+            serde_json::json!(["alice"]),
+            "{e}"
+        );
         let id = e["auditID"].as_str().unwrap();
-        assert_eq!(imp["extra"]["custody.dev/request-id"], serde_json::json!([id]), "{e}");
-        assert!(allowed.contains(id), "kube-sim saw {id} which custody did not audit");
+        assert_eq!(
+            imp["extra"]["custody.dev/request-id"],
+            serde_json::json!([id]),
+            "{e}"
+        );
+        assert!(
+            allowed.contains(id),
+            "kube-sim saw {id} which custody did not audit"
+        );
         seen.insert(id.to_owned());
     }
-    assert_eq!(seen, allowed, "every allowed request reached kube-sim under its custody id");
+    assert_eq!(
+        seen, allowed,
+        "every allowed request reached kube-sim under its custody id"
+    );
     // The completion rows carry the echoed Audit-Id and the status.
-    let completions: Vec<_> = custody.iter().filter(|e| e["stage"] == "complete").collect();
+    let completions: Vec<_> = custody
+        .iter()
+        .filter(|e| e["stage"] == "complete")
+        .collect();
     assert!(!completions.is_empty());
     for c in completions {
         assert_eq!(c["upstream_audit_id"], c["id"], "{c}");
@@ -75,7 +102,10 @@ fn kubectl_works_through_the_gateway_and_both_audit_logs_name_alice() {
         .iter()
         .filter_map(|e| e["kubectl_session"].as_str())
         .collect();
-    assert!(sessions.len() >= 2 && sessions.len() < allowed.len(), "{sessions:?}");
+    assert!(
+        sessions.len() >= 2 && sessions.len() < allowed.len(),
+        "{sessions:?}"
+    );
 }
 
 #[test]
@@ -84,7 +114,14 @@ fn watch_and_logs_follow_stream_through_the_gateway() {
     for minor in KUBECTLS {
         let k = env.kubectl(minor);
         let mut watch = k
-            .command(["--context", "alice", "get", "pods", "-w", "--request-timeout=30s"])
+            .command([
+                "--context",
+                "alice",
+                "get",
+                "pods",
+                "-w",
+                "--request-timeout=30s",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -93,13 +130,23 @@ fn watch_and_logs_follow_stream_through_the_gateway() {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen = String::new();
         while !seen.contains("demo") {
-            seen.push_str(&rx.recv_timeout(deadline - Instant::now()).expect("initial list"));
+            seen.push_str(
+                &rx.recv_timeout(deadline - Instant::now())
+                    .expect("initial list"),
+            );
         }
         let pod = format!("ticker-{}", minor.replace('.', "-"));
         ok(&k
             .run([
-                "--context", "alice", "run", &pod, "--image=kube-sim/shell", "--restart=Never",
-                "--", "sh", "-c",
+                "--context",
+                "alice",
+                "run",
+                &pod,
+                "--image=kube-sim/shell",
+                "--restart=Never",
+                "--",
+                "sh",
+                "-c",
                 "i=0; while [ $i -lt 60 ]; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
             ])
             .unwrap());
@@ -145,16 +192,36 @@ fn as_is_honoured_for_bob_and_refused_for_alice() {
     let env = Env::start(Options::default());
     for minor in KUBECTLS {
         let k = env.kubectl(minor);
-        let who = ok(&k.run(["--context", "bob", "--as=carol", "auth", "whoami"]).unwrap());
+        let who = ok(&k
+            .run(["--context", "bob", "--as=carol", "auth", "whoami"])
+            .unwrap());
         assert!(who.contains("carol"), "{who}");
-        let refused = k.run(["--context", "alice", "--as=carol", "get", "pods"]).unwrap();
+        // client-go's discovery client shows a 403 Status as "unknown" (as with kube-apiserver):
+        // warm the discovery cache so the refusal arrives on the pods request.
+        ok(&k.run(["--context", "alice", "get", "pods"]).unwrap());
+        let refused = k
+            .run(["--context", "alice", "--as=carol", "get", "pods"])
+            .unwrap();
         assert!(!refused.status.success());
         let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert!(stderr.contains("alice may not impersonate user \"carol\""), "{stderr}");
+        assert!(
+            stderr.contains("alice may not impersonate user \"carol\""),
+            "{stderr}"
+        );
         let masters = k
-            .run(["--context", "bob", "--as=admin", "--as-group=system:masters", "get", "pods"])
+            .run([
+                "--context",
+                "bob",
+                "--as=admin",
+                "--as-group=system:masters",
+                "get",
+                "pods",
+            ])
             .unwrap();
-        assert!(!masters.status.success(), "system:masters needs an explicit rule");
+        assert!(
+            !masters.status.success(),
+            "system:masters needs an explicit rule"
+        );
     }
     std::thread::sleep(Duration::from_millis(200));
     let custody = env.custody_audit();
@@ -174,7 +241,10 @@ fn as_is_honoured_for_bob_and_refused_for_alice() {
     assert!(denied.len() >= KUBECTLS.len(), "{custody:#?}");
     for e in &denied {
         assert_eq!(e["status_code"], 403);
-        assert_eq!(e["reason"], "custody: alice may not impersonate user \"carol\"");
+        assert_eq!(
+            e["reason"],
+            "custody: alice may not impersonate user \"carol\""
+        );
     }
     let sim = env.sim_audit();
     let sim_carol: Vec<_> = sim
@@ -183,9 +253,15 @@ fn as_is_honoured_for_bob_and_refused_for_alice() {
         .collect();
     assert_eq!(sim_carol.len(), carol.len());
     for e in sim_carol {
-        assert_eq!(e["impersonatedUser"]["extra"]["custody.dev/initiator"], serde_json::json!(["bob"]));
+        assert_eq!(
+            e["impersonatedUser"]["extra"]["custody.dev/initiator"],
+            serde_json::json!(["bob"])
+        );
     }
-    assert!(sim.iter().all(|e| e["impersonatedUser"]["username"] != "admin"));
+    assert!(
+        sim.iter()
+            .all(|e| e["impersonatedUser"]["username"] != "admin")
+    );
 }
 
 fn reader(mut out: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
@@ -193,7 +269,11 @@ fn reader(mut out: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<Stri
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = out.read(&mut buf) {
-            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
                 break;
             }
         }

@@ -76,7 +76,7 @@ fn run(events: &[Event]) -> anyhow::Result<()> {
     );
 
     // Half a second before the end, and the end of the frame with the most output (the most a
-    // seek from a frame-start keyframe replays).
+    // seek from a frame-start keyframe replays, with 60 s / 1 MiB frames).
     let worst = frames
         .iter()
         .skip(1)
@@ -86,7 +86,8 @@ fn run(events: &[Event]) -> anyhow::Result<()> {
             Some((output_bytes(&events[range]), f.last_event_us))
         })
         .max()
-        .map_or(0, |(_, end)| end);
+        // Just before its last event: at the event itself the next frame's keyframe applies.
+        .map_or(0, |(_, end)| end.saturating_sub(1));
     for target in [3_599_500_000, worst] {
         seek_to(&meta, &index, &events, target)?;
     }

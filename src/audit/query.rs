@@ -63,7 +63,9 @@ fn to_query(f: &AuditFilter, after_seq: Option<i64>) -> AuditQuery {
         verb: f.verb.clone(),
         resource: f.resource.clone(),
         namespace: f.namespace.clone(),
-        decision: f.allowed.map(|a| if a { "allow" } else { "deny" }.to_owned()),
+        decision: f
+            .allowed
+            .map(|a| if a { "allow" } else { "deny" }.to_owned()),
         kubectl_session: f.kubectl_session.clone(),
         since_us: f.since.map(|t| t.timestamp_micros()),
         until_us: f.until.map(|t| t.timestamp_micros()),
@@ -85,7 +87,10 @@ pub(super) fn to_record(e: &AuditEvent) -> AuditRecord {
         seq: 0,
         id: e.id.to_string(),
         time_us: e.time.timestamp_micros(),
-        initiator_method: initiator.map(|p| method_name(p.method)).unwrap_or_default().to_owned(),
+        initiator_method: initiator
+            .map(|p| method_name(p.method))
+            .unwrap_or_default()
+            .to_owned(),
         initiator_issuer: initiator.map(|p| p.issuer.clone()).unwrap_or_default(),
         initiator_subject: initiator.map(|p| p.subject.clone()).unwrap_or_default(),
         initiator_username: initiator.map(|p| p.username.clone()).unwrap_or_default(),
@@ -108,7 +113,9 @@ pub(super) fn to_record(e: &AuditEvent) -> AuditRecord {
         reason,
         status_code: e.status_code,
         upstream_audit_id: e.upstream_audit_id.clone(),
-        latency_us: e.latency_ms.map(|ms| i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX)),
+        latency_us: e
+            .latency_ms
+            .map(|ms| i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX)),
         bytes_in: e.bytes_in,
         bytes_out: e.bytes_out,
         kubectl_session: e.kubectl_session.clone(),
@@ -147,10 +154,7 @@ pub(super) fn from_record(r: &AuditRecord) -> AuditEvent {
     });
     AuditEvent {
         id: uuid::Uuid::parse_str(&r.id).unwrap_or_default(),
-        time: Utc
-            .timestamp_micros(r.time_us)
-            .single()
-            .unwrap_or_default(),
+        time: Utc.timestamp_micros(r.time_us).single().unwrap_or_default(),
         initiator,
         effective,
         client_addr: r.client_addr.clone(),

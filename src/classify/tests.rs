@@ -9,10 +9,30 @@ type Row = (
 );
 
 const RESOURCE_CASES: &[Row] = &[
-    ("GET", "/api/v1/pods", None, ["list", "", "v1", "pods", "", "", ""]),
-    ("GET", "/api/v1/pods", Some("watch=true"), ["watch", "", "v1", "pods", "", "", ""]),
-    ("GET", "/api/v1/pods", Some("watch=1"), ["watch", "", "v1", "pods", "", "", ""]),
-    ("GET", "/api/v1/pods", Some("watch=false"), ["list", "", "v1", "pods", "", "", ""]),
+    (
+        "GET",
+        "/api/v1/pods",
+        None,
+        ["list", "", "v1", "pods", "", "", ""],
+    ),
+    (
+        "GET",
+        "/api/v1/pods",
+        Some("watch=true"),
+        ["watch", "", "v1", "pods", "", "", ""],
+    ),
+    (
+        "GET",
+        "/api/v1/pods",
+        Some("watch=1"),
+        ["watch", "", "v1", "pods", "", "", ""],
+    ),
+    (
+        "GET",
+        "/api/v1/pods",
+        Some("watch=false"),
+        ["list", "", "v1", "pods", "", "", ""],
+    ),
     (
         "GET",
         "/api/v1/namespaces/default/pods",
@@ -59,7 +79,15 @@ const RESOURCE_CASES: &[Row] = &[
         "PATCH",
         "/api/v1/namespaces/default/pods/web/ephemeralcontainers",
         None,
-        ["patch", "", "v1", "pods", "ephemeralcontainers", "default", "web"],
+        [
+            "patch",
+            "",
+            "v1",
+            "pods",
+            "ephemeralcontainers",
+            "default",
+            "web",
+        ],
     ),
     (
         "DELETE",
@@ -73,30 +101,67 @@ const RESOURCE_CASES: &[Row] = &[
         None,
         ["deletecollection", "", "v1", "pods", "", "default", ""],
     ),
-    ("GET", "/api/v1/namespaces", None, ["list", "", "v1", "namespaces", "", "", ""]),
+    (
+        "GET",
+        "/api/v1/namespaces",
+        None,
+        ["list", "", "v1", "namespaces", "", "", ""],
+    ),
     (
         "GET",
         "/api/v1/namespaces/kube-system",
         None,
-        ["get", "", "v1", "namespaces", "", "kube-system", "kube-system"],
+        [
+            "get",
+            "",
+            "v1",
+            "namespaces",
+            "",
+            "kube-system",
+            "kube-system",
+        ],
     ),
     (
         "PUT",
         "/api/v1/namespaces/kube-system/finalize",
         None,
-        ["update", "", "v1", "namespaces", "finalize", "kube-system", "kube-system"],
+        [
+            "update",
+            "",
+            "v1",
+            "namespaces",
+            "finalize",
+            "kube-system",
+            "kube-system",
+        ],
     ),
     (
         "GET",
         "/api/v1/namespaces/kube-system/status",
         None,
-        ["get", "", "v1", "namespaces", "status", "kube-system", "kube-system"],
+        [
+            "get",
+            "",
+            "v1",
+            "namespaces",
+            "status",
+            "kube-system",
+            "kube-system",
+        ],
     ),
     (
         "GET",
         "/apis/apps/v1/namespaces/default/deployments/web/scale",
         None,
-        ["get", "apps", "v1", "deployments", "scale", "default", "web"],
+        [
+            "get",
+            "apps",
+            "v1",
+            "deployments",
+            "scale",
+            "default",
+            "web",
+        ],
     ),
     (
         "GET",
@@ -108,7 +173,15 @@ const RESOURCE_CASES: &[Row] = &[
         "POST",
         "/apis/authentication.k8s.io/v1/selfsubjectreviews",
         None,
-        ["create", "authentication.k8s.io", "v1", "selfsubjectreviews", "", "", ""],
+        [
+            "create",
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "",
+            "",
+            "",
+        ],
     ),
     (
         "GET",
@@ -169,8 +242,8 @@ const RESOURCE_CASES: &[Row] = &[
 #[test]
 fn classifies_resource_requests_like_kube_apiserver() {
     for (method, path, query, want) in RESOURCE_CASES {
-        let info = classify(method, path, *query)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let info =
+            classify(method, path, *query).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let got = [
             info.verb.as_str(),
             &info.api_group,
@@ -213,10 +286,16 @@ fn refuses_ambiguous_paths() {
         ("", ClassifyError::NotAbsolute),
         ("/api/v1/namespaces/a%2Fb/pods", ClassifyError::EncodedSlash),
         ("/api/v1/namespaces/a%2fb/pods", ClassifyError::EncodedSlash),
-        ("/api/v1/namespaces/default/pods%2Fweb", ClassifyError::EncodedSlash),
+        (
+            "/api/v1/namespaces/default/pods%2Fweb",
+            ClassifyError::EncodedSlash,
+        ),
         ("/api/v1/namespaces/../pods", ClassifyError::DotSegment),
         ("/api/v1/./pods", ClassifyError::DotSegment),
-        ("/api/v1/namespaces/%2e%2e/secrets", ClassifyError::DotSegment),
+        (
+            "/api/v1/namespaces/%2e%2e/secrets",
+            ClassifyError::DotSegment,
+        ),
         ("/api/v1/namespaces/%2E/secrets", ClassifyError::DotSegment),
         ("/api//v1/pods", ClassifyError::EmptySegment),
         ("//api/v1/pods", ClassifyError::EmptySegment),
@@ -224,8 +303,14 @@ fn refuses_ambiguous_paths() {
         ("/api/v1/namespaces/%zz/pods", ClassifyError::BadEscape),
         ("/api/v1/namespaces/%4/pods", ClassifyError::BadEscape),
         ("/api/v1/namespaces/%ff/pods", ClassifyError::NotUtf8),
-        ("/api/v1/namespaces/a%00b/pods", ClassifyError::ControlCharacter),
-        ("/api/v1/namespaces/a%0d%0ab/pods", ClassifyError::ControlCharacter),
+        (
+            "/api/v1/namespaces/a%00b/pods",
+            ClassifyError::ControlCharacter,
+        ),
+        (
+            "/api/v1/namespaces/a%0d%0ab/pods",
+            ClassifyError::ControlCharacter,
+        ),
         ("/api/v1/watch", ClassifyError::MissingResource),
         ("/api/v1/proxy", ClassifyError::MissingResource),
     ] {
@@ -235,7 +320,11 @@ fn refuses_ambiguous_paths() {
 
 #[test]
 fn refuses_ambiguous_watch_parameters() {
-    for query in ["watch=true&watch=false", "watch=yes", "watch=true&watch=true"] {
+    for query in [
+        "watch=true&watch=false",
+        "watch=yes",
+        "watch=true&watch=true",
+    ] {
         assert!(
             matches!(
                 classify("GET", "/api/v1/pods", Some(query)),
@@ -259,7 +348,11 @@ fn refuses_unknown_methods_on_resources() {
 
 #[test]
 fn field_selector_name_must_be_a_plain_segment() {
-    for selector in ["metadata.name%3D..", "metadata.name%3Da%2Fb", "metadata.name%21%3Dweb"] {
+    for selector in [
+        "metadata.name%3D..",
+        "metadata.name%3Da%2Fb",
+        "metadata.name%21%3Dweb",
+    ] {
         let q = format!("fieldSelector={selector}");
         let info = classify("GET", "/api/v1/pods", Some(&q)).unwrap();
         assert_eq!(info.name, "", "{selector}");
@@ -274,7 +367,10 @@ fn splits_the_cluster_prefix() {
     );
     assert_eq!(split_cluster("/clusters/sim"), Some(("sim", "/")));
     assert_eq!(split_cluster("/clusters/sim/"), Some(("sim", "/")));
-    assert_eq!(split_cluster("/clusters/prod-eu.1/version"), Some(("prod-eu.1", "/version")));
+    assert_eq!(
+        split_cluster("/clusters/prod-eu.1/version"),
+        Some(("prod-eu.1", "/version"))
+    );
     for bad in [
         "/api/v1/pods",
         "/clusters/",

@@ -26,7 +26,10 @@ pub fn status_response(code: StatusCode, message: &str, request_id: &str) -> Res
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert("audit-id", id);
     }

@@ -71,15 +71,18 @@ pub fn upstream_request_headers(
         out.append(IMPERSONATE_GROUP, safe_value(group, "impersonated group")?);
     }
     if !identity.uid.is_empty() {
-        out.insert(IMPERSONATE_UID, safe_value(&identity.uid, "impersonated uid")?);
+        out.insert(
+            IMPERSONATE_UID,
+            safe_value(&identity.uid, "impersonated uid")?,
+        );
     }
     for (key, value, what) in [
         ("initiator", &extras.initiator, "initiator"),
         ("request-id", &extras.request_id, "request id"),
         ("client-address", &extras.client_address, "client address"),
     ] {
-        let name = extra_header_name(&extras.domain, key)
-            .ok_or(HeaderError::UnsafeValue("extra key"))?;
+        let name =
+            extra_header_name(&extras.domain, key).ok_or(HeaderError::UnsafeValue("extra key"))?;
         out.append(name, safe_value(value, what)?);
     }
     out.insert(AUDIT_ID, safe_value(&extras.request_id, "request id")?);

@@ -78,17 +78,29 @@ fn refuses_a_not_allowed_as_with_the_reason() {
 fn wildcards_never_match_system_names() {
     let bob = principal("bob", &["sre"]);
     for h in [
-        headers(&[("Impersonate-User", "admin"), ("Impersonate-Group", "system:masters")]),
+        headers(&[
+            ("Impersonate-User", "admin"),
+            ("Impersonate-Group", "system:masters"),
+        ]),
         headers(&[("Impersonate-User", "system:admin")]),
-        headers(&[("Impersonate-User", "system:serviceaccount:kube-system:default")]),
+        headers(&[(
+            "Impersonate-User",
+            "system:serviceaccount:kube-system:default",
+        )]),
     ] {
         assert!(
-            matches!(decide(&config(), &bob, &h), Err(ImpersonationError::NotAllowed { .. })),
+            matches!(
+                decide(&config(), &bob, &h),
+                Err(ImpersonationError::NotAllowed { .. })
+            ),
             "{h:?}"
         );
     }
     // An explicit listing allows it.
-    let h = headers(&[("Impersonate-User", "admin"), ("Impersonate-Group", "system:masters")]);
+    let h = headers(&[
+        ("Impersonate-User", "admin"),
+        ("Impersonate-Group", "system:masters"),
+    ]);
     let id = decide(&config(), &principal("root-admin", &[]), &h).unwrap();
     assert_eq!(id.groups, ["system:masters"]);
 }
@@ -97,14 +109,23 @@ fn wildcards_never_match_system_names() {
 fn refuses_groups_without_a_user_and_client_extras() {
     let bob = principal("bob", &["sre"]);
     for (h, want) in [
-        (headers(&[("Impersonate-Group", "qa")]), ImpersonationError::MissingUser),
+        (
+            headers(&[("Impersonate-Group", "qa")]),
+            ImpersonationError::MissingUser,
+        ),
         (
             headers(&[("Impersonate-User", ""), ("Impersonate-Group", "qa")]),
             ImpersonationError::MissingUser,
         ),
-        (headers(&[("Impersonate-Uid", "1")]), ImpersonationError::MissingUser),
         (
-            headers(&[("Impersonate-User", "carol"), ("Impersonate-Extra-Scopes", "x")]),
+            headers(&[("Impersonate-Uid", "1")]),
+            ImpersonationError::MissingUser,
+        ),
+        (
+            headers(&[
+                ("Impersonate-User", "carol"),
+                ("Impersonate-Extra-Scopes", "x"),
+            ]),
             ImpersonationError::ExtraNotSupported,
         ),
         (
@@ -119,7 +140,10 @@ fn refuses_groups_without_a_user_and_client_extras() {
 #[test]
 fn refuses_non_ascii_targets() {
     let mut h = HeaderMap::new();
-    h.insert("impersonate-user", HeaderValue::from_bytes(b"car\xc3\xb6l").unwrap());
+    h.insert(
+        "impersonate-user",
+        HeaderValue::from_bytes(b"car\xc3\xb6l").unwrap(),
+    );
     assert!(matches!(
         decide(&config(), &principal("bob", &["sre"]), &h),
         Err(ImpersonationError::InvalidValue(_))
@@ -129,10 +153,13 @@ fn refuses_non_ascii_targets() {
 #[test]
 fn config_rejects_unknown_keys_and_bad_domains() {
     let yaml = "allow:\n- users: [bob]\n  targets_users: ['*']\n  extra: 1\n";
-    assert!(serde_json::from_value::<ImpersonationConfig>(
-        serde_json::json!({"allow": [{"users": ["bob"], "targets": ["x"]}]})
-    )
-    .is_err(), "{yaml}");
+    assert!(
+        serde_json::from_value::<ImpersonationConfig>(
+            serde_json::json!({"allow": [{"users": ["bob"], "targets": ["x"]}]})
+        )
+        .is_err(),
+        "{yaml}"
+    );
     let parsed: ImpersonationConfig = serde_json::from_value(serde_json::json!({})).unwrap();
     assert_eq!(parsed.extra_domain, "custody.dev");
     let bad = ImpersonationConfig {

@@ -37,8 +37,10 @@ where
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            self.count
-                .fetch_add(u64::try_from(data.len()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            self.count.fetch_add(
+                u64::try_from(data.len()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
         polled
     }

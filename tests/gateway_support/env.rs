@@ -1,7 +1,10 @@
 //! The test environment for the gateway tests: kube-sim and the gateway in-process on a
 //! background runtime, a fake authenticator, and kubeconfigs for the pinned kubectl binaries.
 
-#![allow(dead_code, reason = "each test file uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the harness"
+)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -164,7 +167,11 @@ impl Env {
     pub fn kubectl(&self, minor: &str) -> Kubectl {
         let home = self.dir.path().join(format!("home-{minor}"));
         std::fs::create_dir_all(&home).unwrap();
-        Kubectl::new(kubectl_binary(minor).unwrap(), self.kubeconfig.clone(), home)
+        Kubectl::new(
+            kubectl_binary(minor).unwrap(),
+            self.kubeconfig.clone(),
+            home,
+        )
     }
 
     /// kube-sim's native audit events.
@@ -211,11 +218,11 @@ pub fn ok(output: &std::process::Output) -> String {
 
 fn client_kubeconfig(addr: SocketAddr, ca_pem: &str) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let user = |name: &str| {
-        format!("- name: {name}\n  user:\n    token: {name}-token\n")
-    };
+    let user = |name: &str| format!("- name: {name}\n  user:\n    token: {name}-token\n");
     let context = |name: &str| {
-        format!("- name: {name}\n  context:\n    cluster: custody\n    user: {name}\n    namespace: default\n")
+        format!(
+            "- name: {name}\n  context:\n    cluster: custody\n    user: {name}\n    namespace: default\n"
+        )
     };
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: custody\n  cluster:\n    server: https://{addr}/clusters/sim\n    certificate-authority-data: {ca}\nusers:\n{}{}contexts:\n{}{}current-context: alice\n",

@@ -47,8 +47,10 @@ async fn sink_writes_file_and_index_and_queries_round_trip() {
     sink.record_decision(&b).await.unwrap();
 
     let text = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> =
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["stage"], "decision");
     assert_eq!(lines[0]["decision"], "allow");
@@ -99,7 +101,10 @@ async fn a_full_disk_fails_the_write() {
         AuditMode::Strict,
     )
     .unwrap();
-    let err = sink.record_decision(&event("alice", true)).await.unwrap_err();
+    let err = sink
+        .record_decision(&event("alice", true))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::AuditFile { .. }), "{err}");
 }
 

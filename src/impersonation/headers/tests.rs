@@ -76,7 +76,10 @@ fn strips_every_credential_identity_and_hop_by_hop_class_in_any_case() {
     for (name, value) in hostile {
         let lower = name.to_ascii_lowercase();
         let sent: Vec<_> = out.get_all(lower.as_str()).iter().collect();
-        assert!(!sent.iter().any(|v| *v == value), "{name}: {value} was forwarded");
+        assert!(
+            !sent.iter().any(|v| *v == value),
+            "{name}: {value} was forwarded"
+        );
     }
     for gone in [
         "authorization",
@@ -107,9 +110,14 @@ fn strips_every_credential_identity_and_hop_by_hop_class_in_any_case() {
             .collect::<Vec<_>>(),
         ["alice"]
     );
-    assert_eq!(out.get("impersonate-extra-custody.dev%2Frequest-id").unwrap(), "3f2a");
     assert_eq!(
-        out.get("impersonate-extra-custody.dev%2Fclient-address").unwrap(),
+        out.get("impersonate-extra-custody.dev%2Frequest-id")
+            .unwrap(),
+        "3f2a"
+    );
+    assert_eq!(
+        out.get("impersonate-extra-custody.dev%2Fclient-address")
+            .unwrap(),
         "127.0.0.1:5000"
     );
     assert_eq!(out.get("accept").unwrap(), "application/json");
@@ -209,10 +217,27 @@ fn cleans_hop_by_hop_response_headers() {
 
 #[test]
 fn stripped_classes() {
-    for name in ["impersonate-anything", "x-remote-x", "x-forwarded-proto", "x_real_ip"] {
-        assert!(is_stripped(&HeaderName::from_bytes(name.as_bytes()).unwrap()), "{name}");
+    for name in [
+        "impersonate-anything",
+        "x-remote-x",
+        "x-forwarded-proto",
+        "x_real_ip",
+    ] {
+        assert!(
+            is_stripped(&HeaderName::from_bytes(name.as_bytes()).unwrap()),
+            "{name}"
+        );
     }
-    for name in ["accept", "content-type", "kubectl-command", "user-agent", "x-impersonate"] {
-        assert!(!is_stripped(&HeaderName::from_bytes(name.as_bytes()).unwrap()), "{name}");
+    for name in [
+        "accept",
+        "content-type",
+        "kubectl-command",
+        "user-agent",
+        "x-impersonate",
+    ] {
+        assert!(
+            !is_stripped(&HeaderName::from_bytes(name.as_bytes()).unwrap()),
+            "{name}"
+        );
     }
 }

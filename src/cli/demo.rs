@@ -1,0 +1,172 @@
+//! `custody demo`: kube-sim, a development OIDC issuer and the gateway, on loopback, with a
+//! kubeconfig for two people. The one command a newcomer runs.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use base64::Engine;
+use custody::config::Config;
+use custody_fixtures::kube_sim::{KubeSim, KubeSimConfig};
+use custody_fixtures::oidc_issuer::{DevIssuerConfig, OidcIssuer};
+
+use super::serve;
+
+/// Where the demo keeps its files and where the gateway listens.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The demo's directory: `kubeconfig`, `custody.toml`, certificates, `data/` (the gateway's
+    /// audit trail and index) and `cluster/` (kube-sim's files, its native `audit.log` among them).
+    #[arg(long, value_name = "DIR", default_value = "custody-demo")]
+    dir: PathBuf,
+    /// The gateway's address. Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    listen: SocketAddr,
+}
+
+/// Starts everything, prints `ready` and what to try, and runs until interrupted.
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    if !args.listen.ip().is_loopback() {
+        anyhow::bail!("the demo runs a simulated cluster whose pods are processes on this host; it only listens on loopback");
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(demo(args))
+}
+
+async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
+    let dir = std::path::absolute(&args.dir).context("cannot resolve --dir")?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let sim = KubeSim::start(KubeSimConfig::new(dir.join("cluster")))
+        .await
+        .context("cannot start kube-sim")?;
+    let issuer = OidcIssuer::start(DevIssuerConfig::demo())
+        .await
+        .context("cannot start the development OIDC issuer")?;
+    write(&dir.join("issuer-ca.crt"), issuer.ca_pem())?;
+    let gateway_ca = write_gateway_certificates(&dir)?;
+
+    let config_path = dir.join("custody.toml");
+    write(&config_path, &demo_config(&dir, args.listen, issuer.url()))?;
+    let config = Config::parse(&std::fs::read_to_string(&config_path)?, &|_| None)
+        .map_err(|e| anyhow::anyhow!("the demo configuration is invalid:\n{e}"))?;
+    let running = serve::start(&config).await?;
+
+    let exe = std::env::current_exe().context("cannot find the custody executable")?;
+    let kubeconfig = dir.join("kubeconfig");
+    write(
+        &kubeconfig,
+        &demo_kubeconfig(&exe, &format!("https://{}/clusters/demo", running.addr), &gateway_ca, issuer.url(), &dir.join("issuer-ca.crt")),
+    )?;
+
+    println!("ready https://{}", running.addr);
+    println!();
+    println!("custody demo is running: kube-sim, a development OIDC issuer and the gateway.");
+    println!("In another terminal, try:");
+    println!();
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("  kubectl --context alice auth whoami");
+    println!("  kubectl --context alice get pods");
+    println!("  kubectl --context bob --as=carol auth whoami     # bob may impersonate");
+    println!("  kubectl --context alice --as=carol auth whoami   # alice may not: 403");
+    println!("  {} audit --data-dir {}", exe.display(), dir.join("data").display());
+    println!("  tail -n 3 {}   # the cluster's own audit log names the real person", dir.join("cluster/audit.log").display());
+    println!();
+    println!("Press Ctrl-C to stop.");
+
+    serve::wait_for_signal().await?;
+    eprintln!("custody demo: stopping");
+    running.shutdown().await;
+    drop(issuer);
+    sim.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo_config(dir: &Path, listen: SocketAddr, issuer: &str) -> String {
+    let d = |p: &str| toml_string(&dir.join(p));
+    format!(
+        r#"# The configuration `custody demo` generated; `custody serve --config` accepts it as is.
+data_dir = {data}
+gateway_id = "custody-demo"
+
+[server]
+listen = "{listen}"
+tls_cert = {cert}
+tls_key = {key}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[audit]
+mode = "strict"
+
+[[clusters]]
+name = "demo"
+kubeconfig = {cluster}
+
+[[oidc]]
+issuer = "{issuer}"
+client_id = "custody"
+ca_file = {issuer_ca}
+# kube-sim's rules grant the groups dev and sre, so groups are not prefixed here.
+groups_prefix = ""
+
+[[impersonation.allow]]
+users = ["oidc:bob"]
+targets_users = ["*"]
+targets_groups = ["*"]
+"#,
+        data = d("data"),
+        cert = d("gateway.crt"),
+        key = d("gateway.key"),
+        cluster = d("cluster/gateway.kubeconfig"),
+        issuer_ca = d("issuer-ca.crt"),
+    )
+}
+
+fn demo_kubeconfig(exe: &Path, server: &str, ca_pem: &str, issuer: &str, issuer_ca: &Path) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let mut users = String::new();
+    for user in ["alice", "bob"] {
+        // Writing to a String cannot fail.
+        let _ = write!(
+            users,
+            "- name: {user}\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {exe}\n      args: [credential, --issuer, {issuer}, --user, {user}, --issuer-ca, {ca_file}]\n      interactiveMode: Never\n      provideClusterInfo: false\n",
+            exe = yaml_string(&exe.display().to_string()),
+            ca_file = yaml_string(&issuer_ca.display().to_string()),
+        );
+    }
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: custody-demo\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n{users}contexts:\n- name: alice\n  context: {{cluster: custody-demo, user: alice, namespace: default}}\n- name: bob\n  context: {{cluster: custody-demo, user: bob, namespace: default}}\ncurrent-context: alice\n"
+    )
+}
+
+/// Generates a CA and a serving certificate for the gateway; returns the CA PEM.
+fn write_gateway_certificates(dir: &Path) -> anyhow::Result<String> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, "custody-demo-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    params.distinguished_name.push(DnType::CommonName, "custody-demo");
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca)?;
+    write(&dir.join("gateway-ca.crt"), &ca.pem())?;
+    write(&dir.join("gateway.crt"), &cert.pem())?;
+    write(&dir.join("gateway.key"), &key.serialize_pem())?;
+    Ok(ca.pem())
+}
+
+fn write(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn toml_string(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
+}
+
+fn yaml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}

@@ -1,0 +1,162 @@
+//! `custody serve --config FILE`: run the gateway, and the assembly `custody demo` reuses.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use custody::audit::AuditSink;
+use custody::authn::Authenticator;
+use custody::config::Config;
+use custody::gateway::{Gateway, GatewayParts};
+use custody::metrics::Metrics;
+use custody::server::{self, Health};
+use custody::upstream::Upstream;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A running gateway: its addresses and its tasks.
+pub struct Running {
+    /// The HTTPS address kubectl talks to.
+    pub addr: SocketAddr,
+    /// The admin address (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<custody::Result<()>>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests end, and waits for the listeners.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            match task.await {
+                Ok(Err(err)) => tracing::warn!(%err, "listener ended with an error"),
+                Err(err) => tracing::warn!(%err, "listener task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+/// Reads and checks the configuration, then serves until SIGINT or SIGTERM.
+pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the configuration {}", file.display()))?;
+    let config = match Config::parse(&text, &|k| std::env::var(k).ok()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("custody: {} is not a valid configuration:", file.display());
+            for problem in &err.problems {
+                eprintln!("  - {problem}");
+            }
+            eprintln!("(`custody config check {}` explains a configuration)", file.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let running = start(&config).await?;
+        println!("ready https://{} (admin http://{})", running.addr, running.admin_addr);
+        wait_for_signal().await?;
+        eprintln!("custody: stopping");
+        running.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Builds every part from the configuration and starts both listeners.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let tls = server_tls(&config.server.tls_cert, &config.server.tls_key)?;
+    let mut clusters = Vec::new();
+    for cluster in &config.clusters {
+        let upstream = match &cluster.kubeconfig {
+            Some(path) => Upstream::from_kubeconfig(path, cluster.context.as_deref()).await,
+            None => {
+                let kube_config = kube::Config::incluster()
+                    .with_context(|| format!("cluster {}: no in-cluster configuration", cluster.name))?;
+                Upstream::from_config(&kube_config)
+            }
+        }
+        .with_context(|| format!("cluster {}", cluster.name))?;
+        clusters.push((cluster.name.clone(), upstream));
+    }
+    // ServiceAccount tokens need a TokenReview client over the cluster connection; until the
+    // gateway offers one, enabling them is refused here with a clear message.
+    let authenticator = Authenticator::new(&config.oidc, &config.service_accounts, None)
+        .context("authentication configuration")?;
+    let audit = AuditSink::open(&config.data_dir, config.audit.mode).with_context(|| {
+        format!("cannot open the audit trail under {}", config.data_dir.display())
+    })?;
+    let metrics = Metrics::new();
+    let gateway = Arc::new(
+        Gateway::new(GatewayParts {
+            authenticator: Arc::new(authenticator),
+            clusters,
+            impersonation: config.impersonation.clone(),
+            audit,
+            metrics: metrics.clone(),
+        })
+        .context("gateway configuration")?,
+    );
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let admin = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?;
+    let addr = listener.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let health = Health::new();
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let tasks = vec![
+        tokio::spawn(server::serve(gateway, listener, tls, until_stopped(stopped.clone()))),
+        tokio::spawn(server::serve_admin(admin, health.clone(), metrics, until_stopped(stopped))),
+    ];
+    health.set_ready(true);
+    Ok(Running {
+        addr,
+        admin_addr,
+        stop,
+        tasks,
+    })
+}
+
+/// The serving TLS configuration from PEM files.
+pub fn server_tls(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let cert_pem = std::fs::read(cert).with_context(|| format!("cannot read tls_cert {}", cert.display()))?;
+    let key_pem = std::fs::read(key).with_context(|| format!("cannot read tls_key {}", key.display()))?;
+    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("tls_cert {} is not PEM", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("tls_cert {} holds no certificate", cert.display());
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .with_context(|| format!("tls_key {} is not PEM", key.display()))?
+        .with_context(|| format!("tls_key {} holds no private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the TLS certificate and key do not match")
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
