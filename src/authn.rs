@@ -2,8 +2,8 @@
 //!
 //! OIDC ID tokens are routed by their (unverified) `iss` to the one configured issuer with
 //! exactly that URL, then verified with that issuer's keys ([`oidc`]) and claims
-//! ([`claims`]). When ServiceAccount tokens are enabled, a token from no configured issuer that
-//! looks like a ServiceAccount token is reviewed by the cluster ([`serviceaccount`]).
+//! ([`claims`]). When `ServiceAccount` tokens are enabled, a token from no configured issuer that
+//! looks like a `ServiceAccount` token is reviewed by the cluster ([`serviceaccount`]).
 //! Everything else is refused. Failures carry a short, safe reason; [`failure_message`] turns
 //! one into the text of the 401 `Status`, and the detail goes to the log.
 
@@ -26,7 +26,7 @@ pub mod serviceaccount;
 pub use config::{OidcIssuerConfig, ServiceAccountConfig};
 pub use serviceaccount::{ReviewedUser, TokenReviewer};
 
-/// The authenticator over the configured OIDC issuers and ServiceAccount verification.
+/// The authenticator over the configured OIDC issuers and `ServiceAccount` verification.
 pub struct Authenticator {
     issuers: Vec<Arc<oidc::IssuerVerifier>>,
     service_accounts: Option<(ServiceAccountConfig, Arc<dyn TokenReviewer>)>,
@@ -36,7 +36,7 @@ impl Authenticator {
     /// Builds the authenticator: validates each issuer's configuration and reads its CA file.
     /// Nothing is fetched yet; discovery and keys are fetched on first use, so the gateway
     /// starts even when an identity provider is down. `reviewer` is required when
-    /// ServiceAccount tokens are enabled.
+    /// `ServiceAccount` tokens are enabled.
     pub fn new(
         issuers: &[OidcIssuerConfig],
         service_accounts: &ServiceAccountConfig,
@@ -53,7 +53,11 @@ impl Authenticator {
             }
             let ca_pem = match &issuer.ca_file {
                 Some(path) => Some(std::fs::read(path).map_err(|source| Error::Io {
-                    context: format!("reading the CA file {} of {}", path.display(), issuer.issuer),
+                    context: format!(
+                        "reading the CA file {} of {}",
+                        path.display(),
+                        issuer.issuer
+                    ),
                     source,
                 })?),
                 None => None,
@@ -99,10 +103,18 @@ impl Authenticator {
         if let Some((config, reviewer)) = &self.service_accounts
             && serviceaccount::looks_like_service_account(&parsed)
         {
-            return serviceaccount::authenticate(reviewer.as_ref(), config, cluster, token, &parsed)
-                .await;
+            return serviceaccount::authenticate(
+                reviewer.as_ref(),
+                config,
+                cluster,
+                token,
+                &parsed,
+            )
+            .await;
         }
-        Err(AuthFailure::Invalid("the token's issuer is not trusted".into()))
+        Err(AuthFailure::Invalid(
+            "the token's issuer is not trusted".into(),
+        ))
     }
 }
 
@@ -187,7 +199,10 @@ mod tests {
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
-            h.append(http::header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            h.append(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -197,7 +212,14 @@ mod tests {
         assert_eq!(bearer_token(&headers(&["Bearer abc"])), Ok("abc"));
         assert_eq!(bearer_token(&headers(&["bEaReR abc"])), Ok("abc"));
         assert_eq!(bearer_token(&headers(&[])), Err(AuthFailure::Missing));
-        for bad in ["Basic YTpi", "Bearer", "Bearer ", "Bearer  abc", "Bearer a b", "Bearerabc"] {
+        for bad in [
+            "Basic YTpi",
+            "Bearer",
+            "Bearer ",
+            "Bearer  abc",
+            "Bearer a b",
+            "Bearerabc",
+        ] {
             assert!(
                 matches!(bearer_token(&headers(&[bad])), Err(AuthFailure::Invalid(_))),
                 "{bad}"
@@ -227,7 +249,10 @@ mod tests {
         ];
         let err = Authenticator::new(&twice, &sa, None).err().unwrap();
         assert!(err.to_string().contains("twice"));
-        let enabled = ServiceAccountConfig { enabled: true, audiences: vec![] };
+        let enabled = ServiceAccountConfig {
+            enabled: true,
+            audiences: vec![],
+        };
         assert!(Authenticator::new(&[], &enabled, None).is_err());
         let mut bad_ca = OidcIssuerConfig::new("https://a.example", "c");
         bad_ca.ca_file = Some("/nonexistent/ca.pem".into());

@@ -80,8 +80,10 @@ pub fn classify(
     };
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     let resource_prefix = match parts.first() {
-        Some(&"api") if parts.len() >= 2 => Some(1),
-        Some(&"apis") if parts.len() >= 3 => Some(2),
+        // kube-apiserver's RequestInfoFactory: `/api/v1` and `/apis/g/v` are discovery
+        // (non-resource) paths; a resource needs one more segment.
+        Some(&"api") if parts.len() >= 3 => Some(1),
+        Some(&"apis") if parts.len() >= 4 => Some(2),
         _ => None,
     };
     let Some(skip) = resource_prefix else {
@@ -90,10 +92,10 @@ pub fn classify(
     };
     info.is_resource = true;
     if skip == 2 {
-        info.api_group = parts[1].to_owned();
-        info.version = parts[2].to_owned();
+        parts[1].clone_into(&mut info.api_group);
+        parts[2].clone_into(&mut info.version);
     } else {
-        info.version = parts[1].to_owned();
+        parts[1].clone_into(&mut info.version);
     }
     let mut rest = &parts[skip + 1..];
     if let Some(&special) = rest.first()
@@ -105,14 +107,14 @@ pub fn classify(
         special.clone_into(&mut info.verb);
         rest = &rest[1..];
     } else {
-        info.verb = method_verb(method)?.to_owned();
+        method_verb(method)?.clone_into(&mut info.verb);
     }
-    if rest.first() == Some(&"namespaces") {
-        if let Some(ns) = rest.get(1) {
-            (*ns).clone_into(&mut info.namespace);
-            if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
-                rest = &rest[2..];
-            }
+    if rest.first() == Some(&"namespaces")
+        && let Some(ns) = rest.get(1)
+    {
+        (*ns).clone_into(&mut info.namespace);
+        if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
+            rest = &rest[2..];
         }
     }
     if rest.len() >= 3 && info.verb != "proxy" {
@@ -126,12 +128,12 @@ pub fn classify(
     }
     let params = decode_query(query.unwrap_or(""))?;
     if info.name.is_empty() && info.verb == "get" {
-        info.verb = if watch_requested(&params)? {
+        let verb = if watch_requested(&params)? {
             "watch"
         } else {
             "list"
-        }
-        .to_owned();
+        };
+        verb.clone_into(&mut info.verb);
         if let Some(name) = field_selector_name(&params) {
             info.name = name;
         }

@@ -9,6 +9,7 @@ mod audit;
 mod config_check;
 mod credential;
 mod demo;
+mod key;
 mod reindex;
 mod serve;
 
@@ -41,7 +42,7 @@ enum Command {
     /// Prints `ready https://ADDR` and the commands to try, and runs until Ctrl-C. The
     /// simulated cluster's pods are real processes on this host.
     Demo(demo::Args),
-    /// The kubeconfig exec plugin: prints an ExecCredential with a fresh token.
+    /// The kubeconfig exec plugin: prints an `ExecCredential` with a fresh token.
     Credential(credential::Args),
     /// Configuration files.
     #[command(subcommand)]
@@ -53,6 +54,15 @@ enum Command {
     ///   custody audit --data-dir /var/lib/custody --denied --json
     ///   custody audit --data-dir /var/lib/custody --follow
     Audit(audit::Args),
+    /// Print the public key that verifies this gateway's recordings (PEM, or hex with --hex).
+    Key {
+        /// The data directory (as in the configuration's `data_dir`).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Print the key as hex instead of PEM.
+        #[arg(long)]
+        hex: bool,
+    },
     /// Rebuild the index from the recording files (the index is derived data).
     Reindex {
         /// The data directory (as in the configuration's `data_dir`).
@@ -81,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config_check::run(&file),
         Command::Audit(args) => audit::run(&args),
         Command::Reindex { data_dir } => reindex::run(&data_dir),
+        Command::Key { data_dir, hex } => key::run(&data_dir, hex),
     };
     match result {
         Ok(code) => code,

@@ -35,7 +35,7 @@ pub struct Config {
     /// Trusted OIDC issuers.
     #[serde(default)]
     pub oidc: Vec<OidcIssuerConfig>,
-    /// Kubernetes ServiceAccount tokens for automation.
+    /// Kubernetes `ServiceAccount` tokens for automation.
     #[serde(default)]
     pub service_accounts: ServiceAccountConfig,
     /// Who may impersonate whom (`kubectl --as`).
@@ -126,20 +126,26 @@ impl Config {
         if let Some(v) = env("CUSTODY_LISTEN") {
             match v.parse() {
                 Ok(addr) => config.server.listen = addr,
-                Err(_) => problems.push(format!("CUSTODY_LISTEN: {v:?} is not an address like 0.0.0.0:8443")),
+                Err(_) => problems.push(format!(
+                    "CUSTODY_LISTEN: {v:?} is not an address like 0.0.0.0:8443"
+                )),
             }
         }
         if let Some(v) = env("CUSTODY_ADMIN_LISTEN") {
             match v.parse() {
                 Ok(addr) => config.admin.listen = addr,
-                Err(_) => problems.push(format!("CUSTODY_ADMIN_LISTEN: {v:?} is not an address like 127.0.0.1:9090")),
+                Err(_) => problems.push(format!(
+                    "CUSTODY_ADMIN_LISTEN: {v:?} is not an address like 127.0.0.1:9090"
+                )),
             }
         }
         if let Some(v) = env("CUSTODY_AUDIT_MODE") {
             match v.as_str() {
                 "strict" => config.audit.mode = AuditMode::Strict,
                 "best-effort" => config.audit.mode = AuditMode::BestEffort,
-                _ => problems.push(format!("CUSTODY_AUDIT_MODE: {v:?} must be strict or best-effort")),
+                _ => problems.push(format!(
+                    "CUSTODY_AUDIT_MODE: {v:?} must be strict or best-effort"
+                )),
             }
         }
         problems.extend(config.problems());
@@ -172,19 +178,28 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !valid_name {
-                problems.push(format!("{at}: name must be 1-63 lowercase letters, digits or '-'"));
+                problems.push(format!(
+                    "{at}: name must be 1-63 lowercase letters, digits or '-'"
+                ));
             }
             if !seen.insert(cluster.name.clone()) {
                 problems.push(format!("{at}: the name is used twice"));
             }
             match (&cluster.kubeconfig, cluster.in_cluster) {
-                (Some(_), true) => problems.push(format!("{at}: set kubeconfig or in_cluster, not both")),
-                (None, false) => problems.push(format!("{at}: set kubeconfig = \"...\" or in_cluster = true")),
+                (Some(_), true) => {
+                    problems.push(format!("{at}: set kubeconfig or in_cluster, not both"));
+                }
+                (None, false) => problems.push(format!(
+                    "{at}: set kubeconfig = \"...\" or in_cluster = true"
+                )),
                 _ => {}
             }
         }
         if self.oidc.is_empty() && !self.service_accounts.enabled {
-            problems.push("oidc: no [[oidc]] issuer and service_accounts disabled: nobody could log in".into());
+            problems.push(
+                "oidc: no [[oidc]] issuer and service_accounts disabled: nobody could log in"
+                    .into(),
+            );
         }
         for (i, issuer) in self.oidc.iter().enumerate() {
             if let Err(problem) = issuer.validate() {
@@ -203,7 +218,9 @@ impl Config {
             .clusters
             .iter()
             .map(|c| match (&c.kubeconfig, &c.context) {
-                (Some(path), Some(ctx)) => format!("{} (kubeconfig {}, context {ctx})", c.name, path.display()),
+                (Some(path), Some(ctx)) => {
+                    format!("{} (kubeconfig {}, context {ctx})", c.name, path.display())
+                }
                 (Some(path), None) => format!("{} (kubeconfig {})", c.name, path.display()),
                 _ => format!("{} (in-cluster)", c.name),
             })
@@ -214,8 +231,16 @@ impl Config {
             self.server.listen,
             self.admin.listen,
             clusters.join(", "),
-            if issuers.is_empty() { "none".to_owned() } else { issuers.join(", ") },
-            if self.service_accounts.enabled { "accepted (TokenReview)" } else { "refused" },
+            if issuers.is_empty() {
+                "none".to_owned()
+            } else {
+                issuers.join(", ")
+            },
+            if self.service_accounts.enabled {
+                "accepted (TokenReview)"
+            } else {
+                "refused"
+            },
             self.impersonation.allow.len(),
             match self.audit.mode {
                 AuditMode::Strict => "strict",
@@ -258,7 +283,11 @@ client_id = "custody"
         assert_eq!(config.gateway_id, "custody");
         assert_eq!(config.audit.mode, AuditMode::Strict);
         assert_eq!(config.admin.listen.port(), 9090);
-        assert!(config.explain().contains("clusters: prod (kubeconfig /etc/custody/prod.kubeconfig)"));
+        assert!(
+            config
+                .explain()
+                .contains("clusters: prod (kubeconfig /etc/custody/prod.kubeconfig)")
+        );
     }
 
     #[test]
@@ -274,7 +303,10 @@ client_id = "custody"
         let text = MINIMAL
             .replace("name = \"prod\"", "name = \"Prod_1\"")
             .replace("kubeconfig = \"/etc/custody/prod.kubeconfig\"", "")
-            .replace("issuer = \"https://idp.example.com\"", "issuer = \"http://idp.example.com\"");
+            .replace(
+                "issuer = \"https://idp.example.com\"",
+                "issuer = \"http://idp.example.com\"",
+            );
         let err = Config::parse(&text, &no_env).unwrap_err();
         assert!(err.problems.len() >= 3, "{err}");
         assert!(err.problems.iter().any(|p| p.contains("lowercase letters")));
@@ -293,6 +325,11 @@ client_id = "custody"
         assert_eq!(config.server.listen.port(), 9443);
         assert_eq!(config.audit.mode, AuditMode::BestEffort);
         let bad = |k: &str| (k == "CUSTODY_AUDIT_MODE").then(|| "lax".to_owned());
-        assert!(Config::parse(MINIMAL, &bad).unwrap_err().to_string().contains("strict or best-effort"));
+        assert!(
+            Config::parse(MINIMAL, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("strict or best-effort")
+        );
     }
 }

@@ -40,7 +40,11 @@ impl ExecCredentialVersion {
     pub fn from_exec_info(exec_info: Option<&str>) -> ExecCredentialVersion {
         let api_version = exec_info
             .and_then(|text| serde_json::from_str::<Value>(text).ok())
-            .and_then(|v| v.get("apiVersion").and_then(Value::as_str).map(str::to_owned));
+            .and_then(|v| {
+                v.get("apiVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
         match api_version.as_deref() {
             Some("client.authentication.k8s.io/v1beta1") => ExecCredentialVersion::V1Beta1,
             _ => ExecCredentialVersion::V1,
@@ -51,7 +55,11 @@ impl ExecCredentialVersion {
 /// The `ExecCredential` JSON a plugin prints on stdout: `status.token` and, when known,
 /// `status.expirationTimestamp` (RFC 3339, UTC, seconds), after which kubectl runs the
 /// plugin again.
-pub fn exec_credential(version: ExecCredentialVersion, token: &str, expires_at: Option<i64>) -> Value {
+pub fn exec_credential(
+    version: ExecCredentialVersion,
+    token: &str,
+    expires_at: Option<i64>,
+) -> Value {
     let mut status = json!({ "token": token });
     if let Some(ts) = expires_at.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)) {
         status["expirationTimestamp"] = json!(ts.to_rfc3339_opts(SecondsFormat::Secs, true));
@@ -90,8 +98,15 @@ pub async fn fetch_dev_token(
     };
     let client = HttpsClient::new(ca_pem, std::time::Duration::from_secs(15)).map_err(fail)?;
 
-    let discovery_url = format!("{}/.well-known/openid-configuration", issuer_url.trim_end_matches('/'));
-    let doc = json_of(&client.get(&discovery_url).await.map_err(fail)?, "discovery").map_err(fail)?;
+    let discovery_url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer_url.trim_end_matches('/')
+    );
+    let doc = json_of(
+        &client.get(&discovery_url).await.map_err(fail)?,
+        "discovery",
+    )
+    .map_err(fail)?;
     if doc.get("issuer").and_then(Value::as_str) != Some(issuer_url) {
         return Err(fail("the discovery document names another issuer".into()));
     }
@@ -102,7 +117,10 @@ pub async fn fetch_dev_token(
             .map(str::to_owned)
             .ok_or_else(|| fail(format!("the discovery document has no https {name}")))
     };
-    let (authorize_url, token_url) = (endpoint("authorization_endpoint")?, endpoint("token_endpoint")?);
+    let (authorize_url, token_url) = (
+        endpoint("authorization_endpoint")?,
+        endpoint("token_endpoint")?,
+    );
 
     let verifier = random_b64(32).map_err(fail)?;
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -119,13 +137,20 @@ pub async fn fetch_dev_token(
         .append_pair("code_challenge_method", "S256")
         .append_pair("login_hint", user)
         .finish();
-    let sep = if authorize_url.contains('?') { '&' } else { '?' };
+    let sep = if authorize_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     let resp = client
         .get(&format!("{authorize_url}{sep}{query}"))
         .await
         .map_err(fail)?;
     if !resp.status.is_redirection() {
-        return Err(fail(format!("the authorization endpoint answered {}", resp.status)));
+        return Err(fail(format!(
+            "the authorization endpoint answered {}",
+            resp.status
+        )));
     }
     let location = resp
         .headers
@@ -165,7 +190,10 @@ pub async fn fetch_dev_token(
     Ok(DevToken {
         id_token,
         expires_at,
-        refresh_token: body.get("refresh_token").and_then(Value::as_str).map(str::to_owned),
+        refresh_token: body
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 
@@ -179,7 +207,12 @@ fn code_from_redirect(location: &str, state: &str) -> std::result::Result<String
     let params: Vec<(String, String)> = form_urlencoded::parse(rest.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     if let Some(error) = get("error") {
         return Err(format!("the issuer refused the login: {error}"));
     }
@@ -192,7 +225,10 @@ fn code_from_redirect(location: &str, state: &str) -> std::result::Result<String
         .ok_or_else(|| "the redirect has no code".to_owned())
 }
 
-fn json_of(resp: &crate::authn::https::HttpResponse, what: &str) -> std::result::Result<Value, String> {
+fn json_of(
+    resp: &crate::authn::https::HttpResponse,
+    what: &str,
+) -> std::result::Result<Value, String> {
     if !resp.status.is_success() {
         return Err(format!("{what} answered {}", resp.status));
     }
@@ -226,11 +262,23 @@ mod tests {
     #[test]
     fn version_follows_kubernetes_exec_info() {
         let beta = r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1beta1","spec":{"interactive":false}}"#;
-        assert_eq!(ExecCredentialVersion::from_exec_info(Some(beta)), ExecCredentialVersion::V1Beta1);
+        assert_eq!(
+            ExecCredentialVersion::from_exec_info(Some(beta)),
+            ExecCredentialVersion::V1Beta1
+        );
         let v1 = r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}"#;
-        assert_eq!(ExecCredentialVersion::from_exec_info(Some(v1)), ExecCredentialVersion::V1);
-        assert_eq!(ExecCredentialVersion::from_exec_info(None), ExecCredentialVersion::V1);
-        assert_eq!(ExecCredentialVersion::from_exec_info(Some("junk")), ExecCredentialVersion::V1);
+        assert_eq!(
+            ExecCredentialVersion::from_exec_info(Some(v1)),
+            ExecCredentialVersion::V1
+        );
+        assert_eq!(
+            ExecCredentialVersion::from_exec_info(None),
+            ExecCredentialVersion::V1
+        );
+        assert_eq!(
+            ExecCredentialVersion::from_exec_info(Some("junk")),
+            ExecCredentialVersion::V1
+        );
     }
 
     #[test]
@@ -239,8 +287,14 @@ mod tests {
         assert_eq!(code_from_redirect(&ok, "s1").unwrap(), "abc");
         assert!(code_from_redirect(&ok, "s2").is_err());
         let err = format!("{DEV_REDIRECT_URI}?error=access_denied&state=s1");
-        assert!(code_from_redirect(&err, "s1").unwrap_err().contains("access_denied"));
-        assert!(code_from_redirect("http://evil.example/callback?code=abc&state=s1", "s1").is_err());
+        assert!(
+            code_from_redirect(&err, "s1")
+                .unwrap_err()
+                .contains("access_denied")
+        );
+        assert!(
+            code_from_redirect("http://evil.example/callback?code=abc&state=s1", "s1").is_err()
+        );
         assert!(code_from_redirect(&format!("{DEV_REDIRECT_URI}?state=s1"), "s1").is_err());
     }
 }

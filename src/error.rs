@@ -38,7 +38,7 @@ pub enum Error {
     /// The gateway's configuration is inconsistent (e.g. the impersonation allow-list).
     #[error("gateway configuration: {0}")]
     GatewayConfig(String),
-    /// The authentication configuration is wrong (an issuer, a CA file, ServiceAccounts).
+    /// The authentication configuration is wrong (an issuer, a CA file, `ServiceAccounts`).
     #[error("authentication configuration: {0}")]
     AuthnConfig(String),
     /// A token could not be obtained from an identity provider.

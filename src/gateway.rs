@@ -86,6 +86,10 @@ impl Gateway {
     }
 
     /// Answers one request from `peer` (the socket address, the only client address trusted).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the pipeline reads top to bottom, step by step as the module doc lists them"
+    )]
     pub async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,

@@ -5,6 +5,8 @@
 //! only when an [`AllowRule`] lets that person impersonate that target. The client's own
 //! `Impersonate-*` headers are never passed on: [`headers`] rebuilds them from the decision.
 
+use std::fmt::Write;
+
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
@@ -189,10 +191,10 @@ fn matches_target(allowed: &[String], name: &str) -> bool {
 fn describe(target: &EffectiveIdentity) -> String {
     let mut out = format!("user {:?}", target.user);
     if !target.groups.is_empty() {
-        out.push_str(&format!(" with groups [{}]", target.groups.join(" ")));
+        let _ = write!(out, " with groups [{}]", target.groups.join(" "));
     }
     if !target.uid.is_empty() {
-        out.push_str(&format!(" and uid {:?}", target.uid));
+        let _ = write!(out, " and uid {:?}", target.uid);
     }
     out
 }

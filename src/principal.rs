@@ -16,7 +16,7 @@ pub use custody_recorder::model::EffectiveIdentity;
 pub enum AuthMethod {
     /// An OIDC ID token from a configured issuer.
     Oidc,
-    /// A Kubernetes ServiceAccount token, verified with the cluster.
+    /// A Kubernetes `ServiceAccount` token, verified with the cluster.
     ServiceAccount,
     /// A client certificate signed by a configured CA.
     ClientCertificate,
@@ -27,7 +27,7 @@ pub enum AuthMethod {
 pub struct Principal {
     /// How it authenticated.
     pub method: AuthMethod,
-    /// The token issuer (`iss`), or the cluster name for ServiceAccount tokens.
+    /// The token issuer (`iss`), or the cluster name for `ServiceAccount` tokens.
     pub issuer: String,
     /// The subject (`sub`).
     pub subject: String,
@@ -76,7 +76,7 @@ pub enum AuthFailure {
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Principal, AuthFailure>> + Send + 'a>>;
 
 /// Turns a request's credentials into a [`Principal`]. Implemented by the authenticator over
-/// the configured OIDC issuers and ServiceAccount verification; tests use fakes.
+/// the configured OIDC issuers and `ServiceAccount` verification; tests use fakes.
 pub trait Authenticate: Send + Sync {
     /// Authenticates the request with these headers, for the named cluster.
     fn authenticate<'a>(&'a self, headers: &'a HeaderMap, cluster: &'a str) -> AuthFuture<'a>;

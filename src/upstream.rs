@@ -226,20 +226,16 @@ fn tls_config(
     identity: Option<Identity>,
 ) -> std::result::Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(ders) => {
-            for der in ders {
-                roots
-                    .add(CertificateDer::from(der.clone()))
-                    .map_err(|e| format!("the cluster CA certificate is invalid: {e}"))?;
-            }
+    if let Some(ders) = ca {
+        for der in ders {
+            roots
+                .add(CertificateDer::from(der.clone()))
+                .map_err(|e| format!("the cluster CA certificate is invalid: {e}"))?;
         }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                // Unparseable system certificates are skipped, as every TLS client does.
-                let _ = roots.add(cert);
-            }
+    } else {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            // Unparseable system certificates are skipped, as every TLS client does.
+            let _ = roots.add(cert);
         }
     }
     if roots.is_empty() {

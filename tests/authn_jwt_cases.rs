@@ -3,6 +3,11 @@
 //! `AuthFailure`, which the gateway answers with 401. Case 33 (rotation, JWKS 500 and
 //! timeouts, removed keys) is in `authn_oidc.rs`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed setup or assertion should fail the test loudly"
+)]
+
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -14,7 +19,7 @@ use serde_json::{Value, json};
 #[path = "support/authn.rs"]
 mod support;
 
-use support::{Setup, auth, is_invalid};
+use support::{Setup, auth, authenticator, is_invalid};
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -32,7 +37,7 @@ fn header(s: &Setup, extra: &Value) -> Value {
 #[tokio::test]
 async fn case_25_alg_none_empty_signatures_and_segment_counts() {
     let s = Setup::start().await;
-    let authn = s.authenticator(s.config());
+    let authn = authenticator(s.config());
     let claims = s.issuer.claims_for("alice").unwrap().to_string();
     let good = s.issuer.id_token_for("alice").unwrap();
     auth(&authn, &good).await.unwrap();
@@ -58,9 +63,11 @@ async fn case_25_alg_none_empty_signatures_and_segment_counts() {
 #[tokio::test]
 async fn case_26_hs256_signed_with_the_public_key_is_refused() {
     let s = Setup::start().await;
-    let authn = s.authenticator(s.config());
+    let authn = authenticator(s.config());
     let key = s.issuer.signing_key();
-    auth(&authn, &s.issuer.id_token_for("alice").unwrap()).await.unwrap();
+    auth(&authn, &s.issuer.id_token_for("alice").unwrap())
+        .await
+        .unwrap();
     let jwk = key.public_jwk();
     let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
     let secrets: Vec<Vec<u8>> = vec![
@@ -70,7 +77,11 @@ async fn case_26_hs256_signed_with_the_public_key_is_refused() {
         jwk.to_string().into_bytes(),
     ];
     let claims = s.issuer.claims_for("alice").unwrap().to_string();
-    for alg in [jsonwebtoken::Algorithm::HS256, jsonwebtoken::Algorithm::HS384, jsonwebtoken::Algorithm::HS512] {
+    for alg in [
+        jsonwebtoken::Algorithm::HS256,
+        jsonwebtoken::Algorithm::HS384,
+        jsonwebtoken::Algorithm::HS512,
+    ] {
         for secret in &secrets {
             let hdr = header(&s, &json!({"alg": format!("{alg:?}")}));
             let input = format!("{}.{}", b64(hdr.to_string()), b64(&claims));
@@ -85,10 +96,12 @@ async fn case_26_hs256_signed_with_the_public_key_is_refused() {
 #[tokio::test]
 async fn case_27_kid_tricks_and_key_carrying_headers_are_ignored() {
     let s = Setup::start().await;
-    let authn = s.authenticator(s.config());
+    let authn = authenticator(s.config());
     let key = s.issuer.signing_key();
     let claims = s.issuer.claims_for("alice").unwrap().to_string();
-    auth(&authn, &s.issuer.id_token_for("alice").unwrap()).await.unwrap();
+    auth(&authn, &s.issuer.id_token_for("alice").unwrap())
+        .await
+        .unwrap();
     let fetches = s.issuer.jwks_fetches();
 
     // A listener that would see any attempt to fetch a key from a header URL.
@@ -96,7 +109,14 @@ async fn case_27_kid_tricks_and_key_carrying_headers_are_ignored() {
     let trap_url = format!("https://{}/jwks", trap.local_addr().unwrap());
     let trapped = tokio::spawn(async move { trap.accept().await.is_ok() });
 
-    for kid in ["unknown", "../../dev/null", "' OR '1'='1' --", trap_url.as_str(), "", "\u{0}"] {
+    for kid in [
+        "unknown",
+        "../../dev/null",
+        "' OR '1'='1' --",
+        trap_url.as_str(),
+        "",
+        "\u{0}",
+    ] {
         let hdr = header(&s, &json!({"kid": kid}));
         let token = key.sign_raw(hdr.to_string(), &claims).unwrap();
         assert!(is_invalid(&auth(&authn, &token).await), "kid {kid:?}");
@@ -164,7 +184,13 @@ async fn case_28_issuer_variants_and_audiences() {
         let r = auth(&authn, &s.issuer.mint(&claims).unwrap()).await;
         assert!(is_invalid(&r), "iss {iss}: {r:?}");
     }
-    for aud in [Value::Null, json!("another-client"), json!(["a", "b"]), json!([]), json!("")] {
+    for aud in [
+        Value::Null,
+        json!("another-client"),
+        json!(["a", "b"]),
+        json!([]),
+        json!(""),
+    ] {
         let mut claims = s.issuer.claims_for("alice").unwrap();
         if aud.is_null() {
             claims.as_object_mut().unwrap().remove("aud");
@@ -176,13 +202,15 @@ async fn case_28_issuer_variants_and_audiences() {
     }
     let mut claims = s.issuer.claims_for("alice").unwrap();
     claims["aud"] = json!(["another-client", "custody"]);
-    auth(&authn, &s.issuer.mint(&claims).unwrap()).await.unwrap();
+    auth(&authn, &s.issuer.mint(&claims).unwrap())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn case_29_time_claim_types_and_leeway() {
     let s = Setup::start().await;
-    let authn = s.authenticator(s.config());
+    let authn = authenticator(s.config());
     let now = chrono::Utc::now().timestamp();
     let hdr = s.issuer.signing_key().header().to_string();
     let base = s.issuer.claims_for("alice").unwrap();
@@ -219,7 +247,7 @@ async fn case_29_time_claim_types_and_leeway() {
     auth(&authn, &expired).await.unwrap();
     let mut strict = s.config();
     strict.leeway_seconds = 0;
-    let strict = s.authenticator(strict);
+    let strict = authenticator(strict);
     assert_eq!(auth(&strict, &expired).await, Err(AuthFailure::Expired));
     let long_expired = with("exp", &(now - 120).to_string());
     assert_eq!(auth(&authn, &long_expired).await, Err(AuthFailure::Expired));
@@ -228,16 +256,22 @@ async fn case_29_time_claim_types_and_leeway() {
 #[tokio::test]
 async fn case_30_malformed_encodings_are_refused_quickly() {
     let s = Setup::start().await;
-    let authn = s.authenticator(s.config());
+    let authn = authenticator(s.config());
     let key = s.issuer.signing_key();
     let hdr = key.header().to_string();
     let claims = s.issuer.claims_for("alice").unwrap();
     let text = claims.to_string();
-    auth(&authn, &s.issuer.id_token_for("alice").unwrap()).await.unwrap();
+    auth(&authn, &s.issuer.id_token_for("alice").unwrap())
+        .await
+        .unwrap();
 
     let good = key.sign_raw(&hdr, &text).unwrap();
     let mut parts = good.split('.');
-    let (h, c, sig) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    let (h, c, sig) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
     let mut big = claims.clone();
     big["padding"] = json!("x".repeat(16 * 1024));
     let duplicate_sub = format!("{},\"sub\":\"bob\"}}", &text[..text.len() - 1]);
@@ -284,8 +318,8 @@ async fn case_31_email_verification_system_names_empty_usernames_and_group_shape
     let s = Setup::start().await;
     let mut cfg = s.config();
     cfg.username_claim = "email".into();
-    let by_email = s.authenticator(cfg);
-    let by_sub = s.authenticator(s.config());
+    let by_email = authenticator(cfg);
+    let by_sub = authenticator(s.config());
     let mint = |changes: Value| {
         let mut claims = s.issuer.claims_for("alice").unwrap();
         for (k, v) in changes.as_object().unwrap() {
@@ -295,7 +329,10 @@ async fn case_31_email_verification_system_names_empty_usernames_and_group_shape
     };
     for verified in [json!(false), json!("false"), json!("true"), json!(null)] {
         let r = auth(&by_email, &mint(json!({"email_verified": verified}))).await;
-        assert!(matches!(r, Err(AuthFailure::Refused(_))), "{verified}: {r:?}");
+        assert!(
+            matches!(r, Err(AuthFailure::Refused(_))),
+            "{verified}: {r:?}"
+        );
     }
     let mut claims = s.issuer.claims_for("alice").unwrap();
     claims.as_object_mut().unwrap().remove("email_verified");
@@ -308,7 +345,10 @@ async fn case_31_email_verification_system_names_empty_usernames_and_group_shape
         json!({"groups": "system:masters"}),
     ] {
         let r = auth(&by_sub, &mint(changes.clone())).await;
-        assert!(matches!(r, Err(AuthFailure::Refused(_))), "{changes}: {r:?}");
+        assert!(
+            matches!(r, Err(AuthFailure::Refused(_))),
+            "{changes}: {r:?}"
+        );
     }
     let r = auth(&by_email, &mint(json!({"email": "system:admin"}))).await;
     assert!(matches!(r, Err(AuthFailure::Refused(_))));
@@ -316,8 +356,12 @@ async fn case_31_email_verification_system_names_empty_usernames_and_group_shape
     assert!(matches!(r, Err(AuthFailure::Refused(_))));
     assert!(auth(&by_sub, &mint(json!({"sub": ""}))).await.is_err());
 
-    let as_string = auth(&by_sub, &mint(json!({"groups": "dev"}))).await.unwrap();
-    let as_array = auth(&by_sub, &mint(json!({"groups": ["dev"]}))).await.unwrap();
+    let as_string = auth(&by_sub, &mint(json!({"groups": "dev"})))
+        .await
+        .unwrap();
+    let as_array = auth(&by_sub, &mint(json!({"groups": ["dev"]})))
+        .await
+        .unwrap();
     assert_eq!(as_string.groups, as_array.groups);
     assert_eq!(as_string.groups, ["oidc:dev"]);
 }
@@ -327,16 +371,25 @@ async fn case_32_es256_with_r_and_s_zero_is_refused() {
     let s = Setup::start().await;
     let ec = SigningKey::generate_es256("ec-1").unwrap();
     s.issuer.add_key(ec.clone(), false);
-    let authn = s.authenticator(s.config());
+    let authn = authenticator(s.config());
     let valid = ec.sign(&s.issuer.claims_for("carol").unwrap()).unwrap();
     assert_eq!(auth(&authn, &valid).await.unwrap().username, "oidc:carol");
     let input = valid.rsplit_once('.').unwrap().0;
-    let real = URL_SAFE_NO_PAD.decode(valid.rsplit_once('.').unwrap().1).unwrap();
+    let real = URL_SAFE_NO_PAD
+        .decode(valid.rsplit_once('.').unwrap().1)
+        .unwrap();
     let mut r_zero = real.clone();
     r_zero[..32].fill(0);
     let mut s_zero = real.clone();
     s_zero[32..].fill(0);
-    for sig in [vec![0u8; 64], r_zero, s_zero, vec![0u8; 1], vec![0u8; 72], vec![0xff; 64]] {
+    for sig in [
+        vec![0u8; 64],
+        r_zero,
+        s_zero,
+        vec![0u8; 1],
+        vec![0u8; 72],
+        vec![0xff; 64],
+    ] {
         let token = format!("{input}.{}", b64(&sig));
         let r = auth(&authn, &token).await;
         assert!(is_invalid(&r), "{sig:?}: {r:?}");

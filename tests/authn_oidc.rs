@@ -2,6 +2,11 @@
 //! rotation, the unknown-`kid` flood bound, JWKS failures and timeouts (security-tests D 27 and
 //! 33), and the code + PKCE flow of `custody credential`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed setup or assertion should fail the test loudly"
+)]
+
 use std::time::Duration;
 
 use custody::authn::{Authenticator, OidcIssuerConfig, ServiceAccountConfig};
@@ -14,15 +19,18 @@ use serde_json::json;
 #[path = "support/authn.rs"]
 mod support;
 
-use support::{Setup, auth, is_invalid};
+use support::{Setup, auth, authenticator, is_invalid};
 
 #[tokio::test]
 async fn discovery_jwks_and_a_valid_token_through_the_authenticate_seam() {
     let s = Setup::start().await;
-    let authn = s.authenticator(s.config());
+    let authn = authenticator(s.config());
     let mut headers = HeaderMap::new();
     let bearer = format!("Bearer {}", s.issuer.id_token_for("alice").unwrap());
-    headers.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&bearer).unwrap());
+    headers.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_str(&bearer).unwrap(),
+    );
     let p = authn.authenticate(&headers, "dev").await.unwrap();
     assert_eq!(p.method, AuthMethod::Oidc);
     assert_eq!(p.issuer, s.issuer.url());
@@ -31,11 +39,18 @@ async fn discovery_jwks_and_a_valid_token_through_the_authenticate_seam() {
     assert_eq!(p.groups, ["oidc:dev"]);
     assert!(p.expires_at.unwrap() > 0);
     // Cached: more tokens cause no more fetches.
-    let bob = auth(&authn, &s.issuer.id_token_for("bob").unwrap()).await.unwrap();
+    let bob = auth(&authn, &s.issuer.id_token_for("bob").unwrap())
+        .await
+        .unwrap();
     assert_eq!(bob.groups, ["oidc:sre"]);
-    let carol = auth(&authn, &s.issuer.id_token_for("carol").unwrap()).await.unwrap();
+    let carol = auth(&authn, &s.issuer.id_token_for("carol").unwrap())
+        .await
+        .unwrap();
     assert!(carol.groups.is_empty());
-    assert_eq!((s.issuer.discovery_fetches(), s.issuer.jwks_fetches()), (1, 1));
+    assert_eq!(
+        (s.issuer.discovery_fetches(), s.issuer.jwks_fetches()),
+        (1, 1)
+    );
     // No credentials at all.
     let missing = authn.authenticate(&HeaderMap::new(), "dev").await;
     assert_eq!(missing, Err(AuthFailure::Missing));
@@ -47,8 +62,10 @@ async fn email_usernames_and_prefixes_from_the_issuer() {
     let mut cfg = s.config();
     cfg.username_claim = "email".into();
     cfg.username_prefix = String::new();
-    let authn = s.authenticator(cfg);
-    let p = auth(&authn, &s.issuer.id_token_for("alice").unwrap()).await.unwrap();
+    let authn = authenticator(cfg);
+    let p = auth(&authn, &s.issuer.id_token_for("alice").unwrap())
+        .await
+        .unwrap();
     assert_eq!(p.username, "alice@example.com");
 }
 
@@ -59,7 +76,7 @@ async fn issuer_tls_is_verified_and_discovery_must_name_the_exact_issuer() {
     // Trusting another CA: the issuer's certificate is refused, so keys cannot be fetched.
     let mut cfg = s.config();
     cfg.ca_file = Some(other.dir.path().join("ca.pem"));
-    let authn = s.authenticator(cfg);
+    let authn = authenticator(cfg);
     let r = auth(&authn, &s.issuer.id_token_for("alice").unwrap()).await;
     assert!(matches!(r, Err(AuthFailure::Unavailable(_))), "{r:?}");
     assert_eq!(s.issuer.discovery_fetches(), 0);
@@ -68,7 +85,7 @@ async fn issuer_tls_is_verified_and_discovery_must_name_the_exact_issuer() {
     // the issuer without it, so nothing is trusted.
     let mut cfg = s.config();
     cfg.issuer = format!("{}/", s.issuer.url());
-    let authn = s.authenticator(cfg);
+    let authn = authenticator(cfg);
     let mut claims = s.issuer.claims_for("alice").unwrap();
     claims["iss"] = json!(format!("{}/", s.issuer.url()));
     let r = auth(&authn, &s.issuer.mint(&claims).unwrap()).await;
@@ -81,7 +98,7 @@ async fn rotation_refreshes_once_and_removed_keys_stop_verifying() {
     let s = Setup::start().await;
     let mut cfg = s.config();
     cfg.jwks_refresh_min_interval_seconds = 1;
-    let authn = s.authenticator(cfg);
+    let authn = authenticator(cfg);
     let old = s.issuer.id_token_for("alice").unwrap();
     auth(&authn, &old).await.unwrap();
     assert_eq!(s.issuer.jwks_fetches(), 1);
@@ -91,7 +108,11 @@ async fn rotation_refreshes_once_and_removed_keys_stop_verifying() {
     assert_eq!(s.issuer.published_kids(), [new_kid]);
     let new = s.issuer.id_token_for("alice").unwrap();
     auth(&authn, &new).await.unwrap();
-    assert_eq!(s.issuer.jwks_fetches(), 2, "a new kid causes exactly one refresh");
+    assert_eq!(
+        s.issuer.jwks_fetches(),
+        2,
+        "a new kid causes exactly one refresh"
+    );
     auth(&authn, &new).await.unwrap();
     assert_eq!(s.issuer.jwks_fetches(), 2);
 
@@ -106,7 +127,10 @@ async fn rotation_refreshes_once_and_removed_keys_stop_verifying() {
     let second = SigningKey::generate_rs256("second").unwrap();
     s.issuer.add_key(second.clone(), false);
     let via_second = second.sign(&s.issuer.claims_for("bob").unwrap()).unwrap();
-    assert_eq!(auth(&authn, &via_second).await.unwrap().username, "oidc:bob");
+    assert_eq!(
+        auth(&authn, &via_second).await.unwrap().username,
+        "oidc:bob"
+    );
     auth(&authn, &new).await.unwrap();
     assert_eq!(s.issuer.jwks_fetches(), 3);
 }
@@ -119,12 +143,12 @@ async fn a_flood_of_unknown_kids_causes_at_most_one_fetch() {
     let tokens: Vec<String> = (0..1000)
         .map(|i| {
             let header = json!({"alg": "RS256", "kid": format!("random-{i}-{}", uuid_like(i))});
-            key.sign_raw(&header.to_string(), &claims).unwrap()
+            key.sign_raw(header.to_string(), &claims).unwrap()
         })
         .collect();
 
     // Cold cache: the flood itself may cause the first fetch, and nothing more.
-    let authn = s.authenticator(s.config());
+    let authn = authenticator(s.config());
     let mut tasks = tokio::task::JoinSet::new();
     for token in tokens.clone() {
         let authn = authn.clone();
@@ -133,10 +157,16 @@ async fn a_flood_of_unknown_kids_causes_at_most_one_fetch() {
     while let Some(r) = tasks.join_next().await {
         assert!(is_invalid(&r.unwrap()));
     }
-    assert!(s.issuer.jwks_fetches() <= 1, "{} fetches", s.issuer.jwks_fetches());
+    assert!(
+        s.issuer.jwks_fetches() <= 1,
+        "{} fetches",
+        s.issuer.jwks_fetches()
+    );
 
     // Warm cache: still at most one more.
-    auth(&authn, &s.issuer.id_token_for("alice").unwrap()).await.unwrap();
+    auth(&authn, &s.issuer.id_token_for("alice").unwrap())
+        .await
+        .unwrap();
     let before = s.issuer.jwks_fetches();
     for token in &tokens {
         assert!(is_invalid(&auth(&authn, token).await));
@@ -152,7 +182,7 @@ async fn cached_keys_then_fail_closed(behavior: JwksBehavior) {
     cfg.jwks_max_age_seconds = 1;
     cfg.jwks_cache_ttl_seconds = 3;
     cfg.http_timeout_seconds = 1;
-    let authn = s.authenticator(cfg);
+    let authn = authenticator(cfg);
     let token = s.issuer.id_token_for("alice").unwrap();
     auth(&authn, &token).await.unwrap();
     let warmed = tokio::time::Instant::now();
@@ -190,32 +220,61 @@ async fn jwks_timeout_keeps_cached_keys_until_the_ttl_then_fails_closed() {
 async fn code_and_pkce_flow_yields_a_token_the_gateway_accepts() {
     let s = Setup::start().await;
     let ca = s.issuer.ca_pem().as_bytes().to_vec();
-    let token = fetch_dev_token(s.issuer.url(), "custody", "bob", Some(&ca)).await.unwrap();
+    let token = fetch_dev_token(s.issuer.url(), "custody", "bob", Some(&ca))
+        .await
+        .unwrap();
     assert!(token.refresh_token.is_some());
     assert!(token.expires_at > chrono::Utc::now().timestamp());
-    let authn = s.authenticator(s.config());
+    let authn = authenticator(s.config());
     let p = auth(&authn, &token.id_token).await.unwrap();
-    assert_eq!((p.username.as_str(), p.groups.as_slice()), ("oidc:bob", &["oidc:sre".to_owned()][..]));
+    assert_eq!(
+        (p.username.as_str(), p.groups.as_slice()),
+        ("oidc:bob", &["oidc:sre".to_owned()][..])
+    );
     assert_eq!(p.expires_at, Some(token.expires_at));
 
     // Unknown users, unknown clients and an untrusted CA all fail with a reason.
-    let err = fetch_dev_token(s.issuer.url(), "custody", "mallory", Some(&ca)).await.unwrap_err();
+    let err = fetch_dev_token(s.issuer.url(), "custody", "mallory", Some(&ca))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("access_denied"), "{err}");
-    let err = fetch_dev_token(s.issuer.url(), "other", "alice", Some(&ca)).await.unwrap_err();
+    let err = fetch_dev_token(s.issuer.url(), "other", "alice", Some(&ca))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("400"), "{err}");
     let other = Setup::start().await;
     let other_ca = other.issuer.ca_pem().as_bytes().to_vec();
-    assert!(fetch_dev_token(s.issuer.url(), "custody", "alice", Some(&other_ca)).await.is_err());
+    assert!(
+        fetch_dev_token(s.issuer.url(), "custody", "alice", Some(&other_ca))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn two_issuers_route_by_exact_iss() {
     let a = Setup::start().await;
     let b = Setup::start().await;
-    let authn = Authenticator::new(&[a.config(), b.config()], &ServiceAccountConfig::default(), None)
-        .unwrap();
-    assert_eq!(auth(&authn, &a.issuer.id_token_for("alice").unwrap()).await.unwrap().issuer, a.issuer.url());
-    assert_eq!(auth(&authn, &b.issuer.id_token_for("bob").unwrap()).await.unwrap().issuer, b.issuer.url());
+    let authn = Authenticator::new(
+        &[a.config(), b.config()],
+        &ServiceAccountConfig::default(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        auth(&authn, &a.issuer.id_token_for("alice").unwrap())
+            .await
+            .unwrap()
+            .issuer,
+        a.issuer.url()
+    );
+    assert_eq!(
+        auth(&authn, &b.issuer.id_token_for("bob").unwrap())
+            .await
+            .unwrap()
+            .issuer,
+        b.issuer.url()
+    );
     // Case 28, "another configured issuer": signed by A but claiming to be B.
     let mut claims = a.issuer.claims_for("alice").unwrap();
     claims["iss"] = json!(b.issuer.url());

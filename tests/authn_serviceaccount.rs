@@ -1,5 +1,10 @@
-//! ServiceAccount tokens: recognized by their claims, verified by the cluster through the
-//! `TokenReviewer` seam (a scripted fake here), turned into ServiceAccount principals.
+//! `ServiceAccount` tokens: recognized by their claims, verified by the cluster through the
+//! `TokenReviewer` seam (a scripted fake here), turned into `ServiceAccount` principals.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed setup or assertion should fail the test loudly"
+)]
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +17,7 @@ use serde_json::json;
 #[path = "support/authn.rs"]
 mod support;
 
-use support::{Setup, auth, is_invalid};
+use support::{Setup, auth, authenticator, is_invalid};
 
 /// Answers every review with a scripted result and journals what it was asked.
 struct FakeReviewer {
@@ -21,7 +26,12 @@ struct FakeReviewer {
 }
 
 impl TokenReviewer for FakeReviewer {
-    fn review<'a>(&'a self, cluster: &'a str, token: &'a str, audiences: &'a [String]) -> ReviewFuture<'a> {
+    fn review<'a>(
+        &'a self,
+        cluster: &'a str,
+        token: &'a str,
+        audiences: &'a [String],
+    ) -> ReviewFuture<'a> {
         self.asked
             .lock()
             .unwrap()
@@ -30,15 +40,23 @@ impl TokenReviewer for FakeReviewer {
     }
 }
 
-fn reviewer(answer: impl Fn() -> custody::Result<Option<ReviewedUser>> + Send + Sync + 'static) -> Arc<FakeReviewer> {
-    Arc::new(FakeReviewer { answer: Box::new(answer), asked: Mutex::new(Vec::new()) })
+fn reviewer(
+    answer: impl Fn() -> custody::Result<Option<ReviewedUser>> + Send + Sync + 'static,
+) -> Arc<FakeReviewer> {
+    Arc::new(FakeReviewer {
+        answer: Box::new(answer),
+        asked: Mutex::new(Vec::new()),
+    })
 }
 
 fn deployer() -> ReviewedUser {
     ReviewedUser {
         username: "system:serviceaccount:ci:deployer".into(),
         uid: "uid-1".into(),
-        groups: vec!["system:serviceaccounts".into(), "system:serviceaccounts:ci".into()],
+        groups: vec![
+            "system:serviceaccounts".into(),
+            "system:serviceaccounts:ci".into(),
+        ],
     }
 }
 
@@ -55,7 +73,10 @@ fn sa_token(key: &SigningKey) -> String {
 }
 
 fn enabled() -> ServiceAccountConfig {
-    ServiceAccountConfig { enabled: true, audiences: vec!["https://kubernetes.default.svc".into()] }
+    ServiceAccountConfig {
+        enabled: true,
+        audiences: vec!["https://kubernetes.default.svc".into()],
+    }
 }
 
 #[tokio::test]
@@ -70,7 +91,14 @@ async fn a_reviewed_service_account_token_becomes_a_service_account_principal() 
     assert_eq!(p.issuer, "prod");
     assert_eq!(p.groups.len(), 2);
     let asked = fake.asked.lock().unwrap().clone();
-    assert_eq!(asked, [("prod".to_owned(), token, vec!["https://kubernetes.default.svc".to_owned()])]);
+    assert_eq!(
+        asked,
+        [(
+            "prod".to_owned(),
+            token,
+            vec!["https://kubernetes.default.svc".to_owned()]
+        )]
+    );
 }
 
 #[tokio::test]
@@ -85,11 +113,31 @@ async fn rejected_unreachable_and_non_service_account_reviews_fail() {
         }
     };
     assert!(is_invalid(&run(reviewer(|| Ok(None))).await));
-    let down = run(reviewer(|| Err(custody::Error::UpstreamConfig { cluster: "prod".into(), message: "down".into() }))).await;
+    let down = run(reviewer(|| {
+        Err(custody::Error::UpstreamConfig {
+            cluster: "prod".into(),
+            message: "down".into(),
+        })
+    }))
+    .await;
     assert!(matches!(down, Err(AuthFailure::Unavailable(_))));
-    for username in ["system:admin", "alice", "system:serviceaccount:ci", "system:serviceaccount::x", "system:node:n1"] {
-        let fake = reviewer(move || Ok(Some(ReviewedUser { username: username.into(), ..deployer() })));
-        assert!(matches!(run(fake).await, Err(AuthFailure::Refused(_))), "{username}");
+    for username in [
+        "system:admin",
+        "alice",
+        "system:serviceaccount:ci",
+        "system:serviceaccount::x",
+        "system:node:n1",
+    ] {
+        let fake = reviewer(move || {
+            Ok(Some(ReviewedUser {
+                username: username.into(),
+                ..deployer()
+            }))
+        });
+        assert!(
+            matches!(run(fake).await, Err(AuthFailure::Refused(_))),
+            "{username}"
+        );
     }
 }
 
@@ -98,7 +146,7 @@ async fn service_accounts_are_off_unless_enabled_and_oidc_issuers_win() {
     let s = Setup::start().await;
     let key = SigningKey::generate_rs256("sa").unwrap();
     let token = sa_token(&key);
-    let off = s.authenticator(s.config());
+    let off = authenticator(s.config());
     assert!(is_invalid(&auth(&off, &token).await));
 
     // Enabled: tokens that do not look like ServiceAccount tokens never reach the reviewer.
@@ -111,7 +159,9 @@ async fn service_accounts_are_off_unless_enabled_and_oidc_issuers_win() {
     assert!(is_invalid(&auth(&authn, "opaque-static-token").await));
     assert!(fake.asked.lock().unwrap().is_empty());
     // A token from the configured issuer is verified as OIDC, never sent for review.
-    let p = auth(&authn, &s.issuer.id_token_for("alice").unwrap()).await.unwrap();
+    let p = auth(&authn, &s.issuer.id_token_for("alice").unwrap())
+        .await
+        .unwrap();
     assert_eq!(p.method, AuthMethod::Oidc);
     assert!(fake.asked.lock().unwrap().is_empty());
 }

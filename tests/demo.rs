@@ -1,7 +1,12 @@
 //! `custody demo` as a newcomer runs it: a fresh directory, the printed commands, with the real
 //! pinned kubectl binaries (1.32 and 1.28); then the chain of custody in both audit logs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed step should fail the test loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -17,7 +22,10 @@ struct Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-INT").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -43,21 +51,34 @@ fn start_demo() -> Demo {
     });
     let mut printed = Vec::new();
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("custody demo printed nothing");
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("custody demo printed nothing");
         let done = line.starts_with("Press Ctrl-C");
         printed.push(line);
         if done {
             break;
         }
     }
-    assert!(printed[0].starts_with("ready https://127.0.0.1:"), "{printed:?}");
-    Demo { child, dir, printed }
+    assert!(
+        printed[0].starts_with("ready https://127.0.0.1:"),
+        "{printed:?}"
+    );
+    Demo {
+        child,
+        dir,
+        printed,
+    }
 }
 
 fn kubectl(demo: &Demo, minor: &str) -> Kubectl {
     let home = demo.dir.path().join(format!("home-{minor}"));
     std::fs::create_dir_all(&home).unwrap();
-    Kubectl::new(kubectl_binary(minor).unwrap(), demo.dir.path().join("demo/kubeconfig"), home)
+    Kubectl::new(
+        kubectl_binary(minor).unwrap(),
+        demo.dir.path().join("demo/kubeconfig"),
+        home,
+    )
 }
 
 fn stdout_of(output: &std::process::Output) -> String {
@@ -82,7 +103,11 @@ fn audit_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
 fn the_demo_works_as_printed_and_both_audit_logs_name_the_real_person() {
     let demo = start_demo();
     // The printed commands point at the files the demo wrote.
-    let export = demo.printed.iter().find(|l| l.contains("export KUBECONFIG=")).unwrap();
+    let export = demo
+        .printed
+        .iter()
+        .find(|l| l.contains("export KUBECONFIG="))
+        .unwrap();
     assert!(export.ends_with("/demo/kubeconfig"), "{export}");
 
     for minor in ["1.32", "1.28"] {
@@ -92,11 +117,25 @@ fn the_demo_works_as_printed_and_both_audit_logs_name_the_real_person() {
         assert!(whoami.contains("[dev system:authenticated]"), "{whoami}");
         let pods = stdout_of(&k.run(["--context", "alice", "get", "pods"]).unwrap());
         assert!(pods.lines().any(|l| l.starts_with("demo ")), "{pods}");
-        let carol = stdout_of(&k.run(["--context", "bob", "--as=carol", "auth", "whoami"]).unwrap());
-        assert!(carol.lines().any(|l| l.starts_with("Username") && l.trim_end().ends_with("carol")), "{carol}");
-        let refused = k.run(["--context", "alice", "--as=carol", "get", "pods"]).unwrap();
+        let carol = stdout_of(
+            &k.run(["--context", "bob", "--as=carol", "auth", "whoami"])
+                .unwrap(),
+        );
+        assert!(
+            carol
+                .lines()
+                .any(|l| l.starts_with("Username") && l.trim_end().ends_with("carol")),
+            "{carol}"
+        );
+        let refused = k
+            .run(["--context", "alice", "--as=carol", "get", "pods"])
+            .unwrap();
         assert!(!refused.status.success());
-        assert!(String::from_utf8_lossy(&refused.stderr).contains("may not impersonate"), "{}", String::from_utf8_lossy(&refused.stderr));
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("may not impersonate"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
     }
 
     // The cluster's own audit log: the gateway identity impersonating alice, with the
@@ -111,12 +150,18 @@ fn the_demo_works_as_printed_and_both_audit_logs_name_the_real_person() {
         .iter()
         .find(|e| e["impersonatedUser"]["username"] == "oidc:alice")
         .expect("a request impersonating alice");
-    assert_eq!(as_alice["impersonatedUser"]["extra"]["custody.dev/initiator"][0], "oidc:alice");
+    assert_eq!(
+        as_alice["impersonatedUser"]["extra"]["custody.dev/initiator"][0],
+        "oidc:alice"
+    );
     let as_carol = gateway_events
         .iter()
         .find(|e| e["impersonatedUser"]["username"] == "carol")
         .expect("bob's request as carol");
-    assert_eq!(as_carol["impersonatedUser"]["extra"]["custody.dev/initiator"][0], "oidc:bob");
+    assert_eq!(
+        as_carol["impersonatedUser"]["extra"]["custody.dev/initiator"][0],
+        "oidc:bob"
+    );
 
     // custody's trail has the same request ids, and the denied request.
     let out = Command::new(env!("CARGO_BIN_EXE_custody"))
@@ -124,14 +169,21 @@ fn the_demo_works_as_printed_and_both_audit_logs_name_the_real_person() {
         .arg(demo.dir.path().join("demo/data"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let trail: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     for event in &gateway_events {
         let id = event["auditID"].as_str().unwrap();
-        assert!(trail.iter().any(|t| t["id"] == id), "cluster auditID {id} is not a custody request id");
+        assert!(
+            trail.iter().any(|t| t["id"] == id),
+            "cluster auditID {id} is not a custody request id"
+        );
     }
     assert!(trail.iter().any(|t| t["decision"] == "deny"
         && t["initiator"]["username"] == "oidc:alice"

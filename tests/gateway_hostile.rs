@@ -1,6 +1,11 @@
 //! Hostile and failing cases through the real TLS front door: forged identity headers, refused
 //! requests, an upstream with the wrong CA, and an audit trail that cannot be written.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure should stop the test"
+)]
+
 #[path = "gateway_support/env.rs"]
 mod env;
 

@@ -1,6 +1,11 @@
 //! Real kubectl (1.32 and 1.28) through the gateway to kube-sim: whoami, get, create/delete,
 //! watch, logs -f and `--as`, with both audit trails checked against each other.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure should stop the test"
+)]
+
 #[path = "gateway_support/env.rs"]
 mod env;
 

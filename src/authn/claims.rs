@@ -36,7 +36,8 @@ pub fn validate(
     let leeway = i64::try_from(config.leeway_seconds).unwrap_or(0);
     // jsonwebtoken before 10.3 skipped `exp`/`nbf` checks when the claim had the wrong type,
     // so the types are checked here, on the raw JSON, before anything else reads them.
-    let expires_at = time_claim(claims, "exp")?.ok_or_else(|| invalid("the token has no expiry"))?;
+    let expires_at =
+        time_claim(claims, "exp")?.ok_or_else(|| invalid("the token has no expiry"))?;
     let not_before = time_claim(claims, "nbf")?;
     time_claim(claims, "iat")?;
     if now > expires_at.saturating_add(leeway) {
@@ -81,16 +82,20 @@ fn check_audience(aud: Option<&Value>, accepted: &[String]) -> Result<(), AuthFa
     }
 }
 
-/// A NumericDate claim: absent, or a non-negative integer. Strings, floats, booleans and null
+/// A `NumericDate` claim: absent, or a non-negative integer. Strings, floats, booleans and null
 /// are refused rather than ignored.
 fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, AuthFailure> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
             Some(t) if t >= 0 => Ok(Some(t)),
-            _ => Err(AuthFailure::Invalid(format!("the token's {name} is not a valid time"))),
+            _ => Err(AuthFailure::Invalid(format!(
+                "the token's {name} is not a valid time"
+            ))),
         },
-        Some(_) => Err(AuthFailure::Invalid(format!("the token's {name} is not a number"))),
+        Some(_) => Err(AuthFailure::Invalid(format!(
+            "the token's {name} is not a number"
+        ))),
     }
 }
 
@@ -106,8 +111,8 @@ fn username(claims: &Map<String, Value>, config: &OidcIssuerConfig) -> Result<St
         match claims.get("email_verified") {
             Some(Value::Bool(true)) => {}
             None if config.allow_missing_email_verified => {}
-            None => return Err(refused("the token's email address is not verified")),
-            Some(_) => return Err(refused("the token's email address is not verified")),
+            // Absent, `false`, or not a boolean (`"true"` included).
+            _ => return Err(refused("the token's email address is not verified")),
         }
     }
     if raw.is_empty() {
@@ -120,13 +125,19 @@ fn username(claims: &Map<String, Value>, config: &OidcIssuerConfig) -> Result<St
 
 /// The groups: the configured claim as an array of strings or a single string (both map the
 /// same), each prefixed; absent or null means none.
-fn groups(claims: &Map<String, Value>, config: &OidcIssuerConfig) -> Result<Vec<String>, AuthFailure> {
+fn groups(
+    claims: &Map<String, Value>,
+    config: &OidcIssuerConfig,
+) -> Result<Vec<String>, AuthFailure> {
     let raw: Vec<&str> = match claims.get(&config.groups_claim) {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(g)) => vec![g.as_str()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().ok_or_else(|| invalid("the token's groups claim is malformed")))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| invalid("the token's groups claim is malformed"))
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid("the token's groups claim is malformed")),
     };
@@ -146,10 +157,14 @@ fn groups(claims: &Map<String, Value>, config: &OidcIssuerConfig) -> Result<Vec<
 /// these names end up in.
 fn check_name(raw: &str, prefixed: &str, what: &str) -> Result<(), AuthFailure> {
     if raw.starts_with("system:") || prefixed.starts_with("system:") {
-        return Err(AuthFailure::Refused(format!("a {what} starting with system: is reserved")));
+        return Err(AuthFailure::Refused(format!(
+            "a {what} starting with system: is reserved"
+        )));
     }
     if raw.chars().any(char::is_control) {
-        return Err(AuthFailure::Refused(format!("the {what} has control characters")));
+        return Err(AuthFailure::Refused(format!(
+            "the {what} has control characters"
+        )));
     }
     Ok(())
 }

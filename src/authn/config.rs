@@ -1,4 +1,4 @@
-//! Configuration of authentication: the trusted OIDC issuers and ServiceAccount tokens.
+//! Configuration of authentication: the trusted OIDC issuers and `ServiceAccount` tokens.
 //!
 //! The lead's top-level configuration embeds these types; each validates itself so
 //! `custody config check` can explain what is wrong.
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// The largest leeway accepted for `exp`/`nbf` checks, in seconds.
 pub const MAX_LEEWAY_SECONDS: u64 = 300;
 
-/// One trusted OpenID Connect issuer.
+/// One trusted `OpenID` Connect issuer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OidcIssuerConfig {
@@ -109,11 +109,17 @@ impl OidcIssuerConfig {
             return Err(format!("issuer {:?}: an audience is empty", self.issuer));
         }
         if self.username_claim.is_empty() || self.groups_claim.is_empty() {
-            return Err(format!("issuer {:?}: claim names must not be empty", self.issuer));
+            return Err(format!(
+                "issuer {:?}: claim names must not be empty",
+                self.issuer
+            ));
         }
         if self.username_prefix.starts_with("system:") || self.groups_prefix.starts_with("system:")
         {
-            return Err(format!("issuer {:?}: prefixes must not start with system:", self.issuer));
+            return Err(format!(
+                "issuer {:?}: prefixes must not start with system:",
+                self.issuer
+            ));
         }
         if self.leeway_seconds > MAX_LEEWAY_SECONDS {
             return Err(format!(
@@ -122,7 +128,10 @@ impl OidcIssuerConfig {
             ));
         }
         if self.http_timeout_seconds == 0 {
-            return Err(format!("issuer {:?}: http_timeout_seconds must be > 0", self.issuer));
+            return Err(format!(
+                "issuer {:?}: http_timeout_seconds must be > 0",
+                self.issuer
+            ));
         }
         if self.jwks_cache_ttl_seconds < self.jwks_max_age_seconds {
             return Err(format!(
@@ -153,14 +162,14 @@ pub(crate) struct Timings {
     pub(crate) http_timeout: Duration,
 }
 
-/// Kubernetes ServiceAccount tokens, verified by the cluster through TokenReview.
+/// Kubernetes `ServiceAccount` tokens, verified by the cluster through `TokenReview`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceAccountConfig {
-    /// Accept ServiceAccount tokens (off by default).
+    /// Accept `ServiceAccount` tokens (off by default).
     #[serde(default)]
     pub enabled: bool,
-    /// The audiences sent in the TokenReview; empty means the API server's own audience.
+    /// The audiences sent in the `TokenReview`; empty means the API server's own audience.
     #[serde(default)]
     pub audiences: Vec<String>,
 }

@@ -35,26 +35,23 @@ impl HttpsClient {
     /// A client trusting the CA certificates in `ca_pem`, or the system's roots when `None`.
     pub(crate) fn new(ca_pem: Option<&[u8]>, timeout: Duration) -> Result<HttpsClient, String> {
         let mut roots = rustls::RootCertStore::empty();
-        match ca_pem {
-            Some(mut pem) => {
-                for cert in rustls_pemfile::certs(&mut pem) {
-                    let cert = cert.map_err(|e| format!("cannot read the CA file: {e}"))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("cannot use a CA certificate: {e}"))?;
-                }
-                if roots.is_empty() {
-                    return Err("the CA file has no certificate".into());
-                }
+        if let Some(mut pem) = ca_pem {
+            for cert in rustls_pemfile::certs(&mut pem) {
+                let cert = cert.map_err(|e| format!("cannot read the CA file: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("cannot use a CA certificate: {e}"))?;
             }
-            None => {
-                let native = rustls_native_certs::load_native_certs();
-                for error in &native.errors {
-                    tracing::debug!(%error, "skipping a system CA certificate");
-                }
-                let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-                tracing::debug!(added, "loaded the system CA certificates");
+            if roots.is_empty() {
+                return Err("the CA file has no certificate".into());
             }
+        } else {
+            let native = rustls_native_certs::load_native_certs();
+            for error in &native.errors {
+                tracing::debug!(%error, "skipping a system CA certificate");
+            }
+            let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+            tracing::debug!(added, "loaded the system CA certificates");
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -97,7 +94,10 @@ impl HttpsClient {
             .method(method)
             .uri(uri)
             .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, concat!("custody/", env!("CARGO_PKG_VERSION")));
+            .header(
+                header::USER_AGENT,
+                concat!("custody/", env!("CARGO_PKG_VERSION")),
+            );
         if form.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         }

@@ -84,7 +84,11 @@ impl KeySet {
         header: &'a JoseHeader,
     ) -> impl Iterator<Item = &'a VerificationKey> + 'a {
         self.keys.iter().filter(move |k| {
-            header.kid.as_ref().is_none_or(|kid| k.kid.as_ref() == Some(kid)) && k.allows(header.alg)
+            header
+                .kid
+                .as_ref()
+                .is_none_or(|kid| k.kid.as_ref() == Some(kid))
+                && k.allows(header.alg)
         })
     }
 
@@ -121,11 +125,9 @@ fn usable_key(value: &Value) -> Result<VerificationKey, String> {
     };
     let compatible = match &jwk.algorithm {
         AlgorithmParameters::RSA(rsa) => {
-            let n = base64::Engine::decode(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                &rsa.n,
-            )
-            .map_err(|e| e.to_string())?;
+            let n =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &rsa.n)
+                    .map_err(|e| e.to_string())?;
             let significant = n.iter().skip_while(|b| **b == 0).count();
             if significant < MIN_RSA_MODULUS_BYTES {
                 return Err("RSA key shorter than 2048 bits".into());
@@ -181,11 +183,20 @@ mod tests {
         let set = KeySet::parse(&doc).unwrap();
         assert_eq!(set.len(), 1);
         assert!(set.has_kid("ec"));
-        let es = JoseHeader { alg: Algorithm::ES256, kid: Some("ec".into()) };
+        let es = JoseHeader {
+            alg: Algorithm::ES256,
+            kid: Some("ec".into()),
+        };
         assert_eq!(set.candidates(&es).count(), 1);
-        let rs = JoseHeader { alg: Algorithm::RS256, kid: Some("ec".into()) };
+        let rs = JoseHeader {
+            alg: Algorithm::RS256,
+            kid: Some("ec".into()),
+        };
         assert_eq!(set.candidates(&rs).count(), 0);
-        let es384 = JoseHeader { alg: Algorithm::ES384, kid: None };
+        let es384 = JoseHeader {
+            alg: Algorithm::ES384,
+            kid: None,
+        };
         assert_eq!(set.candidates(&es384).count(), 0);
         assert!(KeySet::parse(&json!({"nokeys": []})).is_err());
     }

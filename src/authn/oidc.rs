@@ -92,7 +92,11 @@ impl IssuerVerifier {
             .candidates(&token.header)
             .any(|key| token.verify_with(key.decoding_key()));
         if !verified {
-            let known = token.header.kid.as_ref().is_none_or(|kid| keys.has_kid(kid));
+            let known = token
+                .header
+                .kid
+                .as_ref()
+                .is_none_or(|kid| keys.has_kid(kid));
             return Err(AuthFailure::Invalid(
                 if known {
                     "the token's signature does not verify"
@@ -197,7 +201,7 @@ impl IssuerVerifier {
     }
 
     /// Reads the discovery document and returns its `jwks_uri`. Its `issuer` must be the
-    /// configured issuer, byte for byte (OpenID Connect Discovery §4.3).
+    /// configured issuer, byte for byte (`OpenID` Connect Discovery §4.3).
     async fn discover(&self) -> Result<String, String> {
         let url = format!(
             "{}/.well-known/openid-configuration",

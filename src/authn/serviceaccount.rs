@@ -1,5 +1,5 @@
-//! Kubernetes ServiceAccount tokens for automation: recognized by their claims, verified by the
-//! cluster itself through a TokenReview (`authentication.k8s.io/v1`), which the proxy side
+//! Kubernetes `ServiceAccount` tokens for automation: recognized by their claims, verified by the
+//! cluster itself through a `TokenReview` (`authentication.k8s.io/v1`), which the proxy side
 //! sends with the gateway's own credential through the [`TokenReviewer`] seam.
 
 use std::future::Future;
@@ -11,13 +11,13 @@ use crate::authn::config::ServiceAccountConfig;
 use crate::authn::jose::UnverifiedToken;
 use crate::principal::{AuthFailure, AuthMethod, Principal};
 
-/// The username prefix of every ServiceAccount.
+/// The username prefix of every `ServiceAccount`.
 pub const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 
-/// The issuer of legacy (Secret-based) ServiceAccount tokens.
+/// The issuer of legacy (Secret-based) `ServiceAccount` tokens.
 const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
 
-/// The identity a TokenReview returned for an authenticated token.
+/// The identity a `TokenReview` returned for an authenticated token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReviewedUser {
     /// `status.user.username`, e.g. `system:serviceaccount:ci:deployer`.
@@ -37,12 +37,16 @@ pub type ReviewFuture<'a> =
 /// not authenticated; `Err` means the cluster could not be asked.
 pub trait TokenReviewer: Send + Sync {
     /// Reviews `token` with the named cluster, for these audiences (empty: the API server's).
-    fn review<'a>(&'a self, cluster: &'a str, token: &'a str, audiences: &'a [String])
-    -> ReviewFuture<'a>;
+    fn review<'a>(
+        &'a self,
+        cluster: &'a str,
+        token: &'a str,
+        audiences: &'a [String],
+    ) -> ReviewFuture<'a>;
 }
 
-/// Whether an unverified token looks like a ServiceAccount token: a bound token (with the
-/// `kubernetes.io` claim) or a legacy one, whose `sub` names a ServiceAccount.
+/// Whether an unverified token looks like a `ServiceAccount` token: a bound token (with the
+/// `kubernetes.io` claim) or a legacy one, whose `sub` names a `ServiceAccount`.
 pub fn looks_like_service_account(token: &UnverifiedToken) -> bool {
     let claims = &token.claims;
     let sub_ok = claims
@@ -54,7 +58,7 @@ pub fn looks_like_service_account(token: &UnverifiedToken) -> bool {
     sub_ok && (bound || legacy)
 }
 
-/// The TokenReview request body for a token.
+/// The `TokenReview` request body for a token.
 pub fn token_review_request(token: &str, audiences: &[String]) -> Value {
     let mut spec = json!({ "token": token });
     if !audiences.is_empty() {
@@ -63,7 +67,7 @@ pub fn token_review_request(token: &str, audiences: &[String]) -> Value {
     json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec})
 }
 
-/// Reads a TokenReview response: the user when `status.authenticated` is `true`, `None`
+/// Reads a `TokenReview` response: the user when `status.authenticated` is `true`, `None`
 /// otherwise (including malformed answers).
 pub fn parse_token_review_response(body: &Value) -> Option<ReviewedUser> {
     let status = body.get("status")?;
@@ -72,7 +76,11 @@ pub fn parse_token_review_response(body: &Value) -> Option<ReviewedUser> {
     }
     let user = status.get("user")?;
     let username = user.get("username")?.as_str()?.to_owned();
-    let uid = user.get("uid").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let uid = user
+        .get("uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let groups = match user.get("groups") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -88,7 +96,7 @@ pub fn parse_token_review_response(body: &Value) -> Option<ReviewedUser> {
     })
 }
 
-/// Verifies a ServiceAccount token with the cluster and builds its principal.
+/// Verifies a `ServiceAccount` token with the cluster and builds its principal.
 pub(crate) async fn authenticate(
     reviewer: &dyn TokenReviewer,
     config: &ServiceAccountConfig,
@@ -105,15 +113,22 @@ pub(crate) async fn authenticate(
         }
         Err(error) => {
             tracing::warn!(%cluster, %error, "TokenReview failed");
-            return Err(AuthFailure::Unavailable("the cluster cannot review tokens now".into()));
+            return Err(AuthFailure::Unavailable(
+                "the cluster cannot review tokens now".into(),
+            ));
         }
     };
     // A TokenReview can authenticate any kind of cluster identity; only ServiceAccounts
     // are accepted here (people use OIDC).
-    let name = user.username.strip_prefix(SERVICE_ACCOUNT_PREFIX).unwrap_or_default();
+    let name = user
+        .username
+        .strip_prefix(SERVICE_ACCOUNT_PREFIX)
+        .unwrap_or_default();
     let valid_name = matches!(name.split(':').collect::<Vec<_>>()[..], [ns, sa] if !ns.is_empty() && !sa.is_empty());
     if !valid_name || user.username.chars().any(char::is_control) {
-        return Err(AuthFailure::Refused("only ServiceAccount identities are accepted".into()));
+        return Err(AuthFailure::Refused(
+            "only ServiceAccount identities are accepted".into(),
+        ));
     }
     Ok(Principal {
         method: AuthMethod::ServiceAccount,
@@ -134,7 +149,11 @@ mod tests {
         let req = token_review_request("t", &["aud".into()]);
         assert_eq!(req["spec"]["token"], "t");
         assert_eq!(req["spec"]["audiences"][0], "aud");
-        assert!(token_review_request("t", &[])["spec"].get("audiences").is_none());
+        assert!(
+            token_review_request("t", &[])["spec"]
+                .get("audiences")
+                .is_none()
+        );
         let resp = json!({"kind": "TokenReview", "status": {"authenticated": true, "user": {
             "username": "system:serviceaccount:ci:deployer", "uid": "u1",
             "groups": ["system:serviceaccounts", "system:serviceaccounts:ci"]}}});

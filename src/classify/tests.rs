@@ -383,3 +383,15 @@ fn splits_the_cluster_prefix() {
         assert_eq!(split_cluster(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn discovery_paths_are_non_resource_requests() {
+    for path in ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1"] {
+        let info = classify("GET", path, None).unwrap();
+        assert!(!info.is_resource, "{path}");
+        assert_eq!(info.verb, "get", "{path}");
+    }
+    let pods = classify("GET", "/api/v1/pods", None).unwrap();
+    assert!(pods.is_resource);
+    assert_eq!(pods.verb, "list");
+}

@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use custody::audit::{AuditFilter, follow, query};
 use custody::audit::{AuditEvent, Decision};
+use custody::audit::{AuditFilter, follow, query};
 use custody_recorder::index::Index;
 
 /// Filters and output of `custody audit`.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "each bool is an independent command-line flag"
+)]
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The data directory (as in the configuration's `data_dir`).
@@ -64,7 +68,10 @@ pub struct Args {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let path = args.data_dir.join("index.sqlite");
     if !path.exists() {
-        anyhow::bail!("no index at {} (is --data-dir the gateway's data_dir?)", path.display());
+        anyhow::bail!(
+            "no index at {} (is --data-dir the gateway's data_dir?)",
+            path.display()
+        );
     }
     let index = Index::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let filter = AuditFilter {
@@ -85,7 +92,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         limit: Some(args.limit),
     };
     if !args.json {
-        println!("{:<24} {:<10} {:<22} {:<22} {:<7} {:<30} {:>4}  DECISION", "TIME", "CLUSTER", "INITIATOR", "AS", "VERB", "RESOURCE", "CODE");
+        println!(
+            "{:<24} {:<10} {:<22} {:<22} {:<7} {:<30} {:>4}  DECISION",
+            "TIME", "CLUSTER", "INITIATOR", "AS", "VERB", "RESOURCE", "CODE"
+        );
     }
     if args.follow {
         let mut cursor = 0;
@@ -111,11 +121,22 @@ fn print_event(event: &AuditEvent, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(event)?);
         return Ok(());
     }
-    let initiator = event.initiator.as_ref().map_or("-", |p| p.username.as_str());
+    let initiator = event
+        .initiator
+        .as_ref()
+        .map_or("-", |p| p.username.as_str());
     let effective = event.effective.as_ref().map_or("-", |e| e.user.as_str());
     let r = &event.request;
     let resource = if r.is_resource {
-        let mut s = format!("{}{}", if r.namespace.is_empty() { String::new() } else { format!("{}/", r.namespace) }, r.resource);
+        let mut s = format!(
+            "{}{}",
+            if r.namespace.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", r.namespace)
+            },
+            r.resource
+        );
         if !r.name.is_empty() {
             s = format!("{s}/{}", r.name);
         }
@@ -147,8 +168,14 @@ fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&Utc));
     }
-    let (number, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len()));
-    let n: i64 = number.parse().map_err(|_| format!("{value:?} is neither a duration like 15m nor an RFC 3339 time"))?;
+    let (number, unit) = value.split_at(
+        value
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(value.len()),
+    );
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is neither a duration like 15m nor an RFC 3339 time"))?;
     let seconds = match unit {
         "s" => n,
         "m" => n * 60,

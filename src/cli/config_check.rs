@@ -8,8 +8,8 @@ use custody::config::Config;
 
 /// Prints what the configuration does, or every problem with it.
 pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     match Config::parse(&text, &|k| std::env::var(k).ok()) {
         Ok(config) => {
             println!("{}: valid", file.display());

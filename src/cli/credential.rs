@@ -28,9 +28,13 @@ pub struct Args {
 
 /// Prints an `ExecCredential` with a fresh ID token, in the apiVersion kubectl asked for.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let version = ExecCredentialVersion::from_exec_info(std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref());
+    let version = ExecCredentialVersion::from_exec_info(
+        std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref(),
+    );
     let ca = match &args.issuer_ca {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?),
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
         None => None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -38,8 +42,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let token = runtime
-        .block_on(fetch_dev_token(&args.issuer, &args.client_id, &args.user, ca.as_deref()))
+        .block_on(fetch_dev_token(
+            &args.issuer,
+            &args.client_id,
+            &args.user,
+            ca.as_deref(),
+        ))
         .with_context(|| format!("cannot get a token for {} from {}", args.user, args.issuer))?;
-    println!("{}", exec_credential(version, &token.id_token, Some(token.expires_at)));
+    println!(
+        "{}",
+        exec_credential(version, &token.id_token, Some(token.expires_at))
+    );
     Ok(ExitCode::SUCCESS)
 }

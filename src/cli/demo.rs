@@ -29,7 +29,9 @@ pub struct Args {
 /// Starts everything, prints `ready` and what to try, and runs until interrupted.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if !args.listen.ip().is_loopback() {
-        anyhow::bail!("the demo runs a simulated cluster whose pods are processes on this host; it only listens on loopback");
+        anyhow::bail!(
+            "the demo runs a simulated cluster whose pods are processes on this host; it only listens on loopback"
+        );
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(demo(args))
@@ -57,7 +59,13 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
     let kubeconfig = dir.join("kubeconfig");
     write(
         &kubeconfig,
-        &demo_kubeconfig(&exe, &format!("https://{}/clusters/demo", running.addr), &gateway_ca, issuer.url(), &dir.join("issuer-ca.crt")),
+        &demo_kubeconfig(
+            &exe,
+            &format!("https://{}/clusters/demo", running.addr),
+            &gateway_ca,
+            issuer.url(),
+            &dir.join("issuer-ca.crt"),
+        ),
     )?;
 
     println!("ready https://{}", running.addr);
@@ -70,8 +78,15 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
     println!("  kubectl --context alice get pods");
     println!("  kubectl --context bob --as=carol auth whoami     # bob may impersonate");
     println!("  kubectl --context alice --as=carol auth whoami   # alice may not: 403");
-    println!("  {} audit --data-dir {}", exe.display(), dir.join("data").display());
-    println!("  tail -n 3 {}   # the cluster's own audit log names the real person", dir.join("cluster/audit.log").display());
+    println!(
+        "  {} audit --data-dir {}",
+        exe.display(),
+        dir.join("data").display()
+    );
+    println!(
+        "  tail -n 3 {}   # the cluster's own audit log names the real person",
+        dir.join("cluster/audit.log").display()
+    );
     println!();
     println!("Press Ctrl-C to stop.");
 
@@ -125,7 +140,13 @@ targets_groups = ["*"]
     )
 }
 
-fn demo_kubeconfig(exe: &Path, server: &str, ca_pem: &str, issuer: &str, issuer_ca: &Path) -> String {
+fn demo_kubeconfig(
+    exe: &Path,
+    server: &str,
+    ca_pem: &str,
+    issuer: &str,
+    issuer_ca: &Path,
+) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let mut users = String::new();
     for user in ["alice", "bob"] {
@@ -146,11 +167,15 @@ fn demo_kubeconfig(exe: &Path, server: &str, ca_pem: &str, issuer: &str, issuer_
 fn write_gateway_certificates(dir: &Path) -> anyhow::Result<String> {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "custody-demo-ca");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "custody-demo-ca");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
     let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
-    params.distinguished_name.push(DnType::CommonName, "custody-demo");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "custody-demo");
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca)?;
     write(&dir.join("gateway-ca.crt"), &ca.pem())?;

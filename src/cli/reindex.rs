@@ -12,7 +12,10 @@ use custody_recorder::reindex::reindex;
 /// showing progress; damaged files are listed and skipped.
 pub fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
     if !data_dir.is_dir() {
-        anyhow::bail!("{} is not a directory (pass the configuration's data_dir)", data_dir.display());
+        anyhow::bail!(
+            "{} is not a directory (pass the configuration's data_dir)",
+            data_dir.display()
+        );
     }
     let index_path = data_dir.join("index.sqlite");
     let mut index = Index::open(&index_path)
@@ -32,5 +35,9 @@ pub fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
         report.elapsed.as_secs_f64(),
         report.failed.len()
     );
-    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

@@ -13,6 +13,9 @@ use custody::gateway::{Gateway, GatewayParts};
 use custody::metrics::Metrics;
 use custody::server::{self, Health};
 use custody::upstream::Upstream;
+use custody_recorder::index::Index;
+use custody_recorder::integrity::load_or_create_signing_key;
+use custody_recorder::recovery;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -52,14 +55,20 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
             for problem in &err.problems {
                 eprintln!("  - {problem}");
             }
-            eprintln!("(`custody config check {}` explains a configuration)", file.display());
+            eprintln!(
+                "(`custody config check {}` explains a configuration)",
+                file.display()
+            );
             return Ok(ExitCode::FAILURE);
         }
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let running = start(&config).await?;
-        println!("ready https://{} (admin http://{})", running.addr, running.admin_addr);
+        println!(
+            "ready https://{} (admin http://{})",
+            running.addr, running.admin_addr
+        );
         wait_for_signal().await?;
         eprintln!("custody: stopping");
         running.shutdown().await;
@@ -74,13 +83,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let tls = server_tls(&config.server.tls_cert, &config.server.tls_key)?;
     let mut clusters = Vec::new();
     for cluster in &config.clusters {
-        let upstream = match &cluster.kubeconfig {
-            Some(path) => Upstream::from_kubeconfig(path, cluster.context.as_deref()).await,
-            None => {
-                let kube_config = kube::Config::incluster()
-                    .with_context(|| format!("cluster {}: no in-cluster configuration", cluster.name))?;
-                Upstream::from_config(&kube_config)
-            }
+        let upstream = if let Some(path) = &cluster.kubeconfig {
+            Upstream::from_kubeconfig(path, cluster.context.as_deref()).await
+        } else {
+            let kube_config = kube::Config::incluster().with_context(|| {
+                format!("cluster {}: no in-cluster configuration", cluster.name)
+            })?;
+            Upstream::from_config(&kube_config)
         }
         .with_context(|| format!("cluster {}", cluster.name))?;
         clusters.push((cluster.name.clone(), upstream));
@@ -89,8 +98,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // gateway offers one, enabling them is refused here with a clear message.
     let authenticator = Authenticator::new(&config.oidc, &config.service_accounts, None)
         .context("authentication configuration")?;
+    recover_recordings(&config.data_dir)?;
     let audit = AuditSink::open(&config.data_dir, config.audit.mode).with_context(|| {
-        format!("cannot open the audit trail under {}", config.data_dir.display())
+        format!(
+            "cannot open the audit trail under {}",
+            config.data_dir.display()
+        )
     })?;
     let metrics = Metrics::new();
     let gateway = Arc::new(
@@ -117,8 +130,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let tasks = vec![
-        tokio::spawn(server::serve(gateway, listener, tls, until_stopped(stopped.clone()))),
-        tokio::spawn(server::serve_admin(admin, health.clone(), metrics, until_stopped(stopped))),
+        tokio::spawn(server::serve(
+            gateway,
+            listener,
+            tls,
+            until_stopped(stopped.clone()),
+        )),
+        tokio::spawn(server::serve_admin(
+            admin,
+            health.clone(),
+            metrics,
+            until_stopped(stopped),
+        )),
     ];
     health.set_ready(true);
     Ok(Running {
@@ -129,10 +152,42 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     })
 }
 
+/// Creates the signing key on first start, then seals the recordings a crash left open (as
+/// `interrupted`) and indexes them, before anything new is accepted.
+fn recover_recordings(data_dir: &Path) -> anyhow::Result<()> {
+    let key_path = data_dir.join(SIGNING_KEY_FILE);
+    let key = load_or_create_signing_key(&key_path)
+        .with_context(|| format!("signing key {}", key_path.display()))?;
+    let index_path = data_dir.join("index.sqlite");
+    let mut index = Index::open(&index_path)
+        .with_context(|| format!("cannot open the index {}", index_path.display()))?;
+    let report =
+        recovery::recover(data_dir, &mut index, &key).context("recovery of open recordings")?;
+    if !report.sealed.is_empty() {
+        eprintln!(
+            "custody: sealed {} recording(s) left open by a crash as interrupted ({:.1} s)",
+            report.sealed.len(),
+            report.elapsed.as_secs_f64()
+        );
+    }
+    for (path, reason) in &report.failed {
+        eprintln!(
+            "custody: WARNING: recording {} could not be recovered: {reason}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The signing key's file name under `data_dir`.
+pub const SIGNING_KEY_FILE: &str = "signing.key";
+
 /// The serving TLS configuration from PEM files.
 pub fn server_tls(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    let cert_pem = std::fs::read(cert).with_context(|| format!("cannot read tls_cert {}", cert.display()))?;
-    let key_pem = std::fs::read(key).with_context(|| format!("cannot read tls_key {}", key.display()))?;
+    let cert_pem =
+        std::fs::read(cert).with_context(|| format!("cannot read tls_cert {}", cert.display()))?;
+    let key_pem =
+        std::fs::read(key).with_context(|| format!("cannot read tls_key {}", key.display()))?;
     let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("tls_cert {} is not PEM", cert.display()))?;

@@ -9,6 +9,8 @@
 //! every header the client lists in `Connection` are dropped too, and `Connection` itself never
 //! goes upstream, so a client cannot name the gateway's `Impersonate-User` as hop-by-hop.
 
+use std::fmt::Write;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::principal::EffectiveIdentity;
@@ -110,7 +112,7 @@ pub fn extra_header_name(domain: &str, key: &str) -> Option<HeaderName> {
         if is_token_byte(b) && b != b'%' {
             name.push(char::from(b));
         } else {
-            name.push_str(&format!("%{b:02X}"));
+            let _ = write!(name, "%{b:02X}");
         }
     }
     HeaderName::from_bytes(name.as_bytes()).ok()

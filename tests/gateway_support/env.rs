@@ -5,6 +5,11 @@
     dead_code,
     reason = "each test file uses a different part of the harness"
 )]
+#![allow(
+    clippy::unwrap_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness: a failure should stop the test"
+)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

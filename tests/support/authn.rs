@@ -1,7 +1,11 @@
 //! Shared setup for the authentication tests: a dev issuer over TLS and an authenticator that
 //! trusts it.
 
-#![allow(dead_code, reason = "each test file uses a different part")]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    reason = "each test file uses a different part; setup failures should fail the test"
+)]
 
 use std::sync::Arc;
 
@@ -29,10 +33,11 @@ impl Setup {
         cfg.ca_file = Some(self.dir.path().join("ca.pem"));
         cfg
     }
+}
 
-    pub fn authenticator(&self, cfg: OidcIssuerConfig) -> Arc<Authenticator> {
-        Arc::new(Authenticator::new(&[cfg], &ServiceAccountConfig::default(), None).unwrap())
-    }
+/// An authenticator over one issuer.
+pub fn authenticator(cfg: OidcIssuerConfig) -> Arc<Authenticator> {
+    Arc::new(Authenticator::new(&[cfg], &ServiceAccountConfig::default(), None).unwrap())
 }
 
 pub async fn auth(authn: &Authenticator, token: &str) -> Result<Principal, AuthFailure> {

@@ -78,7 +78,7 @@ async fn sink_writes_file_and_index_and_queries_round_trip() {
         })
         .await
         .unwrap();
-    assert_eq!(denied, [b.clone()]);
+    assert_eq!(denied, std::slice::from_ref(&b));
     let (first, cursor) = sink
         .with_index(|index| follow(index, &AuditFilter::default(), 0))
         .await

@@ -71,9 +71,17 @@ fn groups_as_a_string_or_an_array_map_identically() {
     let array = check(&json!({"groups": ["dev"]})).unwrap();
     assert_eq!(single.groups, array.groups);
     assert_eq!(single.groups, ["oidc:dev"]);
-    assert!(check(&json!({"groups": "<remove>"})).unwrap().groups.is_empty());
+    assert!(
+        check(&json!({"groups": "<remove>"}))
+            .unwrap()
+            .groups
+            .is_empty()
+    );
     assert!(check(&json!({"groups": null})).unwrap().groups.is_empty());
-    assert_eq!(check(&json!({"groups": ["a", "a", ""]})).unwrap().groups, ["oidc:a"]);
+    assert_eq!(
+        check(&json!({"groups": ["a", "a", ""]})).unwrap().groups,
+        ["oidc:a"]
+    );
     assert!(is_invalid(&check(&json!({"groups": [1]}))));
     assert!(is_invalid(&check(&json!({"groups": {"a": 1}}))));
 }
@@ -149,10 +157,22 @@ fn case_31_email_usernames_need_a_verified_boolean() {
     cfg.username_claim = "email".into();
     let run = |extra: Value, cfg: &OidcIssuerConfig| validate(&claims(&extra), cfg, NOW);
     assert!(run(json!({}), &cfg).is_ok());
-    for bad in [json!(false), json!("false"), json!("true"), json!(1), json!(null)] {
-        assert!(is_refused(&run(json!({"email_verified": bad}), &cfg)), "{bad}");
+    for bad in [
+        json!(false),
+        json!("false"),
+        json!("true"),
+        json!(1),
+        json!(null),
+    ] {
+        assert!(
+            is_refused(&run(json!({"email_verified": bad}), &cfg)),
+            "{bad}"
+        );
     }
-    assert!(is_refused(&run(json!({"email_verified": "<remove>"}), &cfg)));
+    assert!(is_refused(&run(
+        json!({"email_verified": "<remove>"}),
+        &cfg
+    )));
     cfg.allow_missing_email_verified = true;
     assert!(run(json!({"email_verified": "<remove>"}), &cfg).is_ok());
     assert!(is_refused(&run(json!({"email_verified": false}), &cfg)));
@@ -163,7 +183,9 @@ fn case_31_email_usernames_need_a_verified_boolean() {
 #[test]
 fn case_31_system_names_and_empty_usernames_are_refused() {
     assert!(is_refused(&check(&json!({"sub": "system:admin"}))));
-    assert!(is_refused(&check(&json!({"groups": ["dev", "system:masters"]}))));
+    assert!(is_refused(&check(
+        &json!({"groups": ["dev", "system:masters"]})
+    )));
     assert!(is_refused(&check(&json!({"groups": "system:masters"}))));
     let mut cfg = config();
     cfg.username_prefix = String::new();
@@ -184,5 +206,7 @@ fn case_31_system_names_and_empty_usernames_are_refused() {
     assert!(is_refused(&r));
     let r = validate(&claims(&json!({"preferred_username": 7})), &cfg, NOW);
     assert!(is_invalid(&r));
-    assert!(is_refused(&check(&json!({"sub": "alice\r\nImpersonate-User: admin"}))));
+    assert!(is_refused(&check(
+        &json!({"sub": "alice\r\nImpersonate-User: admin"})
+    )));
 }
