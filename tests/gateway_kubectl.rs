@@ -10,10 +10,10 @@
 mod env;
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use custody_fixtures::harness::Collected;
 use env::{Env, Options, ok};
 
 const KUBECTLS: [&str; 2] = ["1.32", "1.28"];
@@ -131,15 +131,9 @@ fn watch_and_logs_follow_stream_through_the_gateway() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let rx = reader(watch.stdout.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut seen = String::new();
-        while !seen.contains("demo") {
-            seen.push_str(
-                &rx.recv_timeout(deadline - Instant::now())
-                    .expect("initial list"),
-            );
-        }
+        let out = Collected::spawn(watch.stdout.take().unwrap());
+        // The initial listing first, so the new pod can only arrive by the watch.
+        out.wait_for("demo", Duration::from_secs(30)).unwrap();
         let pod = format!("ticker-{}", minor.replace('.', "-"));
         ok(&k
             .run([
@@ -155,12 +149,7 @@ fn watch_and_logs_follow_stream_through_the_gateway() {
                 "i=0; while [ $i -lt 60 ]; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
             ])
             .unwrap());
-        while !seen.contains(&pod) {
-            let chunk = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("watch never showed {pod}; saw:\n{seen}"));
-            seen.push_str(&chunk);
-        }
+        out.wait_for(&pod, Duration::from_secs(30)).unwrap();
         let _ = watch.kill();
         let _ = watch.wait();
 
@@ -170,15 +159,9 @@ fn watch_and_logs_follow_stream_through_the_gateway() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let rx = reader(follow.stdout.take().unwrap());
-        let mut text = String::new();
+        let logs = Collected::spawn(follow.stdout.take().unwrap());
         // tick-20 comes about 4 s after the start: it can only arrive by following.
-        while !text.contains("tick-20") {
-            let chunk = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("logs -f stalled: {text}"));
-            text.push_str(&chunk);
-        }
+        let text = logs.wait_for("tick-20", Duration::from_secs(30)).unwrap();
         let _ = follow.kill();
         let _ = follow.wait();
         assert!(text.starts_with("tick-0"), "{text}");
@@ -267,21 +250,4 @@ fn as_is_honoured_for_bob_and_refused_for_alice() {
         sim.iter()
             .all(|e| e["impersonatedUser"]["username"] != "admin")
     );
-}
-
-fn reader(mut out: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0
-                || tx
-                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
 }

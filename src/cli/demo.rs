@@ -11,6 +11,7 @@ use base64::Engine;
 use custody::config::Config;
 use custody_fixtures::kube_sim::{KubeSim, KubeSimConfig};
 use custody_fixtures::oidc_issuer::{DevIssuerConfig, OidcIssuer};
+use custody_fixtures::pki::Pki;
 
 use super::serve;
 
@@ -165,23 +166,16 @@ fn demo_kubeconfig(
 
 /// Generates a CA and a serving certificate for the gateway; returns the CA PEM.
 fn write_gateway_certificates(dir: &Path) -> anyhow::Result<String> {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "custody-demo-ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "custody-demo");
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &ca)?;
-    write(&dir.join("gateway-ca.crt"), &ca.pem())?;
-    write(&dir.join("gateway.crt"), &cert.pem())?;
-    write(&dir.join("gateway.key"), &key.serialize_pem())?;
-    Ok(ca.pem())
+    let pki = Pki::generate_named(
+        "custody-demo-ca",
+        "custody-demo",
+        &["127.0.0.1".to_owned(), "localhost".to_owned()],
+    )
+    .context("cannot generate the gateway's certificates")?;
+    write(&dir.join("gateway-ca.crt"), &pki.ca_pem())?;
+    write(&dir.join("gateway.crt"), &pki.server().cert)?;
+    write(&dir.join("gateway.key"), &pki.server().key)?;
+    Ok(pki.ca_pem())
 }
 
 fn write(path: &Path, contents: &str) -> anyhow::Result<()> {

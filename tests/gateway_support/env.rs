@@ -23,8 +23,8 @@ use custody::metrics::Metrics;
 use custody::principal::{AuthFailure, AuthFuture, AuthMethod, Authenticate, Principal};
 use custody::upstream::Upstream;
 use custody_fixtures::harness::{Kubectl, kubectl_binary};
-use custody_fixtures::kube_sim::pki::Pki;
 use custody_fixtures::kube_sim::{KubeSim, KubeSimConfig};
+use custody_fixtures::pki::Pki;
 use http::HeaderMap;
 
 /// Bearer tokens → principals: alice (dev) and bob (sre, allowed to impersonate).
