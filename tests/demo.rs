@@ -138,30 +138,7 @@ fn the_demo_works_as_printed_and_both_audit_logs_name_the_real_person() {
         );
     }
 
-    // Hand-made tokens that must never authenticate: kubectl's --token overrides the exec
-    // plugin, and custody answers 401 before anything reaches the cluster.
-    let b64 =
-        |v: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v);
-    let claims = r#"{"iss":"https://127.0.0.1","sub":"mallory","aud":"custody","exp":9999999999}"#;
-    for token in [
-        format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(claims)),
-        format!(
-            "{}.{}.c2ln",
-            b64(r#"{"alg":"HS256","typ":"JWT"}"#),
-            b64(claims)
-        ),
-        "not-a-jwt".to_owned(),
-    ] {
-        let out = kubectl(&demo, "1.32")
-            .run(["--context", "alice", "--token", &token, "get", "pods"])
-            .unwrap();
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("Unauthorized") || stderr.contains("logged in"),
-            "{stderr}"
-        );
-    }
+    forged_tokens_are_refused(&demo);
 
     // The cluster's own audit log: the gateway identity impersonating alice, with the
     // initiator extra, and every auditID is a custody request id.
@@ -222,4 +199,31 @@ fn the_demo_works_as_printed_and_both_audit_logs_name_the_real_person() {
         .find(|t| t["initiator"]["username"] == "oidc:bob" && t["effective"]["user"] == "carol")
         .expect("bob as carol in custody's trail");
     assert_eq!(bob_as_carol["decision"], "allow");
+}
+
+/// Hand-made tokens that must never authenticate: kubectl's --token overrides the exec plugin,
+/// and custody answers 401 before anything reaches the cluster.
+fn forged_tokens_are_refused(demo: &Demo) {
+    let b64 =
+        |v: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v);
+    let claims = r#"{"iss":"https://127.0.0.1","sub":"mallory","aud":"custody","exp":9999999999}"#;
+    for token in [
+        format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(claims)),
+        format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"HS256","typ":"JWT"}"#),
+            b64(claims)
+        ),
+        "not-a-jwt".to_owned(),
+    ] {
+        let out = kubectl(demo, "1.32")
+            .run(["--context", "alice", "--token", &token, "get", "pods"])
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("Unauthorized") || stderr.contains("logged in"),
+            "{stderr}"
+        );
+    }
 }
