@@ -41,6 +41,15 @@ pub enum Error {
     /// The authentication configuration is wrong (an issuer, a CA file, `ServiceAccounts`).
     #[error("authentication configuration: {0}")]
     AuthnConfig(String),
+    /// A cluster could not review a token (unreachable, refused the gateway, timed out, or
+    /// answered something that is not a `TokenReview`).
+    #[error("cluster {cluster} cannot review tokens: {reason}")]
+    TokenReview {
+        /// The cluster name.
+        cluster: String,
+        /// What went wrong, for the gateway's log.
+        reason: String,
+    },
     /// A token could not be obtained from an identity provider.
     #[error("cannot get a token from {issuer}: {reason}")]
     TokenFetch {

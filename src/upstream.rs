@@ -3,6 +3,8 @@
 //! CA. Built from a kubeconfig or any `kube::Config` (in-cluster included).
 //!
 //! TLS verification is never skipped: a kubeconfig with `insecure-skip-tls-verify` is refused.
+//!
+//! [`ClusterReviewer`] reviews `ServiceAccount` tokens with the clusters over their upstreams.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +23,10 @@ use secrecy::ExposeSecret;
 
 use crate::error::{Error, Result};
 use crate::proxy::Body;
+
+pub mod token_review;
+
+pub use token_review::ClusterReviewer;
 
 /// One cluster's API server, as the gateway reaches it.
 #[derive(Clone)]

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use custody::audit::AuditSink;
-use custody::authn::Authenticator;
+use custody::authn::{Authenticator, TokenReviewer};
 use custody::config::Config;
 use custody::gateway::{Gateway, GatewayParts};
 use custody::metrics::Metrics;
 use custody::server::{self, Health};
-use custody::upstream::Upstream;
+use custody::upstream::{ClusterReviewer, Upstream};
 use custody_recorder::index::Index;
 use custody_recorder::integrity::load_or_create_signing_key;
 use custody_recorder::recovery;
@@ -94,9 +94,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cluster {}", cluster.name))?;
         clusters.push((cluster.name.clone(), upstream));
     }
-    // ServiceAccount tokens need a TokenReview client over the cluster connection; until the
-    // gateway offers one, enabling them is refused here with a clear message.
-    let authenticator = Authenticator::new(&config.oidc, &config.service_accounts, None)
+    // ServiceAccount tokens are reviewed by the cluster each request is for, over the
+    // gateway's own connection to it.
+    let reviewer = config.service_accounts.enabled.then(|| {
+        Arc::new(ClusterReviewer::new(clusters.iter().cloned())) as Arc<dyn TokenReviewer>
+    });
+    let authenticator = Authenticator::new(&config.oidc, &config.service_accounts, reviewer)
         .context("authentication configuration")?;
     recover_recordings(&config.data_dir)?;
     let audit = AuditSink::open(&config.data_dir, config.audit.mode).with_context(|| {

@@ -14,14 +14,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use custody::audit::{AuditMode, AuditSink};
+use custody::authn::{Authenticator, ServiceAccountConfig};
 use custody::gateway::{Gateway, GatewayParts};
 use custody::impersonation::{AllowRule, ImpersonationConfig};
 use custody::metrics::Metrics;
 use custody::principal::{AuthFailure, AuthFuture, AuthMethod, Authenticate, Principal};
-use custody::upstream::Upstream;
+use custody::upstream::{ClusterReviewer, Upstream};
 use custody_fixtures::harness::{Kubectl, kubectl_binary};
 use custody_fixtures::kube_sim::{KubeSim, KubeSimConfig};
 use custody_fixtures::pki::Pki;
@@ -64,6 +66,18 @@ pub struct Options {
     pub jsonl: Option<PathBuf>,
     /// Give the gateway a kubeconfig whose CA is not kube-sim's.
     pub wrong_ca: bool,
+    /// Authenticate with custody's real authenticator, `ServiceAccount` tokens enabled and
+    /// reviewed by kube-sim (no OIDC issuer), instead of the fake one.
+    pub service_accounts: bool,
+    /// Send the `TokenReview`s to this server URL instead of kube-sim's (same CA and
+    /// credential), e.g. a closed port.
+    pub review_server: Option<String>,
+    /// The time limit of one `TokenReview`.
+    pub review_timeout: Option<Duration>,
+    /// The audiences the `TokenReview`s ask for (empty: the API server's).
+    pub review_audiences: Vec<String>,
+    /// kube-sim's rule file instead of its defaults.
+    pub sim_rules: Option<PathBuf>,
 }
 
 /// kube-sim and the gateway, running.
@@ -91,9 +105,9 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let sim_dir = dir.path().join("cluster");
         let data_dir = dir.path().join("data");
-        let sim = rt
-            .block_on(KubeSim::start(KubeSimConfig::new(&sim_dir)))
-            .unwrap();
+        let mut sim_config = KubeSimConfig::new(&sim_dir);
+        sim_config.rules.clone_from(&options.sim_rules);
+        let sim = rt.block_on(KubeSim::start(sim_config)).unwrap();
         let mut gw_kubeconfig = sim_dir.join("gateway.kubeconfig");
         if options.wrong_ca {
             let other = Pki::generate(&["127.0.0.1".to_owned()]).unwrap();
@@ -121,8 +135,13 @@ impl Env {
         std::fs::create_dir_all(&data_dir).unwrap();
         let audit = audit.unwrap();
         let metrics = Metrics::new();
+        let authenticator: Arc<dyn Authenticate> = if options.service_accounts {
+            service_account_authenticator(&rt, &options, &upstream, &gw_kubeconfig, dir.path())
+        } else {
+            Arc::new(FakeAuth)
+        };
         let gateway = Gateway::new(GatewayParts {
-            authenticator: Arc::new(FakeAuth),
+            authenticator,
             clusters: vec![("sim".to_owned(), upstream)],
             impersonation: ImpersonationConfig {
                 allow: vec![AllowRule {
@@ -200,6 +219,38 @@ impl Drop for Env {
             self.rt.block_on(sim.shutdown());
         }
     }
+}
+
+/// custody's authenticator with `ServiceAccount` tokens enabled and no OIDC issuer, reviewing
+/// with kube-sim over `upstream`, or over a copy of the gateway kubeconfig pointed at
+/// `options.review_server`.
+fn service_account_authenticator(
+    rt: &tokio::runtime::Runtime,
+    options: &Options,
+    upstream: &Upstream,
+    gw_kubeconfig: &Path,
+    dir: &Path,
+) -> Arc<dyn Authenticate> {
+    let review_upstream = match &options.review_server {
+        Some(server) => {
+            let text = std::fs::read_to_string(gw_kubeconfig).unwrap();
+            let mut yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+            yaml["clusters"][0]["cluster"]["server"] = server.as_str().into();
+            let path = dir.join("review.kubeconfig");
+            std::fs::write(&path, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+            rt.block_on(Upstream::from_kubeconfig(&path, None)).unwrap()
+        }
+        None => upstream.clone(),
+    };
+    let mut reviewer = ClusterReviewer::new([("sim".to_owned(), review_upstream)]);
+    if let Some(timeout) = options.review_timeout {
+        reviewer = reviewer.with_timeout(timeout);
+    }
+    let config = ServiceAccountConfig {
+        enabled: true,
+        audiences: options.review_audiences.clone(),
+    };
+    Arc::new(Authenticator::new(&[], &config, Some(Arc::new(reviewer))).unwrap())
 }
 
 pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
