@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod principal;
 pub mod proxy;
 pub mod server;
+pub mod stream;
 pub mod upstream;
 
 pub use error::{Error, Result};

@@ -1,0 +1,11 @@
+//! Streams: exec, attach and port-forward relayed through custody and turned into recorder
+//! events. `upgrade` owns the handshake with the upstream (nothing is spliced before an
+//! upstream 101), `relay` the byte-exact splice, and `decode` the passive decoders that turn a
+//! copy of the bytes into recording events.
+//!
+//! Not yet wired into the gateway's pipeline: upgrades are still answered 501 until every
+//! stream is recorded (a stream the recorder cannot decode is never relayed).
+
+pub mod decode;
+pub mod relay;
+pub mod upgrade;
