@@ -58,6 +58,85 @@ pub enum Error {
         /// What went wrong, for a person to act on.
         reason: String,
     },
+    /// A raw (upgrade) connection to an API server could not be opened.
+    #[error("cannot connect to the API server {server}: {reason}")]
+    UpstreamDial {
+        /// The API server's `host:port`.
+        server: String,
+        /// What failed: TCP, TLS, or the time limit.
+        reason: String,
+    },
+    /// An upgrade handshake with an API server failed before a usable answer arrived: an I/O
+    /// error, a malformed or oversized response head, or the time limit.
+    #[error("upgrade handshake with the API server {server}: {reason}")]
+    UpgradeHandshake {
+        /// The API server's `host:port`.
+        server: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A copy of a stream's bytes could not be decoded for recording; the session must end
+    /// (a stream is never relayed unrecorded).
+    #[error("cannot decode the {direction} stream for recording: {source}")]
+    StreamDecode {
+        /// The direction whose bytes failed to decode.
+        direction: crate::stream::decode::Direction,
+        /// The codec's error.
+        #[source]
+        source: custody_protocol::Error,
+    },
+    /// The negotiated stream protocol is one the recorder cannot decode; the session is refused.
+    #[error("cannot record a {kind} session over {transport} with protocol {protocol:?}")]
+    StreamProtocolUnsupported {
+        /// The session kind (`exec`, `attach`, `port-forward`, `api`).
+        kind: &'static str,
+        /// `WebSocket` or `SPDY`.
+        transport: &'static str,
+        /// The negotiated subprotocol or `X-Stream-Protocol-Version`.
+        protocol: String,
+    },
+    /// A SPDY stream broke a rule the recorder relies on (ids, pairing, who opens streams).
+    #[error("SPDY stream {stream_id} from the {direction}: {reason}")]
+    SpdyStream {
+        /// The direction of the offending frame.
+        direction: crate::stream::decode::Direction,
+        /// The stream id.
+        stream_id: u32,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A SPDY control frame the Kubernetes peers never send (spdystream ends the connection).
+    #[error("unexpected SPDY {frame} frame from the {direction}")]
+    SpdyUnexpectedFrame {
+        /// The direction of the frame.
+        direction: crate::stream::decode::Direction,
+        /// The frame type name.
+        frame: &'static str,
+    },
+    /// An error stream or channel carried more than the recorder buffers.
+    #[error("error stream longer than {limit} bytes")]
+    ErrorStreamTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// A WebSocket message of a type the negotiated protocol does not use.
+    #[error("unexpected WebSocket {message} message from the {direction}")]
+    StreamMessageType {
+        /// The direction of the message.
+        direction: crate::stream::decode::Direction,
+        /// The message type.
+        message: &'static str,
+    },
+    /// A legacy WebSocket port-forward channel did not start with its port.
+    #[error("port-forward channel {channel} starts with port {found}, expected {expected}")]
+    PortPrefixMismatch {
+        /// The channel id.
+        channel: u8,
+        /// The port requested for this channel.
+        expected: u16,
+        /// The port the server wrote.
+        found: u16,
+    },
 }
 
 /// The gateway's result type.

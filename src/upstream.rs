@@ -18,8 +18,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use secrecy::ExposeSecret;
+use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
 use crate::proxy::Body;
@@ -35,6 +36,7 @@ pub struct Upstream {
     path_prefix: String,
     bearer: Option<HeaderValue>,
     client: Client<HttpsConnector<HttpConnector>, Body>,
+    raw: RawDialer,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -92,6 +94,8 @@ impl Upstream {
             ));
         }
         let tls = tls_config(config.root_cert.as_deref(), identity).map_err(fail)?;
+        let raw = RawDialer::new(&config.cluster_url, config.tls_server_name.as_deref(), &tls)
+            .map_err(fail)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -116,6 +120,7 @@ impl Upstream {
             path_prefix,
             bearer,
             client,
+            raw,
         })
     }
 
@@ -155,6 +160,110 @@ impl Upstream {
             Err(_) => *request.uri_mut() = Uri::from_static("/"),
         }
         self.client.request(request).await
+    }
+}
+
+impl Upstream {
+    /// Opens a fresh, unpooled HTTP/1.1 TLS connection to the API server for one upgrade
+    /// request (exec, attach, port-forward). The server is verified with the cluster's CA and
+    /// the gateway's client certificate is presented, as for pooled requests; ALPN offers only
+    /// `http/1.1`. The connection is never returned to a pool: its owner drops it when the
+    /// upgrade is refused or the stream ends.
+    pub async fn connect_raw(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.raw.connect().await
+    }
+
+    /// The gateway's `Authorization` header for this API server, if it authenticates with a
+    /// bearer token (a client certificate is presented by [`Self::connect_raw`] instead).
+    pub fn authorization(&self) -> Option<&HeaderValue> {
+        self.bearer.as_ref()
+    }
+
+    /// The server URL's path prefix, without a trailing slash (often empty); request paths
+    /// are appended to it.
+    pub fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+
+    /// The `Host` header value for requests to the API server: the server URL's authority.
+    pub fn host_header(&self) -> &str {
+        &self.raw.authority
+    }
+}
+
+/// Dials the API server for raw HTTP/1.1 connections.
+#[derive(Clone)]
+struct RawDialer {
+    /// Host name or IP address, without IPv6 brackets, to connect to.
+    host: String,
+    port: u16,
+    /// `host[:port]` as in the server URL, for the `Host` header.
+    authority: String,
+    server_name: ServerName<'static>,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl RawDialer {
+    fn new(
+        url: &Uri,
+        tls_server_name: Option<&str>,
+        tls: &rustls::ClientConfig,
+    ) -> std::result::Result<Self, String> {
+        let authority = url
+            .authority()
+            .ok_or("the server URL has no host")?
+            .as_str()
+            .to_owned();
+        let host = url
+            .host()
+            .ok_or("the server URL has no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = url.port_u16().unwrap_or(443);
+        let name = tls_server_name.unwrap_or(&host).to_owned();
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|e| format!("TLS server name {name:?}: {e}"))?;
+        let mut raw = tls.clone();
+        raw.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            host,
+            port,
+            authority,
+            server_name,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(raw)),
+        })
+    }
+
+    async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let fail = |reason: String| Error::UpstreamDial {
+            server: self.authority.clone(),
+            reason,
+        };
+        let dial = async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| fail(format!("TCP connect: {e}")))?;
+            // Interactive streams: every keystroke goes out at once.
+            let _ = tcp.set_nodelay(true);
+            let tls = self
+                .connector
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(|e| fail(format!("TLS handshake: {e}")))?;
+            if let Some(alpn) = tls.get_ref().1.alpn_protocol()
+                && alpn != b"http/1.1"
+            {
+                return Err(fail(format!(
+                    "the server chose ALPN {:?} instead of http/1.1",
+                    String::from_utf8_lossy(alpn)
+                )));
+            }
+            Ok(tls)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, dial)
+            .await
+            .map_err(|_| fail(format!("timed out after {CONNECT_TIMEOUT:?}")))?
     }
 }
 

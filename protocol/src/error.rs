@@ -124,6 +124,50 @@ pub enum Error {
         /// The configured limit in bytes.
         limit: usize,
     },
+    /// A WebSocket frame set a reserved bit (RSV1-3) although no extension was negotiated.
+    #[error("WebSocket frame sets reserved bits {0:#04x} without a negotiated extension")]
+    WebSocketReservedBits(u8),
+    /// A WebSocket frame used a reserved opcode.
+    #[error("WebSocket frame uses reserved opcode {0:#x}")]
+    WebSocketReservedOpcode(u8),
+    /// A WebSocket control frame (close, ping, pong) was fragmented.
+    #[error("fragmented WebSocket control frame (opcode {0:#x})")]
+    WebSocketControlFragmented(u8),
+    /// A WebSocket control frame announced more than 125 payload bytes.
+    #[error("WebSocket control frame of {0} bytes exceeds 125 bytes")]
+    WebSocketControlTooLong(u64),
+    /// A WebSocket 64-bit payload length had its most significant bit set.
+    #[error("WebSocket 64-bit payload length {0:#x} has its most significant bit set")]
+    WebSocketLengthOverflow(u64),
+    /// A WebSocket frame announced a payload above the configured maximum.
+    #[error("WebSocket frame of {len} bytes exceeds the limit of {max} bytes")]
+    WebSocketFrameTooLarge {
+        /// The announced payload length.
+        len: u64,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A reassembled WebSocket message grew beyond the configured maximum.
+    #[error("WebSocket message of more than {max} bytes")]
+    WebSocketMessageTooLarge {
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A WebSocket continuation frame arrived with no fragmented message in progress.
+    #[error("WebSocket continuation frame without a message to continue")]
+    WebSocketUnexpectedContinuation,
+    /// A WebSocket text or binary frame arrived while a fragmented message was in progress.
+    #[error("WebSocket data frame while a fragmented message is in progress")]
+    WebSocketExpectedContinuation,
+    /// A WebSocket frame's masking broke the configured rule for its direction.
+    #[error("WebSocket frame is {} but must not be", if *.masked { "masked" } else { "unmasked" })]
+    WebSocketMasking {
+        /// Whether the offending frame was masked.
+        masked: bool,
+    },
+    /// A WebSocket close frame's payload was one byte long or its reason was not UTF-8.
+    #[error("invalid WebSocket close frame: {0}")]
+    WebSocketCloseFrame(&'static str),
 }
 
 /// The codecs' result type.

@@ -17,6 +17,7 @@ pub mod portforward;
 pub mod spdy;
 pub mod status;
 pub mod terminal;
+pub mod websocket;
 
 pub use channel::{ChannelMessage, ChannelProtocol};
 pub use error::{Error, Result};

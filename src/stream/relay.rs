@@ -1,1 +1,354 @@
-//! (in progress)
+//! The byte-exact splice between the client's upgraded connection and the API server's.
+//!
+//! Each direction reads a chunk (at most [`RelayConfig::buffer_size`] bytes), hands it to the
+//! [`Observer`] (the decoder and recorder), and only then writes it to the other side, so
+//! nothing reaches a peer unobserved and memory stays bounded: a slow reader stalls the writer
+//! side's reads instead of filling a queue. The API server's bytes that arrived with its 101
+//! head go first, to the client.
+//!
+//! When one side ends its sending (EOF), the other side's write half is shut down (half-close)
+//! and the other direction keeps flowing; the relay ends when both directions have ended, or
+//! at once when either side fails, the observer refuses a chunk, the [`CancelHandle`] is used
+//! (an admin ending the session, a recording failure), the session is idle for too long or
+//! reaches its maximum duration. Ending drops both connections.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use crate::stream::decode::Direction;
+
+#[cfg(test)]
+mod tests;
+
+/// Sees every chunk before it is forwarded. Returning `Err` ends the session before the chunk
+/// reaches the other side.
+pub trait Observer: Send {
+    /// One chunk read from the side `direction` starts at, at time `at`.
+    fn on_chunk(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        at: std::time::Instant,
+    ) -> Result<(), ObserverError>;
+}
+
+/// An observer that sees nothing.
+impl Observer for () {
+    fn on_chunk(
+        &mut self,
+        _: Direction,
+        _: &[u8],
+        _: std::time::Instant,
+    ) -> Result<(), ObserverError> {
+        Ok(())
+    }
+}
+
+/// Why the observer ended the session (e.g. the recording cannot be written or decoded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ObserverError(pub String);
+
+/// Limits of a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// The largest chunk read at once, per direction (the relay's whole buffer per direction).
+    pub buffer_size: usize,
+    /// End the session when no byte flowed either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// End the session after this long whatever happens.
+    pub max_duration: Option<Duration>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            buffer_size: 64 * 1024,
+            idle_timeout: None,
+            max_duration: None,
+        }
+    }
+}
+
+/// Ends a running relay from elsewhere (admin kill, recording failure). Clones end the same
+/// relay; a handle may be cancelled before the relay starts.
+#[derive(Debug, Clone)]
+pub struct CancelHandle {
+    reason: Arc<watch::Sender<Option<String>>>,
+}
+
+impl Default for CancelHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CancelHandle {
+    /// A handle not yet cancelled.
+    pub fn new() -> Self {
+        Self {
+            reason: Arc::new(watch::Sender::new(None)),
+        }
+    }
+
+    /// Ends the relay with `reason`; the first reason given wins.
+    pub fn cancel(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.reason.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(reason);
+            true
+        });
+    }
+
+    /// The reason, once cancelled.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.borrow().clone()
+    }
+
+    async fn cancelled(&self) -> String {
+        let mut rx = self.reason.subscribe();
+        let reason = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|reason| reason.clone().unwrap_or_default());
+        match reason {
+            Ok(reason) => reason,
+            // Unreachable while `self` holds the sender; treat it as never cancelled.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// Which connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's upgraded connection.
+    Client,
+    /// The API server's connection.
+    Upstream,
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// Both directions ended normally; the client ended its sending first.
+    ClientClosed,
+    /// Both directions ended normally; the API server ended its sending first.
+    UpstreamClosed,
+    /// The [`CancelHandle`] was used, with this reason.
+    Cancelled(String),
+    /// No byte flowed for the idle timeout.
+    IdleTimeout,
+    /// The maximum duration was reached.
+    MaxDuration,
+    /// The observer refused a chunk from this direction.
+    Observer(Direction, ObserverError),
+    /// Reading from or writing to a side failed.
+    Io(Side, std::io::Error),
+}
+
+/// What a relay did.
+#[derive(Debug)]
+pub struct RelayReport {
+    /// Why it ended.
+    pub end: RelayEnd,
+    /// Bytes forwarded from the client to the API server.
+    pub client_to_upstream: u64,
+    /// Bytes forwarded from the API server to the client (the 101 leftover included).
+    pub upstream_to_client: u64,
+    /// How long it ran.
+    pub duration: Duration,
+}
+
+/// Relays between `client` and `upstream` until the session ends, after writing `leftover`
+/// (the API server's bytes that followed its 101 head) to the client.
+pub async fn relay<C, U, O>(
+    client: C,
+    upstream: U,
+    leftover: Bytes,
+    observer: O,
+    config: RelayConfig,
+    cancel: &CancelHandle,
+) -> RelayReport
+where
+    C: AsyncRead + AsyncWrite + Send,
+    U: AsyncRead + AsyncWrite + Send,
+    O: Observer,
+{
+    let start = Instant::now();
+    let shared = Shared {
+        observer: Mutex::new(observer),
+        start,
+        last_activity_ms: AtomicU64::new(0),
+    };
+    let (client_read, client_write) = tokio::io::split(client);
+    let (upstream_read, upstream_write) = tokio::io::split(upstream);
+    let size = config.buffer_size.max(1);
+    let up = Pump {
+        direction: Direction::ClientToServer,
+        from: Side::Client,
+        to: Side::Upstream,
+        bytes: AtomicU64::new(0),
+    };
+    let down = Pump {
+        direction: Direction::ServerToClient,
+        from: Side::Upstream,
+        to: Side::Client,
+        bytes: AtomicU64::new(0),
+    };
+    let up_run = up.run(client_read, upstream_write, Bytes::new(), size, &shared);
+    let down_run = down.run(upstream_read, client_write, leftover, size, &shared);
+    tokio::pin!(up_run, down_run);
+    let idle = shared.idle(config.idle_timeout);
+    let max = optional_sleep(config.max_duration);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(idle, max, cancelled);
+    let (mut up_done, mut down_done) = (false, false);
+    let mut first_closed = None;
+    let end = loop {
+        tokio::select! {
+            result = &mut up_run, if !up_done => match result {
+                Ok(()) => { up_done = true; first_closed.get_or_insert(Side::Client); }
+                Err(end) => break end,
+            },
+            result = &mut down_run, if !down_done => match result {
+                Ok(()) => { down_done = true; first_closed.get_or_insert(Side::Upstream); }
+                Err(end) => break end,
+            },
+            reason = &mut cancelled => break RelayEnd::Cancelled(reason),
+            () = &mut idle => break RelayEnd::IdleTimeout,
+            () = &mut max => break RelayEnd::MaxDuration,
+        }
+        if up_done && down_done {
+            break match first_closed {
+                Some(Side::Upstream) => RelayEnd::UpstreamClosed,
+                _ => RelayEnd::ClientClosed,
+            };
+        }
+    };
+    RelayReport {
+        end,
+        client_to_upstream: up.bytes.load(Ordering::Relaxed),
+        upstream_to_client: down.bytes.load(Ordering::Relaxed),
+        duration: start.elapsed(),
+    }
+}
+
+/// What both directions share.
+struct Shared<O> {
+    observer: Mutex<O>,
+    start: Instant,
+    last_activity_ms: AtomicU64,
+}
+
+impl<O: Observer> Shared<O> {
+    fn observe(&self, direction: Direction, bytes: &[u8]) -> Result<(), RelayEnd> {
+        let now = Instant::now();
+        let ms = u64::try_from(now.duration_since(self.start).as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.fetch_max(ms, Ordering::Relaxed);
+        // The lock is never held across an await, so it is never contended for long; a
+        // poisoned lock means the observer panicked, which ends the session.
+        let mut observer = self.observer.lock().map_err(|_| {
+            RelayEnd::Observer(direction, ObserverError("the observer panicked".into()))
+        })?;
+        observer
+            .on_chunk(direction, bytes, now.into_std())
+            .map_err(|e| RelayEnd::Observer(direction, e))
+    }
+
+    /// Completes once nothing was observed for `timeout` (never without one).
+    async fn idle(&self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+            let deadline = self.start + last + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+async fn optional_sleep(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One direction.
+struct Pump {
+    direction: Direction,
+    from: Side,
+    to: Side,
+    bytes: AtomicU64,
+}
+
+impl Pump {
+    /// Copies until `from` ends (then shuts down `to`'s write half); `first` goes first.
+    async fn run<R, W, O>(
+        &self,
+        mut reader: R,
+        mut writer: W,
+        first: Bytes,
+        size: usize,
+        shared: &Shared<O>,
+    ) -> Result<(), RelayEnd>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+        O: Observer,
+    {
+        if !first.is_empty() {
+            self.forward(&mut writer, &first, shared).await?;
+        }
+        let mut buf = vec![0u8; size];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(n) => n,
+                // A peer that closes TCP without a TLS close_notify has still ended its stream.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(RelayEnd::Io(self.from, e)),
+            };
+            if n == 0 {
+                // Half-close: the other side learns that no more bytes come this way. It may
+                // already be gone; that shows on the other direction.
+                let _ = writer.shutdown().await;
+                return Ok(());
+            }
+            self.forward(&mut writer, &buf[..n], shared).await?;
+        }
+    }
+
+    async fn forward<W, O>(
+        &self,
+        writer: &mut W,
+        chunk: &[u8],
+        shared: &Shared<O>,
+    ) -> Result<(), RelayEnd>
+    where
+        W: AsyncWrite + Unpin,
+        O: Observer,
+    {
+        shared.observe(self.direction, chunk)?;
+        writer
+            .write_all(chunk)
+            .await
+            .map_err(|e| RelayEnd::Io(self.to, e))?;
+        writer.flush().await.map_err(|e| RelayEnd::Io(self.to, e))?;
+        self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}

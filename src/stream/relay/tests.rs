@@ -1,0 +1,382 @@
+use std::sync::atomic::AtomicUsize;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+
+use super::*;
+
+/// The relay's two connections, and the far ends the test drives.
+struct Ends {
+    client: DuplexStream,
+    upstream: DuplexStream,
+    relay_client: DuplexStream,
+    relay_upstream: DuplexStream,
+}
+
+fn ends(capacity: usize) -> Ends {
+    let (client, relay_client) = duplex(capacity);
+    let (upstream, relay_upstream) = duplex(capacity);
+    Ends {
+        client,
+        upstream,
+        relay_client,
+        relay_upstream,
+    }
+}
+
+/// Chunks seen, in order.
+type Chunks = Arc<Mutex<Vec<(Direction, Vec<u8>)>>>;
+
+/// Records every chunk; refuses chunks containing `refuse`.
+#[derive(Clone, Default)]
+struct Recorder {
+    chunks: Chunks,
+    refuse: Option<&'static [u8]>,
+}
+
+impl Observer for Recorder {
+    fn on_chunk(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        _: std::time::Instant,
+    ) -> Result<(), ObserverError> {
+        if let Some(bad) = self.refuse
+            && bytes.windows(bad.len()).any(|w| w == bad)
+        {
+            return Err(ObserverError("cannot record".into()));
+        }
+        self.chunks
+            .lock()
+            .unwrap()
+            .push((direction, bytes.to_vec()));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn seen(&self, direction: Direction) -> Vec<u8> {
+        let chunks = self.chunks.lock().unwrap();
+        chunks
+            .iter()
+            .filter(|(d, _)| *d == direction)
+            .flat_map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn leftover_first_then_both_ways_with_half_close() {
+    let Ends {
+        mut client,
+        mut upstream,
+        relay_client,
+        relay_upstream,
+    } = ends(1024);
+    let recorder = Recorder::default();
+    let cancel = CancelHandle::new();
+    let task = {
+        let recorder = recorder.clone();
+        tokio::spawn(async move {
+            relay(
+                relay_client,
+                relay_upstream,
+                Bytes::from_static(b"early"),
+                recorder,
+                RelayConfig::default(),
+                &cancel,
+            )
+            .await
+        })
+    };
+    let mut early = [0u8; 5];
+    client.read_exact(&mut early).await.unwrap();
+    assert_eq!(&early, b"early");
+
+    // The client sends and half-closes; the upstream sees the bytes then EOF.
+    client.write_all(b"input").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    upstream.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"input");
+
+    // The other direction still flows after the half-close.
+    upstream.write_all(b"output after eof").await.unwrap();
+    upstream.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"output after eof");
+
+    let report = task.await.unwrap();
+    assert!(matches!(report.end, RelayEnd::ClientClosed), "{report:?}");
+    assert_eq!(report.client_to_upstream, 5);
+    assert_eq!(report.upstream_to_client, 5 + 16);
+    assert_eq!(recorder.seen(Direction::ClientToServer), b"input");
+    assert_eq!(
+        recorder.seen(Direction::ServerToClient),
+        b"earlyoutput after eof"
+    );
+}
+
+#[tokio::test]
+async fn upstream_closing_first_is_reported() {
+    let Ends {
+        mut client,
+        mut upstream,
+        relay_client,
+        relay_upstream,
+    } = ends(1024);
+    let cancel = CancelHandle::new();
+    let task = tokio::spawn(async move {
+        relay(
+            relay_client,
+            relay_upstream,
+            Bytes::new(),
+            (),
+            RelayConfig::default(),
+            &cancel,
+        )
+        .await
+    });
+    upstream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    client.shutdown().await.unwrap();
+    let report = task.await.unwrap();
+    assert!(matches!(report.end, RelayEnd::UpstreamClosed), "{report:?}");
+}
+
+#[tokio::test]
+async fn cancellation_ends_an_idle_session_within_a_second() {
+    let Ends {
+        client: _client,
+        upstream: _upstream,
+        relay_client,
+        relay_upstream,
+    } = ends(1024);
+    let cancel = CancelHandle::new();
+    let handle = cancel.clone();
+    let task = tokio::spawn(async move {
+        relay(
+            relay_client,
+            relay_upstream,
+            Bytes::new(),
+            (),
+            RelayConfig::default(),
+            &cancel,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let asked = Instant::now();
+    handle.cancel("ended by an admin");
+    handle.cancel("a later reason is ignored");
+    let report = tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("the relay ends within a second")
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    assert!(
+        matches!(&report.end, RelayEnd::Cancelled(r) if r == "ended by an admin"),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn cancellation_ends_a_session_blocked_on_a_slow_reader() {
+    let Ends {
+        mut client,
+        upstream: _upstream,
+        relay_client,
+        relay_upstream,
+    } = ends(16);
+    let cancel = CancelHandle::new();
+    let handle = cancel.clone();
+    let task = tokio::spawn(async move {
+        relay(
+            relay_client,
+            relay_upstream,
+            Bytes::new(),
+            (),
+            RelayConfig::default(),
+            &cancel,
+        )
+        .await
+    });
+    // The upstream never reads: the relay is stuck writing.
+    let _ = tokio::time::timeout(Duration::from_millis(100), client.write_all(&[7; 4096])).await;
+    handle.cancel("recording failed");
+    let report = tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("the relay ends within a second")
+        .unwrap();
+    assert!(matches!(report.end, RelayEnd::Cancelled(_)), "{report:?}");
+}
+
+#[tokio::test]
+async fn idle_timeout_and_max_duration() {
+    let Ends {
+        mut client,
+        mut upstream,
+        relay_client,
+        relay_upstream,
+    } = ends(1024);
+    let cancel = CancelHandle::new();
+    let config = RelayConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..RelayConfig::default()
+    };
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        relay(
+            relay_client,
+            relay_upstream,
+            Bytes::new(),
+            (),
+            config,
+            &cancel,
+        )
+        .await
+    });
+    // Activity every 100 ms keeps the session alive past the idle timeout.
+    for _ in 0..6 {
+        client.write_all(b"k").await.unwrap();
+        let mut b = [0u8; 1];
+        upstream.read_exact(&mut b).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = task.await.unwrap();
+    assert!(matches!(report.end, RelayEnd::IdleTimeout), "{report:?}");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+
+    let Ends {
+        client: _client,
+        upstream: _upstream,
+        relay_client,
+        relay_upstream,
+    } = ends(1024);
+    let cancel = CancelHandle::new();
+    let config = RelayConfig {
+        max_duration: Some(Duration::from_millis(200)),
+        ..RelayConfig::default()
+    };
+    let report = relay(
+        relay_client,
+        relay_upstream,
+        Bytes::new(),
+        (),
+        config,
+        &cancel,
+    )
+    .await;
+    assert!(matches!(report.end, RelayEnd::MaxDuration), "{report:?}");
+}
+
+#[tokio::test]
+async fn an_observer_error_stops_the_session_before_the_chunk_is_forwarded() {
+    let Ends {
+        mut client,
+        mut upstream,
+        relay_client,
+        relay_upstream,
+    } = ends(1024);
+    let recorder = Recorder {
+        refuse: Some(b"UNRECORDABLE"),
+        ..Recorder::default()
+    };
+    let cancel = CancelHandle::new();
+    let task = tokio::spawn(async move {
+        relay(
+            relay_client,
+            relay_upstream,
+            Bytes::new(),
+            recorder,
+            RelayConfig::default(),
+            &cancel,
+        )
+        .await
+    });
+    client.write_all(b"fine").await.unwrap();
+    let mut b = [0u8; 4];
+    upstream.read_exact(&mut b).await.unwrap();
+    client.write_all(b"UNRECORDABLE").await.unwrap();
+    let report = task.await.unwrap();
+    assert!(
+        matches!(report.end, RelayEnd::Observer(Direction::ClientToServer, _)),
+        "{report:?}"
+    );
+    assert_eq!(report.client_to_upstream, 4);
+    // The refused chunk never reached the upstream; its connection is closed.
+    let mut rest = Vec::new();
+    upstream.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn memory_is_bounded_with_a_fast_producer_and_a_slow_consumer() {
+    const CAPACITY: usize = 8 * 1024;
+    const BUFFER: usize = 16 * 1024;
+    let Ends {
+        mut client,
+        mut upstream,
+        relay_client,
+        relay_upstream,
+    } = ends(CAPACITY);
+    let cancel = CancelHandle::new();
+    let config = RelayConfig {
+        buffer_size: BUFFER,
+        ..RelayConfig::default()
+    };
+    let task = tokio::spawn(async move {
+        relay(
+            relay_client,
+            relay_upstream,
+            Bytes::new(),
+            (),
+            config,
+            &cancel,
+        )
+        .await
+    });
+    let total: usize = 4 * 1024 * 1024;
+    let produced = Arc::new(AtomicUsize::new(0));
+    let writer_task = {
+        let produced = produced.clone();
+        tokio::spawn(async move {
+            let data: Vec<u8> = (0..total).map(|i| u8::try_from(i % 251).unwrap()).collect();
+            for chunk in data.chunks(4096) {
+                client.write_all(chunk).await.unwrap();
+                produced.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+            client.shutdown().await.unwrap();
+            client
+        })
+    };
+    let mut consumed = 0usize;
+    let mut received = Vec::with_capacity(total);
+    let mut buf = [0u8; 1024];
+    while consumed < total {
+        let n = upstream.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        received.extend_from_slice(&buf[..n]);
+        consumed += n;
+        if consumed % (256 * 1024) < 1024 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // In flight: the producer's pipe, the relay's one chunk, the consumer's pipe.
+            let ahead = produced.load(Ordering::SeqCst) - consumed;
+            assert!(
+                ahead <= CAPACITY + BUFFER + CAPACITY + 4096,
+                "{ahead} bytes in flight"
+            );
+        }
+    }
+    let expected: Vec<u8> = (0..total).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    assert!(received == expected, "the bytes arrive intact and in order");
+    let mut client = writer_task.await.unwrap();
+    assert_eq!(upstream.read(&mut buf).await.unwrap(), 0);
+    upstream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    let report = task.await.unwrap();
+    assert!(matches!(report.end, RelayEnd::ClientClosed), "{report:?}");
+    assert_eq!(report.client_to_upstream, total as u64);
+}
