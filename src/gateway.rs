@@ -2,8 +2,9 @@
 //! decision → audit (durable in strict mode) → rewrite headers → forward → complete the audit.
 //!
 //! Every request produces exactly one audit event, refusals included, and every error custody
-//! itself returns is a Kubernetes `Status`. Upgrade requests (exec, attach, port-forward) are
-//! refused with 501 until stream relaying exists; they are never forwarded.
+//! itself returns is a Kubernetes `Status`. Upgrade requests (exec, attach, port-forward) go
+//! through the same steps, are checked by `classify_upgrade`, and become recorded sessions
+//! ([`session`]); a gateway built without a [`RecordingConfig`] refuses them with 501.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,9 +23,14 @@ use crate::impersonation::{ImpersonationConfig, decide};
 use crate::metrics::{InFlight, Metrics};
 use crate::principal::Authenticate;
 use crate::proxy::{self, Body, BoxError, OnEnd};
+use crate::stream::upgrade::classify_upgrade;
 use crate::upstream::Upstream;
 
+pub mod session;
 pub mod status;
+
+pub use session::RecordingConfig;
+use session::{Recordings, StreamRequest};
 
 use status::{auth_guidance, status_response};
 
@@ -40,6 +46,8 @@ pub struct GatewayParts {
     pub audit: AuditSink,
     /// The counters `/metrics` shows.
     pub metrics: Arc<Metrics>,
+    /// How streaming sessions are recorded; `None` refuses exec, attach and port-forward.
+    pub recording: Option<RecordingConfig>,
 }
 
 /// The gateway: the pipeline every request goes through.
@@ -49,6 +57,7 @@ pub struct Gateway {
     impersonation: ImpersonationConfig,
     audit: AuditSink,
     metrics: Arc<Metrics>,
+    recordings: Option<Recordings>,
 }
 
 impl Gateway {
@@ -77,6 +86,7 @@ impl Gateway {
             impersonation: parts.impersonation,
             audit: parts.audit,
             metrics: parts.metrics,
+            recordings: parts.recording.map(Recordings::new),
         })
     }
 
@@ -143,10 +153,32 @@ impl Gateway {
                 return self.refuse(ex, StatusCode::BAD_REQUEST, &msg, &msg).await;
             }
         }
+        let mut upgrade = None;
         if parts.method == Method::CONNECT || parts.headers.contains_key(http::header::UPGRADE) {
-            let msg = "custody: exec, attach and port-forward are not supported by this gateway \
-                       yet (streams arrive with the streaming issue)";
-            return self.refuse(ex, StatusCode::NOT_IMPLEMENTED, msg, msg).await;
+            if self.recordings.is_none() {
+                let msg = "custody: exec, attach and port-forward are not enabled on this \
+                           gateway (no recording is configured)";
+                return self.refuse(ex, StatusCode::NOT_IMPLEMENTED, msg, msg).await;
+            }
+            match classify_upgrade(
+                &parts.method,
+                parts.version,
+                &parts.headers,
+                &ex.event.request,
+            ) {
+                Ok(request) => {
+                    let Some(on_upgrade) = parts.extensions.get::<hyper::upgrade::OnUpgrade>()
+                    else {
+                        let msg = "custody: this connection cannot be upgraded";
+                        return self.refuse(ex, StatusCode::BAD_REQUEST, msg, msg).await;
+                    };
+                    upgrade = Some((request, on_upgrade.clone()));
+                }
+                Err(e) => {
+                    let msg = format!("custody: the upgrade was refused: {e}");
+                    return self.refuse(ex, StatusCode::BAD_REQUEST, &msg, &msg).await;
+                }
+            }
         }
         let effective = match decide(&self.impersonation, &principal, &parts.headers) {
             Ok(identity) => identity,
@@ -187,6 +219,22 @@ impl Gateway {
             Some(q) => format!("{rest}?{q}"),
             None => rest.to_owned(),
         };
+        if let (Some((upgrade, on_upgrade)), Some(recordings)) = (upgrade, &self.recordings) {
+            let request = StreamRequest {
+                method: parts.method,
+                path_and_query,
+                query,
+                headers,
+                upgrade,
+                on_upgrade,
+                principal: &principal,
+                effective: &effective,
+                upstream,
+            };
+            return recordings
+                .stream(ex, request, self.audit.clone(), self.metrics.clone())
+                .await;
+        }
         let bytes_in = Arc::new(AtomicU64::new(0));
         let bytes_out = Arc::new(AtomicU64::new(0));
         let forwarded = proxy::forward(

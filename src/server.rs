@@ -99,7 +99,10 @@ pub async fn serve(
                 async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            // Upgrades (exec, attach, port-forward) hand the HTTP/1.1 connection to the
+            // gateway's relay once it answered 101; the gateway decides whether to.
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -3,8 +3,8 @@
 //! upstream 101), `relay` the byte-exact splice, and `decode` the passive decoders that turn a
 //! copy of the bytes into recording events.
 //!
-//! Not yet wired into the gateway's pipeline: upgrades are still answered 501 until every
-//! stream is recorded (a stream the recorder cannot decode is never relayed).
+//! The gateway's `session` module wires them into the pipeline: each upgrade becomes a
+//! recorded session (a stream the recorder cannot decode is never relayed).
 
 pub mod decode;
 pub mod relay;

@@ -9,13 +9,16 @@ use anyhow::Context;
 use custody::audit::AuditSink;
 use custody::authn::{Authenticator, TokenReviewer};
 use custody::config::Config;
-use custody::gateway::{Gateway, GatewayParts};
+use custody::gateway::{Gateway, GatewayParts, RecordingConfig};
 use custody::metrics::Metrics;
 use custody::server::{self, Health};
+use custody::stream::relay::RelayConfig;
 use custody::upstream::{ClusterReviewer, Upstream};
 use custody_recorder::index::Index;
 use custody_recorder::integrity::load_or_create_signing_key;
 use custody_recorder::recovery;
+use custody_recorder::writer::WriterConfig;
+use ed25519_dalek::SigningKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -101,7 +104,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     });
     let authenticator = Authenticator::new(&config.oidc, &config.service_accounts, reviewer)
         .context("authentication configuration")?;
-    recover_recordings(&config.data_dir)?;
+    let signing_key = Arc::new(recover_recordings(&config.data_dir)?);
     let audit = AuditSink::open(&config.data_dir, config.audit.mode).with_context(|| {
         format!(
             "cannot open the audit trail under {}",
@@ -116,6 +119,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             impersonation: config.impersonation.clone(),
             audit,
             metrics: metrics.clone(),
+            recording: Some(RecordingConfig {
+                data_dir: config.data_dir.clone(),
+                key: signing_key,
+                writer: WriterConfig::default(),
+                relay: RelayConfig::default(),
+                gateway_id: config.gateway_id.clone(),
+            }),
         })
         .context("gateway configuration")?,
     );
@@ -156,8 +166,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 }
 
 /// Creates the signing key on first start, then seals the recordings a crash left open (as
-/// `interrupted`) and indexes them, before anything new is accepted.
-fn recover_recordings(data_dir: &Path) -> anyhow::Result<()> {
+/// `interrupted`) and indexes them, before anything new is accepted. Returns the key, which
+/// signs every new recording.
+fn recover_recordings(data_dir: &Path) -> anyhow::Result<SigningKey> {
     let key_path = data_dir.join(SIGNING_KEY_FILE);
     let key = load_or_create_signing_key(&key_path)
         .with_context(|| format!("signing key {}", key_path.display()))?;
@@ -179,7 +190,7 @@ fn recover_recordings(data_dir: &Path) -> anyhow::Result<()> {
             path.display()
         );
     }
-    Ok(())
+    Ok(key)
 }
 
 /// The signing key's file name under `data_dir`.

@@ -12,13 +12,14 @@
 //! (an admin ending the session, a recording failure), the session is idle for too long or
 //! reaches its maximum duration. Ending drops both connections.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
 pub use crate::stream::decode::Direction;
@@ -28,6 +29,11 @@ mod tests;
 
 /// Sees every chunk before it is forwarded. Returning `Err` ends the session before the chunk
 /// reaches the other side.
+///
+/// The relay awaits the returned future before forwarding the chunk, so an observer that waits
+/// (a recorder whose queue is full) slows both directions down instead of buffering: that is
+/// how the recorder's backpressure reaches the peers. The two directions share the observer
+/// and call it one at a time.
 pub trait Observer: Send {
     /// One chunk read from the side `direction` starts at, at time `at`.
     fn on_chunk(
@@ -35,7 +41,7 @@ pub trait Observer: Send {
         direction: Direction,
         bytes: &[u8],
         at: std::time::Instant,
-    ) -> Result<(), ObserverError>;
+    ) -> impl Future<Output = Result<(), ObserverError>> + Send;
 }
 
 /// An observer that sees nothing.
@@ -45,8 +51,20 @@ impl Observer for () {
         _: Direction,
         _: &[u8],
         _: std::time::Instant,
-    ) -> Result<(), ObserverError> {
-        Ok(())
+    ) -> impl Future<Output = Result<(), ObserverError>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+/// An observer lent to the relay, so the caller keeps it (e.g. to flush a decoder afterwards).
+impl<T: Observer> Observer for &mut T {
+    fn on_chunk(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        at: std::time::Instant,
+    ) -> impl Future<Output = Result<(), ObserverError>> + Send {
+        (**self).on_chunk(direction, bytes, at)
     }
 }
 
@@ -251,17 +269,16 @@ struct Shared<O> {
 }
 
 impl<O: Observer> Shared<O> {
-    fn observe(&self, direction: Direction, bytes: &[u8]) -> Result<(), RelayEnd> {
+    async fn observe(&self, direction: Direction, bytes: &[u8]) -> Result<(), RelayEnd> {
         let now = Instant::now();
         let ms = u64::try_from(now.duration_since(self.start).as_millis()).unwrap_or(u64::MAX);
         self.last_activity_ms.fetch_max(ms, Ordering::Relaxed);
-        // The lock is never held across an await, so it is never contended for long; a
-        // poisoned lock means the observer panicked, which ends the session.
-        let mut observer = self.observer.lock().map_err(|_| {
-            RelayEnd::Observer(direction, ObserverError("the observer panicked".into()))
-        })?;
+        // Held while the observer waits (backpressure): the other direction waits its turn,
+        // so events reach the observer in the order their chunks were read.
+        let mut observer = self.observer.lock().await;
         observer
             .on_chunk(direction, bytes, now.into_std())
+            .await
             .map_err(|e| RelayEnd::Observer(direction, e))
     }
 
@@ -342,7 +359,7 @@ impl Pump {
         W: AsyncWrite + Unpin,
         O: Observer,
     {
-        shared.observe(self.direction, chunk)?;
+        shared.observe(self.direction, chunk).await?;
         writer
             .write_all(chunk)
             .await

@@ -8,6 +8,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::needless_pass_by_value,
+    clippy::struct_excessive_bools,
     reason = "test harness: a failure should stop the test"
 )]
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 use base64::Engine;
 use custody::audit::{AuditMode, AuditSink};
 use custody::authn::{Authenticator, ServiceAccountConfig};
-use custody::gateway::{Gateway, GatewayParts};
+use custody::gateway::{Gateway, GatewayParts, RecordingConfig};
 use custody::impersonation::{AllowRule, ImpersonationConfig};
 use custody::metrics::Metrics;
 use custody::principal::{AuthFailure, AuthFuture, AuthMethod, Authenticate, Principal};
@@ -78,6 +79,8 @@ pub struct Options {
     pub review_audiences: Vec<String>,
     /// kube-sim's rule file instead of its defaults.
     pub sim_rules: Option<PathBuf>,
+    /// Relay and record exec, attach and port-forward (recordings under the data directory).
+    pub recording: bool,
 }
 
 /// kube-sim and the gateway, running.
@@ -91,6 +94,8 @@ pub struct Env {
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
     pub kubeconfig: PathBuf,
+    /// The key recordings are signed with, when recording is on.
+    pub signing_key: Option<Arc<ed25519_dalek::SigningKey>>,
     dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -140,6 +145,7 @@ impl Env {
         } else {
             Arc::new(FakeAuth)
         };
+        let (signing_key, recording) = recording_config(options.recording, &data_dir);
         let gateway = Gateway::new(GatewayParts {
             authenticator,
             clusters: vec![("sim".to_owned(), upstream)],
@@ -154,6 +160,7 @@ impl Env {
             },
             audit: audit.clone(),
             metrics: metrics.clone(),
+            recording,
         })
         .unwrap();
         let pki = Pki::generate(&["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
@@ -182,6 +189,7 @@ impl Env {
             audit,
             metrics,
             kubeconfig,
+            signing_key,
             dir,
             _shutdown: tx,
         }
@@ -219,6 +227,31 @@ impl Drop for Env {
             self.rt.block_on(sim.shutdown());
         }
     }
+}
+
+/// The signing key and the recording configuration, when recording is on.
+fn recording_config(
+    on: bool,
+    data_dir: &Path,
+) -> (
+    Option<Arc<ed25519_dalek::SigningKey>>,
+    Option<RecordingConfig>,
+) {
+    if !on {
+        return (None, None);
+    }
+    let key = Arc::new(
+        custody_recorder::integrity::load_or_create_signing_key(&data_dir.join("signing.key"))
+            .unwrap(),
+    );
+    let config = RecordingConfig {
+        data_dir: data_dir.to_owned(),
+        key: key.clone(),
+        writer: custody_recorder::writer::WriterConfig::default(),
+        relay: custody::stream::relay::RelayConfig::default(),
+        gateway_id: "test-gateway".into(),
+    };
+    (Some(key), Some(config))
 }
 
 /// custody's authenticator with `ServiceAccount` tokens enabled and no OIDC issuer, reviewing

@@ -230,7 +230,12 @@ impl LineEditor {
                         // Ctrl-W: the word before the cursor and the blanks after it.
                         let kept = line.trim_end().len();
                         line.truncate(kept);
-                        let word_start = line.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+                        // After the blank, which may be wider than one byte (U+0085, U+00A0).
+                        let word_start = line
+                            .char_indices()
+                            .rev()
+                            .find(|(_, c)| c.is_whitespace())
+                            .map_or(0, |(i, c)| i + c.len_utf8());
                         line.truncate(word_start);
                     }
                     '\t' => line.push(' '),

@@ -1,3 +1,4 @@
+use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
@@ -39,17 +40,17 @@ impl Observer for Recorder {
         direction: Direction,
         bytes: &[u8],
         _: std::time::Instant,
-    ) -> Result<(), ObserverError> {
+    ) -> impl Future<Output = Result<(), ObserverError>> + Send {
         if let Some(bad) = self.refuse
             && bytes.windows(bad.len()).any(|w| w == bad)
         {
-            return Err(ObserverError("cannot record".into()));
+            return std::future::ready(Err(ObserverError("cannot record".into())));
         }
         self.chunks
             .lock()
             .unwrap()
             .push((direction, bytes.to_vec()));
-        Ok(())
+        std::future::ready(Ok(()))
     }
 }
 

@@ -79,3 +79,9 @@ fn transcript_chunks_by_frame_without_cutting_lines() {
         ]
     );
 }
+
+#[test]
+fn ctrl_w_after_a_multibyte_blank_keeps_char_boundaries() {
+    // U+00A0 (no-break space) is two bytes in UTF-8 and counts as whitespace.
+    assert_eq!(typed("ab\u{a0}cd\u{17}x\r".as_bytes()), ["ab\u{a0}x"]);
+}

@@ -1,0 +1,501 @@
+//! Streaming sessions (exec, attach, port-forward): the part of the pipeline that runs after an
+//! upgrade request was authenticated, authorized and audited.
+//!
+//! Strict recording: the recording is opened (file created and synced, index row written)
+//! before the API server is contacted; when that fails the request is refused with 503 and
+//! nothing is sent upstream. After the API server's 101, a session whose negotiated protocol
+//! cannot be decoded is refused (502), never relayed unrecorded. While relaying, every chunk
+//! is decoded and its events are queued to the recorder before the chunk is forwarded; the
+//! recorder's backpressure slows the relay down, and a recording failure ends the session at
+//! once (the relay is cancelled as soon as the writer reports it).
+//!
+//! A handshake the API server refused is still a recorded attempt: its recording is sealed as
+//! terminated with reason `upstream_refused` and indexed, so every authorized upgrade leaves a
+//! recording next to its audit event.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use custody_recorder::index::Index;
+use custody_recorder::model::{EventKind, SessionKind, SessionMeta, SessionStatus};
+use custody_recorder::reader::read_recording;
+use custody_recorder::recovery::RECORDINGS_DIR;
+use custody_recorder::writer::{EventSender, SessionHandle, WriterConfig};
+use ed25519_dalek::SigningKey;
+use http::{HeaderMap, Method, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::Exchange;
+use super::status::status_response;
+use crate::audit::AuditSink;
+use crate::metrics::Metrics;
+use crate::principal::{EffectiveIdentity, Principal};
+use crate::proxy::Body;
+use crate::stream::decode::{DecoderConfig, SessionDecoder, Transport};
+use crate::stream::relay::{
+    CancelHandle, Direction, Observer, ObserverError, RelayConfig, RelayEnd, Side, relay,
+};
+use crate::stream::upgrade::{
+    HandshakeOutcome, StreamSubresource, UpgradeProtocol, UpgradeRequest, UpstreamHandshake,
+};
+use crate::upstream::Upstream;
+
+/// How streaming sessions are recorded. Without one, the gateway refuses upgrades (501).
+#[derive(Clone)]
+pub struct RecordingConfig {
+    /// The data directory: recordings go to `<data_dir>/recordings`, their index rows to
+    /// `<data_dir>/index.sqlite`.
+    pub data_dir: PathBuf,
+    /// The key that signs every recording (loaded once at startup).
+    pub key: Arc<SigningKey>,
+    /// How recordings are written.
+    pub writer: WriterConfig,
+    /// Relay limits: buffer size, idle timeout, maximum duration.
+    pub relay: RelayConfig,
+    /// This gateway instance, written into every recording.
+    pub gateway_id: String,
+}
+
+impl std::fmt::Debug for RecordingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingConfig")
+            .field("data_dir", &self.data_dir)
+            .field("relay", &self.relay)
+            .field("gateway_id", &self.gateway_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The recorder side of the gateway: the configuration and the index connection.
+pub(super) struct Recordings {
+    config: RecordingConfig,
+    index: Arc<Mutex<Option<Index>>>,
+}
+
+/// Termination reasons written into manifests.
+const RECORDING_FAILURE: &str = "recording_failure";
+const DECODE_FAILURE: &str = "decode_failure";
+const UPSTREAM_REFUSED: &str = "upstream_refused";
+const UPSTREAM_CLOSED: &str = "upstream_closed";
+const CLIENT_CLOSED: &str = "client_closed";
+const UNDECODABLE: &str = "undecodable_protocol";
+
+/// Everything the pipeline decided before the upgrade: the request and who makes it.
+pub(super) struct StreamRequest<'a> {
+    pub method: Method,
+    pub path_and_query: String,
+    pub query: Option<&'a str>,
+    pub headers: HeaderMap,
+    pub upgrade: UpgradeRequest,
+    pub on_upgrade: OnUpgrade,
+    pub principal: &'a Principal,
+    pub effective: &'a EffectiveIdentity,
+    pub upstream: &'a Upstream,
+}
+
+impl Recordings {
+    pub(super) fn new(config: RecordingConfig) -> Self {
+        Self {
+            config,
+            index: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.config.data_dir.join(RECORDINGS_DIR)
+    }
+
+    /// Runs `f` with the index on a blocking thread, opening the index on first use.
+    async fn with_index<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Index) -> custody_recorder::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        with_index(
+            self.index.clone(),
+            self.config.data_dir.join("index.sqlite"),
+            f,
+        )
+        .await
+    }
+
+    /// Opens the recording of a session: the file, then its index row.
+    async fn open(&self, meta: SessionMeta) -> Result<SessionHandle, String> {
+        let dir = self.dir();
+        let create = dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::create_dir_all(&create))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let handle = SessionHandle::open(
+            &dir,
+            meta.clone(),
+            self.config.key.clone(),
+            self.config.writer.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let path = handle.path().to_owned();
+        if let Err(e) = self
+            .with_index(move |index| index.record_open(&meta, &path))
+            .await
+        {
+            let _ = handle
+                .finish(SessionStatus::Terminated {
+                    reason: RECORDING_FAILURE.into(),
+                })
+                .await;
+            return Err(format!("the recording index cannot be written: {e}"));
+        }
+        Ok(handle)
+    }
+
+    /// Runs an upgrade request: recording, handshake, 101, relay in the background.
+    pub(super) async fn stream(
+        &self,
+        mut ex: Exchange,
+        request: StreamRequest<'_>,
+        audit: AuditSink,
+        metrics: Arc<Metrics>,
+    ) -> Response<Body> {
+        let id = ex.event.id.to_string();
+        let kind = match request.upgrade.subresource {
+            StreamSubresource::Exec => SessionKind::Exec,
+            StreamSubresource::Attach => SessionKind::Attach,
+            StreamSubresource::PortForward => SessionKind::PortForward,
+        };
+        let meta = self.meta(&ex, &request, kind);
+        let handle = match self.open(meta).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::error!(request_id = %id, error = %e, "recording unavailable");
+                let msg =
+                    format!("custody: recording unavailable: {e}; the session was not started");
+                return refuse(ex, StatusCode::SERVICE_UNAVAILABLE, &msg, metrics, audit);
+            }
+        };
+        let handshake = UpstreamHandshake::new(request.upstream, &request.upgrade);
+        let outcome = handshake
+            .run(&request.method, &request.path_and_query, &request.headers)
+            .await;
+        let up = match outcome {
+            Ok(HandshakeOutcome::Upgraded(up)) => up,
+            Ok(HandshakeOutcome::Refused(refused)) => {
+                let response = refused.client_response(&id);
+                self.seal(handle, terminated(UPSTREAM_REFUSED)).await;
+                ex.complete(response.status(), metrics, audit);
+                return response;
+            }
+            Err(e) => {
+                metrics.upstream_failure();
+                tracing::warn!(request_id = %id, error = %super::error_chain(&e), "upgrade handshake failed");
+                self.seal(handle, terminated(UPSTREAM_REFUSED)).await;
+                let msg = "custody: the gateway could not reach the cluster for the upgrade";
+                let mut response = status_response(StatusCode::BAD_GATEWAY, msg, &id);
+                close(&mut response);
+                ex.complete(StatusCode::BAD_GATEWAY, metrics, audit);
+                return response;
+            }
+        };
+        let transport = match up.protocol {
+            UpgradeProtocol::WebSocket => Transport::WebSocket,
+            UpgradeProtocol::Spdy => Transport::Spdy,
+        };
+        let decoder_config = DecoderConfig {
+            ports: query_values(request.query, "ports")
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+            ..DecoderConfig::default()
+        };
+        let decoder = match SessionDecoder::new(kind, transport, &up.subprotocol, &decoder_config) {
+            Ok(decoder) => decoder,
+            Err(e) => {
+                // The upstream connection is dropped here: nothing is relayed undecoded.
+                drop(up);
+                self.seal(handle, terminated(UNDECODABLE)).await;
+                let msg =
+                    format!("custody: {e}; the session cannot be recorded, so it was refused");
+                let mut response = status_response(StatusCode::BAD_GATEWAY, &msg, &id);
+                close(&mut response);
+                ex.complete(StatusCode::BAD_GATEWAY, metrics, audit);
+                return response;
+            }
+        };
+        let response = up.client_response();
+        let session = Session {
+            recordings: self.clone_parts(),
+            relay_config: self.config.relay,
+            handle,
+            decoder,
+            on_upgrade: request.on_upgrade,
+            id,
+        };
+        tokio::spawn(async move {
+            let (bytes_in, bytes_out) = session.run(*up).await;
+            ex.event.bytes_in = Some(bytes_in);
+            ex.event.bytes_out = Some(bytes_out);
+            ex.complete(StatusCode::SWITCHING_PROTOCOLS, metrics, audit);
+        });
+        response
+    }
+
+    fn clone_parts(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            index: self.index.clone(),
+        }
+    }
+
+    fn meta(&self, ex: &Exchange, request: &StreamRequest<'_>, kind: SessionKind) -> SessionMeta {
+        let info = &ex.event.request;
+        let exec = kind == SessionKind::Exec;
+        let tty = query_values(request.query, "tty")
+            .iter()
+            .any(|v| v == "true" || v == "1");
+        let started_at_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        SessionMeta {
+            session_id: ex.event.id.to_string(),
+            kind,
+            initiator: request.principal.initiator(),
+            effective: request.effective.clone(),
+            cluster: ex.event.cluster.clone(),
+            namespace: info.namespace.clone(),
+            pod: info.name.clone(),
+            container: if kind == SessionKind::PortForward {
+                String::new()
+            } else {
+                query_values(request.query, "container")
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+            },
+            command: if exec {
+                query_values(request.query, "command")
+            } else {
+                Vec::new()
+            },
+            tty,
+            client_addr: ex.event.client_addr.clone(),
+            user_agent: ex.event.user_agent.clone(),
+            approval_id: None,
+            gateway_id: self.config.gateway_id.clone(),
+            started_at_us,
+            term_size: None,
+        }
+    }
+
+    /// Seals a recording with `status` and indexes the sealed file; failures are logged (the
+    /// startup recovery indexes what is left).
+    async fn seal(&self, handle: SessionHandle, status: SessionStatus) {
+        let path = handle.path().to_owned();
+        if let Err(e) = handle.finish(status).await {
+            tracing::error!(path = %path.display(), error = %e, "recording could not be sealed cleanly");
+        }
+        self.index_file(path).await;
+    }
+
+    async fn index_file(&self, path: PathBuf) {
+        let key = self.config.key.verifying_key();
+        let shown = path.display().to_string();
+        let result = self
+            .with_index(move |index| {
+                let recording = read_recording(&path, Some(&key))?;
+                index.index_recording(&recording, &path)
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(path = %shown, error = %e, "recording could not be indexed");
+        }
+    }
+}
+
+async fn with_index<T: Send + 'static>(
+    index: Arc<Mutex<Option<Index>>>,
+    path: PathBuf,
+    f: impl FnOnce(&mut Index) -> custody_recorder::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(move || {
+        let mut slot = index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(Index::open(&path).map_err(|e| e.to_string())?);
+        }
+        match slot.as_mut() {
+            Some(index) => f(index).map_err(|e| e.to_string()),
+            // Unreachable: the slot was filled just above.
+            None => Err("the index is not open".to_owned()),
+        }
+    })
+    .await
+    .map_err(|e| format!("the index task failed: {e}"))?
+}
+
+/// A session after the 101: the relay and its recording.
+struct Session {
+    recordings: Recordings,
+    relay_config: RelayConfig,
+    handle: SessionHandle,
+    decoder: SessionDecoder,
+    on_upgrade: OnUpgrade,
+    id: String,
+}
+
+impl Session {
+    /// Relays until the session ends, seals and indexes the recording; returns the bytes
+    /// forwarded (client to upstream, upstream to client).
+    async fn run(self, up: crate::stream::upgrade::Upgraded) -> (u64, u64) {
+        let Session {
+            recordings,
+            relay_config,
+            handle,
+            decoder,
+            on_upgrade,
+            id,
+        } = self;
+        let client = match on_upgrade.await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(request_id = %id, error = %e, "the client connection was not handed over");
+                recordings.seal(handle, terminated(CLIENT_CLOSED)).await;
+                return (0, 0);
+            }
+        };
+        let cancel = CancelHandle::new();
+        let sender = handle.sender();
+        let watchdog = {
+            let cancel = cancel.clone();
+            let sender = sender.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let failure = sender.fatal().await;
+                tracing::error!(request_id = %id, %failure, "recording failed; ending the session");
+                cancel.cancel(RECORDING_FAILURE);
+            })
+        };
+        let start = std::time::Instant::now();
+        let mut observer = Recorder {
+            decoder,
+            sender,
+            start,
+            failure: None,
+            exited: false,
+        };
+        let report = relay(
+            TokioIo::new(client),
+            up.stream,
+            up.leftover,
+            &mut observer,
+            relay_config,
+            &cancel,
+        )
+        .await;
+        watchdog.abort();
+        let status = match &report.end {
+            RelayEnd::ClientClosed | RelayEnd::UpstreamClosed => SessionStatus::Complete,
+            RelayEnd::Cancelled(reason) => terminated(reason),
+            RelayEnd::IdleTimeout => terminated("idle_timeout"),
+            RelayEnd::MaxDuration => terminated("max_duration"),
+            RelayEnd::Observer(_, _) => terminated(observer.failure.unwrap_or(RECORDING_FAILURE)),
+            // Once the process's exit status went through, a connection torn down instead of
+            // closed cleanly (a reset, a missing close_notify) ends a complete session.
+            RelayEnd::Io(_, _) if observer.exited => SessionStatus::Complete,
+            RelayEnd::Io(Side::Upstream, _) => terminated(UPSTREAM_CLOSED),
+            RelayEnd::Io(Side::Client, _) => terminated(CLIENT_CLOSED),
+        };
+        tracing::info!(request_id = %id, end = ?report.end, "session ended");
+        if observer.failure.is_none() {
+            let time_us = micros(start.elapsed());
+            for event in observer.decoder.finish(time_us) {
+                if observer.sender.record(event).await.is_err() {
+                    break;
+                }
+            }
+        }
+        recordings.seal(handle, status).await;
+        (report.client_to_upstream, report.upstream_to_client)
+    }
+}
+
+/// Decodes each chunk and queues its events to the recorder before the relay forwards it.
+struct Recorder {
+    decoder: SessionDecoder,
+    sender: EventSender,
+    start: std::time::Instant,
+    failure: Option<&'static str>,
+    /// Whether the process's exit status was decoded.
+    exited: bool,
+}
+
+impl Observer for Recorder {
+    fn on_chunk(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        at: std::time::Instant,
+    ) -> impl Future<Output = Result<(), ObserverError>> + Send {
+        let time_us = micros(at.saturating_duration_since(self.start));
+        async move {
+            let events = self.decoder.feed(direction, bytes, time_us).map_err(|e| {
+                self.failure = Some(DECODE_FAILURE);
+                ObserverError(format!("the stream cannot be decoded: {e}"))
+            })?;
+            for event in events {
+                self.exited |= matches!(event.kind, EventKind::Exit { .. });
+                if let Err(e) = self.sender.record(event).await {
+                    self.failure = Some(RECORDING_FAILURE);
+                    return Err(ObserverError(format!("the recording failed: {e}")));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn terminated(reason: &str) -> SessionStatus {
+    SessionStatus::Terminated {
+        reason: reason.to_owned(),
+    }
+}
+
+fn close(response: &mut Response<Body>) {
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+}
+
+/// Refuses an already-allowed upgrade before any upstream contact (its decision is audited
+/// already: the completion carries the status).
+fn refuse(
+    ex: Exchange,
+    code: StatusCode,
+    message: &str,
+    metrics: Arc<Metrics>,
+    audit: AuditSink,
+) -> Response<Body> {
+    let mut response = status_response(code, message, &ex.event.id.to_string());
+    close(&mut response);
+    ex.complete(code, metrics, audit);
+    response
+}
+
+/// Every value of `name` in the query, decoded, in order.
+fn query_values(query: Option<&str>, name: &str) -> Vec<String> {
+    query
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
