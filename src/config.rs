@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,80 @@ pub struct Config {
     /// Who may impersonate whom (`kubectl --as`).
     #[serde(default)]
     pub impersonation: ImpersonationConfig,
+    /// Limits of streaming sessions (exec, attach, port-forward).
+    #[serde(default)]
+    pub streams: StreamsConfig,
+}
+
+/// Limits of streaming sessions. A session that hits one ends, and its recording says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// End a session when no byte flowed either way for this many seconds (default 14400,
+    /// four hours, like the kubelet's streaming idle timeout; 0: never).
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
+    /// End a session this many seconds after it started, whatever happens (default 0: never).
+    #[serde(default)]
+    pub max_duration_seconds: u64,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            idle_timeout_seconds: default_idle_timeout_seconds(),
+            max_duration_seconds: 0,
+        }
+    }
+}
+
+/// The largest limit accepted: ten years, far beyond any session and any timer's range.
+const MAX_STREAM_LIMIT_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+impl StreamsConfig {
+    /// The idle timeout, `None` when disabled.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        seconds(self.idle_timeout_seconds)
+    }
+
+    /// The maximum duration, `None` when disabled.
+    pub fn max_duration(&self) -> Option<Duration> {
+        seconds(self.max_duration_seconds)
+    }
+
+    fn problems(&self) -> Vec<String> {
+        [
+            ("idle_timeout_seconds", self.idle_timeout_seconds),
+            ("max_duration_seconds", self.max_duration_seconds),
+        ]
+        .into_iter()
+        .filter(|&(_, value)| value > MAX_STREAM_LIMIT_SECONDS)
+        .map(|(key, value)| {
+            format!(
+                "streams.{key}: {value} is more than {MAX_STREAM_LIMIT_SECONDS} (ten years); use 0 for no limit"
+            )
+        })
+        .collect()
+    }
+
+    fn explain(&self) -> String {
+        let limit = |d: Option<Duration>| {
+            d.map_or_else(|| "none".to_owned(), |d| format!("{}s", d.as_secs()))
+        };
+        format!(
+            "streams: idle timeout {}, maximum duration {}",
+            limit(self.idle_timeout()),
+            limit(self.max_duration())
+        )
+    }
+}
+
+fn seconds(value: u64) -> Option<Duration> {
+    (value > 0).then(|| Duration::from_secs(value))
+}
+
+fn default_idle_timeout_seconds() -> u64 {
+    4 * 3600
 }
 
 /// The HTTPS listener.
@@ -209,6 +284,7 @@ impl Config {
         if let Err(problem) = self.impersonation.validate() {
             problems.push(format!("impersonation: {problem}"));
         }
+        problems.extend(self.streams.problems());
         problems
     }
 
@@ -227,7 +303,7 @@ impl Config {
             .collect();
         let issuers: Vec<&str> = self.oidc.iter().map(|o| o.issuer.as_str()).collect();
         format!(
-            "listens on https://{} (admin http://{})\nclusters: {}\nOIDC issuers: {}\nServiceAccount tokens: {}\nimpersonation rules: {}\naudit: {} in {}\n",
+            "listens on https://{} (admin http://{})\nclusters: {}\nOIDC issuers: {}\nServiceAccount tokens: {}\nimpersonation rules: {}\naudit: {} in {}\n{}\n",
             self.server.listen,
             self.admin.listen,
             clusters.join(", "),
@@ -247,6 +323,7 @@ impl Config {
                 AuditMode::BestEffort => "best-effort",
             },
             self.data_dir.display(),
+            self.streams.explain(),
         )
     }
 }
@@ -288,6 +365,56 @@ client_id = "custody"
                 .explain()
                 .contains("clusters: prod (kubeconfig /etc/custody/prod.kubeconfig)")
         );
+        assert_eq!(
+            config.streams.idle_timeout(),
+            Some(Duration::from_secs(4 * 3600))
+        );
+        assert_eq!(config.streams.max_duration(), None);
+        assert!(
+            config
+                .explain()
+                .contains("streams: idle timeout 14400s, maximum duration none"),
+            "{}",
+            config.explain()
+        );
+    }
+
+    #[test]
+    fn stream_limits_are_read_and_zero_means_none() {
+        let text = format!(
+            "{MINIMAL}\n[streams]\nidle_timeout_seconds = 0\nmax_duration_seconds = 3600\n"
+        );
+        let config = Config::parse(&text, &no_env).unwrap();
+        assert_eq!(config.streams.idle_timeout(), None);
+        assert_eq!(
+            config.streams.max_duration(),
+            Some(Duration::from_secs(3600))
+        );
+        assert!(
+            config
+                .explain()
+                .contains("streams: idle timeout none, maximum duration 3600s")
+        );
+    }
+
+    #[test]
+    fn stream_limits_are_checked() {
+        let text = format!(
+            "{MINIMAL}\n[streams]\nidle_timeout_seconds = 999999999999\nmax_duration_seconds = -1\n"
+        );
+        let err = Config::parse(&text, &no_env).unwrap_err();
+        assert!(err.to_string().contains("max_duration_seconds"), "{err}");
+        let text = format!("{MINIMAL}\n[streams]\nidle_timeout_seconds = 999999999999\n");
+        let err = Config::parse(&text, &no_env).unwrap_err();
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.starts_with("streams.idle_timeout_seconds")),
+            "{err}"
+        );
+        let text = format!("{MINIMAL}\n[streams]\nidle_timeout = 5\n");
+        let err = Config::parse(&text, &no_env).unwrap_err();
+        assert!(err.to_string().contains("idle_timeout"), "{err}");
     }
 
     #[test]

@@ -123,7 +123,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 data_dir: config.data_dir.clone(),
                 key: signing_key,
                 writer: WriterConfig::default(),
-                relay: RelayConfig::default(),
+                relay: RelayConfig {
+                    idle_timeout: config.streams.idle_timeout(),
+                    max_duration: config.streams.max_duration(),
+                    ..RelayConfig::default()
+                },
                 gateway_id: config.gateway_id.clone(),
             }),
         })

@@ -9,12 +9,20 @@
 //! recorder's backpressure slows the relay down, and a recording failure ends the session at
 //! once (the relay is cancelled as soon as the writer reports it).
 //!
+//! The session's end is written into its manifest: `complete`, or terminated with the reason
+//! (`client_closed`, `upstream_closed` when the API server's connection dropped before the
+//! process's exit status went through, `idle_timeout`, `max_duration`, an admin's reason,
+//! `recording_failure`, `decode_failure`).
+//!
 //! A handshake the API server refused is still a recorded attempt: its recording is sealed as
 //! terminated with reason `upstream_refused` and indexed, so every authorized upgrade leaves a
 //! recording next to its audit event.
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use custody_recorder::index::Index;
@@ -378,6 +386,11 @@ impl Session {
             })
         };
         let start = std::time::Instant::now();
+        let truncated = Arc::new(AtomicBool::new(false));
+        let upstream = TruncationWatch {
+            inner: up.stream,
+            truncated: truncated.clone(),
+        };
         let mut observer = Recorder {
             decoder,
             sender,
@@ -387,7 +400,7 @@ impl Session {
         };
         let report = relay(
             TokioIo::new(client),
-            up.stream,
+            upstream,
             up.leftover,
             &mut observer,
             relay_config,
@@ -396,6 +409,11 @@ impl Session {
         .await;
         watchdog.abort();
         let status = match &report.end {
+            // An API server whose connection dropped (no TLS close_notify) before the process's
+            // exit status went through did not end the session: it went away.
+            RelayEnd::UpstreamClosed if truncated.load(Ordering::Relaxed) && !observer.exited => {
+                terminated(UPSTREAM_CLOSED)
+            }
             RelayEnd::ClientClosed | RelayEnd::UpstreamClosed => SessionStatus::Complete,
             RelayEnd::Cancelled(reason) => terminated(reason),
             RelayEnd::IdleTimeout => terminated("idle_timeout"),
@@ -418,6 +436,59 @@ impl Session {
         }
         recordings.seal(handle, status).await;
         (report.client_to_upstream, report.upstream_to_client)
+    }
+}
+
+/// The API server's connection, noting whether it ended without a TLS `close_notify` (the
+/// relay reads that as an end of stream; a server that died mid-session shows that way).
+struct TruncationWatch<S> {
+    inner: S,
+    truncated: Arc<AtomicBool>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TruncationWatch<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Err(e)) = &result
+            && e.kind() == std::io::ErrorKind::UnexpectedEof
+        {
+            self.truncated.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for TruncationWatch<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

@@ -7,6 +7,7 @@
 )]
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
     clippy::needless_pass_by_value,
     clippy::struct_excessive_bools,
     reason = "test harness: a failure should stop the test"
@@ -81,12 +82,20 @@ pub struct Options {
     pub sim_rules: Option<PathBuf>,
     /// Relay and record exec, attach and port-forward (recordings under the data directory).
     pub recording: bool,
+    /// The relay limits of recorded sessions (default: none).
+    pub relay: Option<custody::stream::relay::RelayConfig>,
+    /// Serve the cluster `sim` from this API server instead of kube-sim's (kube-sim still runs).
+    pub upstream: Option<Upstream>,
+    /// Run kube-sim on a runtime of its own, so [`Env::kill_sim`] can stop it mid-session.
+    pub killable_sim: bool,
 }
 
 /// kube-sim and the gateway, running.
 pub struct Env {
     pub rt: tokio::runtime::Runtime,
     sim: Option<KubeSim>,
+    /// kube-sim's own runtime, with `killable_sim`.
+    sim_rt: Option<tokio::runtime::Runtime>,
     pub sim_dir: PathBuf,
     pub gateway_addr: SocketAddr,
     pub ca_pem: String,
@@ -112,7 +121,7 @@ impl Env {
         let data_dir = dir.path().join("data");
         let mut sim_config = KubeSimConfig::new(&sim_dir);
         sim_config.rules.clone_from(&options.sim_rules);
-        let sim = rt.block_on(KubeSim::start(sim_config)).unwrap();
+        let (sim, sim_rt) = start_sim(&rt, sim_config, options.killable_sim);
         let mut gw_kubeconfig = sim_dir.join("gateway.kubeconfig");
         if options.wrong_ca {
             let other = Pki::generate(&["127.0.0.1".to_owned()]).unwrap();
@@ -145,10 +154,14 @@ impl Env {
         } else {
             Arc::new(FakeAuth)
         };
-        let (signing_key, recording) = recording_config(options.recording, &data_dir);
+        let (signing_key, recording) =
+            recording_config(options.recording, options.relay, &data_dir);
         let gateway = Gateway::new(GatewayParts {
             authenticator,
-            clusters: vec![("sim".to_owned(), upstream)],
+            clusters: vec![(
+                "sim".to_owned(),
+                options.upstream.clone().unwrap_or(upstream),
+            )],
             impersonation: ImpersonationConfig {
                 allow: vec![AllowRule {
                     users: vec!["bob".into()],
@@ -182,6 +195,7 @@ impl Env {
         Env {
             rt,
             sim: Some(sim),
+            sim_rt,
             sim_dir,
             gateway_addr,
             ca_pem: pki.ca_pem(),
@@ -219,19 +233,56 @@ impl Env {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Kills kube-sim as a crash would: every task of its runtime (listener, connections,
+    /// upgraded streams) is dropped at once, its sockets closed without a TLS `close_notify`,
+    /// and its processes killed (they are killed on drop). Needs `killable_sim`.
+    pub fn kill_sim(&mut self) {
+        let sim_rt = self
+            .sim_rt
+            .take()
+            .expect("kill_sim needs Options::killable_sim");
+        sim_rt.shutdown_timeout(Duration::from_secs(5));
+        drop(self.sim.take());
+    }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
         if let Some(sim) = self.sim.take() {
-            self.rt.block_on(sim.shutdown());
+            self.sim_rt
+                .as_ref()
+                .unwrap_or(&self.rt)
+                .block_on(sim.shutdown());
         }
     }
+}
+
+/// Starts kube-sim on `rt`, or on a runtime of its own (returned) when `killable`.
+fn start_sim(
+    rt: &tokio::runtime::Runtime,
+    config: KubeSimConfig,
+    killable: bool,
+) -> (KubeSim, Option<tokio::runtime::Runtime>) {
+    let sim_rt = killable.then(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+    let sim = sim_rt
+        .as_ref()
+        .unwrap_or(rt)
+        .block_on(KubeSim::start(config))
+        .unwrap();
+    (sim, sim_rt)
 }
 
 /// The signing key and the recording configuration, when recording is on.
 fn recording_config(
     on: bool,
+    relay: Option<custody::stream::relay::RelayConfig>,
     data_dir: &Path,
 ) -> (
     Option<Arc<ed25519_dalek::SigningKey>>,
@@ -248,7 +299,7 @@ fn recording_config(
         data_dir: data_dir.to_owned(),
         key: key.clone(),
         writer: custody_recorder::writer::WriterConfig::default(),
-        relay: custody::stream::relay::RelayConfig::default(),
+        relay: relay.unwrap_or_default(),
         gateway_id: "test-gateway".into(),
     };
     (Some(key), Some(config))
