@@ -10,6 +10,8 @@
 
 #[path = "gateway_support/env.rs"]
 mod env;
+#[path = "gateway_support/recorded.rs"]
+mod recorded;
 #[path = "../recorder/tests/support/recording_support.rs"]
 mod recording_support;
 
@@ -25,6 +27,7 @@ use env::{Env, Options, ok};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use recorded::{assert_one_forward, input_of, output_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -87,30 +90,6 @@ fn recording_of(env: &Env, count: usize, kind: SessionKind) -> (PathBuf, Recordi
     assert_eq!(recording.meta.cluster, "sim");
     assert_eq!(recording.meta.namespace, "default");
     (path, recording)
-}
-
-fn bytes_of(recording: &Recording, pick: fn(&EventKind) -> Option<&[u8]>) -> Vec<u8> {
-    recording
-        .events
-        .iter()
-        .filter_map(|e| pick(&e.kind))
-        .flatten()
-        .copied()
-        .collect()
-}
-
-fn output_of(recording: &Recording) -> Vec<u8> {
-    bytes_of(recording, |k| match k {
-        EventKind::Output(bytes) => Some(bytes),
-        _ => None,
-    })
-}
-
-fn input_of(recording: &Recording) -> Vec<u8> {
-    bytes_of(recording, |k| match k {
-        EventKind::Input(bytes) => Some(bytes),
-        _ => None,
-    })
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -462,20 +441,5 @@ fn kube_rs_port_forward_is_recorded() {
 
     let (_, recording) = recording_of(&env, 1, SessionKind::PortForward);
     assert_eq!(recording.meta.pod, "demo");
-    let opened = recording
-        .events
-        .iter()
-        .filter(|e| matches!(e.kind, EventKind::ConnectionOpened { port: 8080, .. }))
-        .count();
-    assert_eq!(opened, 1, "{:?}", recording.events);
-    let moved = recording.events.iter().find_map(|e| match &e.kind {
-        EventKind::ConnectionClosed {
-            bytes_to_pod,
-            bytes_from_pod,
-            ..
-        } => Some((*bytes_to_pod, *bytes_from_pod)),
-        _ => None,
-    });
-    let len = u64::try_from(data.len()).unwrap();
-    assert_eq!(moved, Some((len, len)), "{:?}", recording.events);
+    assert_one_forward(&recording, 8080, u64::try_from(data.len()).unwrap());
 }

@@ -9,6 +9,8 @@
 
 #[path = "gateway_support/env.rs"]
 mod env;
+#[path = "gateway_support/recorded.rs"]
+mod recorded;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -17,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use custody_fixtures::harness::{Collected, Kubectl};
 use custody_recorder::index::{Index, SessionRow};
-use custody_recorder::model::{EventKind, SessionKind, SessionStatus};
+use custody_recorder::model::{SessionKind, SessionStatus};
 use custody_recorder::reader::{Recording, read_recording};
 use env::{Env, Options, ok};
+use recorded::{assert_one_forward, exits_of, input_of, output_of};
 
 fn recording_env() -> Env {
     Env::start(Options {
@@ -75,44 +78,6 @@ fn wait_for_row(index: &Index, id: &str) -> SessionRow {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn output_of(recording: &Recording) -> Vec<u8> {
-    recording
-        .events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Output(bytes) => Some(bytes.as_slice()),
-            _ => None,
-        })
-        .flatten()
-        .copied()
-        .collect()
-}
-
-fn input_of(recording: &Recording) -> Vec<u8> {
-    recording
-        .events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Input(bytes) => Some(bytes.as_slice()),
-            _ => None,
-        })
-        .flatten()
-        .copied()
-        .collect()
-}
-
-/// The exit codes recorded (one per exec, `None` for a Status without a code).
-fn exits_of(recording: &Recording) -> Vec<Option<i32>> {
-    recording
-        .events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Exit { code, .. } => Some(*code),
-            _ => None,
-        })
-        .collect()
 }
 
 fn check_identity(recording: &Recording, kind: SessionKind) {
@@ -217,21 +182,7 @@ fn exec_and_port_forward(k: &Kubectl, env: &Env) {
     let recordings = sealed_recordings(env, 4);
     let pf = &recordings[3];
     check_identity(pf, SessionKind::PortForward);
-    let opened = pf
-        .events
-        .iter()
-        .filter(|e| matches!(e.kind, EventKind::ConnectionOpened { port: 8080, .. }))
-        .count();
-    assert_eq!(opened, 1, "{:?}", pf.events);
-    let closed = pf.events.iter().find_map(|e| match &e.kind {
-        EventKind::ConnectionClosed {
-            bytes_to_pod,
-            bytes_from_pod,
-            ..
-        } => Some((*bytes_to_pod, *bytes_from_pod)),
-        _ => None,
-    });
-    assert_eq!(closed, Some((PF_BYTES as u64, PF_BYTES as u64)));
+    assert_one_forward(pf, 8080, PF_BYTES as u64);
 }
 
 const PF_BYTES: usize = 100_000;
