@@ -12,6 +12,7 @@ mod demo;
 mod key;
 mod reindex;
 mod serve;
+mod sessions;
 
 /// custody: a Kubernetes access gateway that keeps the chain of custody.
 ///
@@ -54,6 +55,19 @@ enum Command {
     ///   custody audit --data-dir /var/lib/custody --denied --json
     ///   custody audit --data-dir /var/lib/custody --follow
     Audit(audit::Args),
+    /// The sessions a running gateway relays now: list them, follow one, end one.
+    ///
+    /// Exec, attach and port-forward sessions, through the gateway's control socket,
+    /// `<data_dir>/control.sock`, which only the gateway's user (and root) may open: run these
+    /// as that user on the gateway's host. See docs/operations.md.
+    ///
+    /// Examples:
+    ///   custody sessions live --data-dir /var/lib/custody
+    ///   custody sessions follow --data-dir /var/lib/custody 0b6f3c1e-5d2a-4c8e-9f1a-2b3c4d5e6f70
+    ///   custody sessions kill --data-dir /var/lib/custody 0b6f3c1e-5d2a-4c8e-9f1a-2b3c4d5e6f70 \
+    ///       --reason "INC-1234: unapproved shell on prod"
+    #[command(verbatim_doc_comment)]
+    Sessions(sessions::Args),
     /// Print the public key that verifies this gateway's recordings (PEM, or hex with --hex).
     Key {
         /// The data directory (as in the configuration's `data_dir`).
@@ -90,6 +104,7 @@ pub fn main() -> ExitCode {
         Command::Credential(args) => credential::run(&args),
         Command::Config(ConfigCommand::Check { file }) => config_check::run(&file),
         Command::Audit(args) => audit::run(&args),
+        Command::Sessions(args) => sessions::run(&args),
         Command::Reindex { data_dir } => reindex::run(&data_dir),
         Command::Key { data_dir, hex } => key::run(&data_dir, hex),
     };

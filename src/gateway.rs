@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::audit::{AuditEvent, AuditMode, AuditSink, Decision};
 use crate::classify::{classify, split_cluster};
+use crate::control::registry::LiveSessions;
 use crate::error::{Error, Result};
 use crate::impersonation::headers::{GatewayExtras, upstream_request_headers};
 use crate::impersonation::{ImpersonationConfig, decide};
@@ -93,6 +94,12 @@ impl Gateway {
     /// The gateway's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The live streaming sessions, for the control endpoint; `None` without recording (no
+    /// session can run).
+    pub fn live_sessions(&self) -> Option<Arc<LiveSessions>> {
+        self.recordings.as_ref().map(|r| r.live().clone())
     }
 
     /// Answers one request from `peer` (the socket address, the only client address trusted).

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod authn;
 pub mod classify;
 pub mod config;
+pub mod control;
 pub mod credential;
 pub mod error;
 pub mod gateway;

@@ -1,8 +1,8 @@
 //! Streaming sessions that end badly, through the whole gateway with recording on: kube-sim
-//! dying mid-session, an idle session reaching the idle timeout, and an API server that
-//! answers the upgrade with something other than 101. Each case ends the client's session and
-//! leaves a verified recording, sealed as terminated with the reason, and an index row that
-//! agrees.
+//! dying mid-session, a session reaching the idle timeout or its maximum duration (kubectl
+//! prints custody's reason), and an API server that answers the upgrade with something other
+//! than 101. Each case ends the client's session and leaves a verified recording, sealed as
+//! terminated with the reason, and an index row that agrees.
 
 #![allow(
     clippy::unwrap_used,
@@ -159,18 +159,17 @@ fn killing_kube_sim_mid_session_ends_the_client_and_seals_upstream_closed() {
     check_terminated(&env, &recording, "upstream_closed");
 }
 
-/// A gateway with a 1 s idle timeout ends an `exec -i cat` that nobody types into.
-#[test]
-fn an_idle_session_is_ended_by_the_idle_timeout() {
+/// Runs `kubectl <minor> exec -i demo -- cat` through a gateway with `relay`: types a line,
+/// waits for its echo, then types nothing until custody ends the session. Checks kubectl
+/// failed within `limit` of its start, and the recording is sealed as terminated with
+/// `reason`; returns kubectl's stderr.
+fn exec_ended_by_custody(minor: &str, relay: RelayConfig, reason: &str, limit: Duration) -> String {
     let env = Env::start(Options {
         recording: true,
-        relay: Some(RelayConfig {
-            idle_timeout: Some(Duration::from_secs(1)),
-            ..RelayConfig::default()
-        }),
+        relay: Some(relay),
         ..Options::default()
     });
-    let k = env.kubectl("1.32");
+    let k = env.kubectl(minor);
     let started = Instant::now();
     let mut child = k
         .command(["--context", "alice", "exec", "-i", "demo", "--", "cat"])
@@ -179,19 +178,60 @@ fn an_idle_session_is_ended_by_the_idle_timeout() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let status = exit_within(&mut child, Duration::from_secs(10));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"before\n").unwrap();
+    stdin.flush().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut echoed = [0u8; 7];
+        let result = stdout.read_exact(&mut echoed).map(|()| echoed);
+        let _ = tx.send(result);
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    });
+    let status = exit_within(&mut child, limit + Duration::from_secs(5));
     let took = started.elapsed();
     let stderr = stderr_of(&mut child);
     drop(stdin);
+    eprintln!("kubectl {minor} exited {status} after {took:?}; stderr:\n{stderr}");
+    let echoed = rx.recv_timeout(Duration::from_secs(1)).unwrap().unwrap();
+    assert_eq!(&echoed, b"before\n", "{stderr}");
     assert!(!status.success(), "kubectl failed: {stderr}");
-    assert!(
-        took < Duration::from_secs(4),
-        "kubectl ended after {took:?}"
-    );
+    assert!(took < limit, "kubectl ended after {took:?}");
 
     let recording = the_sealed_recording(&env);
-    check_terminated(&env, &recording, "idle_timeout");
+    check_terminated(&env, &recording, reason);
+    stderr
+}
+
+/// A gateway with a 1 s idle timeout ends an `exec -i cat` that nobody types into, and kubectl
+/// (1.32 over WebSocket, 1.28 over SPDY) prints why.
+#[test]
+fn an_idle_session_is_ended_by_the_idle_timeout() {
+    let relay = RelayConfig {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..RelayConfig::default()
+    };
+    let told = "error: custody: the session was idle for 1s and was ended (idle timeout)";
+    for minor in ["1.32", "1.28"] {
+        let stderr = exec_ended_by_custody(minor, relay, "idle_timeout", Duration::from_secs(6));
+        assert!(stderr.contains(told), "kubectl {minor}: {stderr}");
+    }
+}
+
+/// A gateway with a 3 s maximum duration ends an `exec -i cat` at 3 s, and kubectl (1.32 over
+/// WebSocket, 1.28 over SPDY) prints why.
+#[test]
+fn a_session_is_ended_at_its_maximum_duration_and_told_why() {
+    let relay = RelayConfig {
+        max_duration: Some(Duration::from_secs(3)),
+        ..RelayConfig::default()
+    };
+    let told = "error: custody: the session reached its maximum duration of 3s and was ended";
+    for minor in ["1.32", "1.28"] {
+        let stderr = exec_ended_by_custody(minor, relay, "max_duration", Duration::from_secs(8));
+        assert!(stderr.contains(told), "kubectl {minor}: {stderr}");
+    }
 }
 
 const EXEC: &str =
@@ -227,11 +267,21 @@ fn refused_upgrades_through_the_gateway_are_recorded_and_audited() {
         ),
     ];
     for (code, want, answer) in answers {
-        refused_case(code, want, &answer, status);
+        for upgrade in [WEBSOCKET_UPGRADE, SPDY_UPGRADE] {
+            refused_case(code, want, &answer, status, upgrade);
+        }
     }
 }
 
-fn refused_case(code: u16, want: u16, answer: &str, status: &str) {
+/// The upgrade headers of kubectl 1.32 (WebSocket) and kubectl 1.28 (SPDY).
+const WEBSOCKET_UPGRADE: &str = "Connection: Upgrade\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Key: KEY\r\nSec-WebSocket-Version: 13\r\n\
+    Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n";
+const SPDY_UPGRADE: &str = "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+    X-Stream-Protocol-Version: v4.channel.k8s.io\r\n\
+    X-Stream-Protocol-Version: v3.channel.k8s.io\r\n";
+
+fn refused_case(code: u16, want: u16, answer: &str, status: &str, upgrade: &str) {
     // The scripted API server runs on a runtime of its own, kept for the whole case.
     let scripted_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -249,10 +299,10 @@ fn refused_case(code: u16, want: u16, answer: &str, status: &str) {
         upstream: Some(upstream),
         ..Options::default()
     });
+    let upgrade = upgrade.replace("KEY", KEY);
     let request = format!(
         "GET {EXEC} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer alice-token\r\n\
-         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {KEY}\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n{SMUGGLED}"
+         {upgrade}\r\n{SMUGGLED}"
     );
     let (response, closed) = env.rt.block_on(async {
         let mut tls = connect(&env).await;

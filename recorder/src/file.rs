@@ -82,6 +82,8 @@ pub struct RecordingFile {
     events: u64,
     last_event_us: u64,
     open: Option<OpenFrame>,
+    /// The header frame, for a file this process created.
+    header: Option<FrameInfo>,
     /// Set when a write failed: the compressor's state no longer matches the file.
     broken: bool,
     stats: FileStats,
@@ -149,7 +151,7 @@ impl RecordingFile {
             last_event_us: 0,
         };
         let mut this = Self::new(file, path.clone(), key, meta.clone(), level, resume)?;
-        this.append_frame(header, FrameEvents::default())?;
+        this.header = Some(this.append_frame(header, FrameEvents::default())?);
         File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         this.stats.syncs += 1;
         Ok(this)
@@ -201,6 +203,7 @@ impl RecordingFile {
             events: at.events,
             last_event_us: at.last_event_us,
             open: None,
+            header: None,
             broken: false,
             stats: FileStats::default(),
         })
@@ -227,6 +230,11 @@ impl RecordingFile {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The header frame (frame 0), for a file created by [`create`](Self::create).
+    pub fn header_frame(&self) -> Option<FrameInfo> {
+        self.header
     }
 
     /// The key that signs the file's checkpoints and manifest.

@@ -200,3 +200,17 @@ fn trim_newline(line: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `bytes` are binary data rather than terminal text: at least 64 bytes of which more
+/// than one in eight are NUL or not UTF-8. Such chunks get no display text in a recording and
+/// no searchable text in the index.
+pub fn looks_binary(bytes: &[u8]) -> bool {
+    if bytes.len() < 64 {
+        return false;
+    }
+    let odd: usize = bytes
+        .utf8_chunks()
+        .map(|chunk| chunk.invalid().len() + chunk.valid().bytes().filter(|b| *b == 0).count())
+        .sum();
+    odd * 8 > bytes.len()
+}

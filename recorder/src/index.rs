@@ -12,19 +12,21 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use crate::error::{Error, Result};
-use crate::keyframe::{Keyframe, Seekpoint, build_seekpoints};
-use crate::model::{Event, EventKind, SessionKind, SessionMeta, SessionStatus};
-use crate::reader::Recording;
+use crate::keyframe::{Keyframe, Seekpoint};
+use crate::model::{Event, SessionKind, SessionMeta, SessionStatus};
+use crate::reader::{FrameInfo, Recording};
 
 mod audit;
+mod builder;
 mod query;
 mod schema;
 mod transcript;
 
 pub use audit::{AuditCompletion, AuditQuery, AuditRecord};
+pub use builder::IndexBuilder;
 pub use query::{SearchHit, SessionQuery};
 pub use schema::latest_version;
-pub use transcript::{TextChunk, TextSource};
+pub use transcript::{MAX_SESSION_TEXT, TextChunk, TextSource};
 
 /// An open index database.
 pub struct Index {
@@ -416,6 +418,20 @@ pub struct FrameFacts {
     pub chain_hash: [u8; 32],
 }
 
+impl From<&FrameInfo> for FrameFacts {
+    fn from(f: &FrameInfo) -> Self {
+        Self {
+            index: f.index,
+            offset: f.offset,
+            compressed_len: f.compressed_len,
+            first_event_us: f.first_event_us,
+            last_event_us: f.last_event_us,
+            event_count: f.event_count,
+            chain_hash: f.chain_hash,
+        }
+    }
+}
+
 /// How a recording ended, as far as its file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEnd {
@@ -432,19 +448,7 @@ pub struct SessionEnd {
 impl IndexedSession {
     /// Derives the rows of a recording as the reader returned it.
     pub fn from_recording(recording: &Recording, file_path: &Path, file_size: u64) -> Result<Self> {
-        let frames: Vec<FrameFacts> = recording
-            .frames
-            .iter()
-            .map(|f| FrameFacts {
-                index: f.index,
-                offset: f.offset,
-                compressed_len: f.compressed_len,
-                first_event_us: f.first_event_us,
-                last_event_us: f.last_event_us,
-                event_count: f.event_count,
-                chain_hash: f.chain_hash,
-            })
-            .collect();
+        let frames: Vec<FrameFacts> = recording.frames.iter().map(FrameFacts::from).collect();
         let last_event_us = recording.events.last().map_or(0, |e| e.time_us);
         let ended_at_us = match (&recording.manifest, &recording.status) {
             (Some(manifest), _) => Some(manifest.ended_at_us),
@@ -487,67 +491,23 @@ impl IndexedSession {
         file_path: &Path,
         file_size: u64,
     ) -> Result<Self> {
-        let counts: Vec<usize> = frames.iter().map(|f| f.event_count as usize).collect();
-        let mut seekpoints = build_seekpoints(meta, events, &counts)?.into_iter();
-        let mut transcript = transcript::Transcript::default();
-        let mut frame_rows = Vec::with_capacity(frames.len());
+        let mut builder = IndexBuilder::new(meta)?;
         let mut next = 0usize;
         for f in frames {
-            let keyframe = match seekpoints.next().flatten() {
-                Some(sp) => Some(sp.keyframe.encode()?),
-                None => None,
-            };
-            frame_rows.push(FrameRow {
-                index: f.index,
-                offset: f.offset,
-                compressed_len: f.compressed_len,
-                first_event_us: f.first_event_us,
-                last_event_us: f.last_event_us,
-                event_count: f.event_count,
-                first_event_index: next as u64,
-                chain_hash: f.chain_hash,
-                keyframe,
-            });
             let end_index = next
                 .saturating_add(f.event_count as usize)
                 .min(events.len());
             for event in &events[next..end_index] {
-                transcript.push(event);
+                builder.event(event);
             }
-            transcript.end_frame();
+            builder.frame_closed(f)?;
             next = end_index;
         }
-        // Events past the last listed frame (there should be none) still count as text.
+        // Events past the last listed frame (there should be none) still count.
         for event in &events[next..] {
-            transcript.push(event);
+            builder.event(event);
         }
-        let last_time = events.last().map_or(0, |e| e.time_us);
-        let (exit_code, exit_message) = events
-            .iter()
-            .rev()
-            .find_map(|e| match &e.kind {
-                EventKind::Exit { code, message } => Some((*code, Some(message.clone()))),
-                _ => None,
-            })
-            .unwrap_or((None, None));
-        let row = SessionRow {
-            meta: meta.clone(),
-            ended_at_us: end.ended_at_us,
-            status: end.status,
-            exit_code,
-            exit_message: exit_message.filter(|m| !m.is_empty()),
-            event_count: events.len() as u64,
-            frame_count: u32::try_from(frames.len()).unwrap_or(u32::MAX),
-            chain_head: end.chain_head.map(hex::encode),
-            file_path: file_path.to_owned(),
-            file_size,
-            damage: end.damage,
-        };
-        Ok(Self {
-            row,
-            frames: frame_rows,
-            text: transcript.finish(last_time),
-        })
+        Ok(builder.finish(end, file_path, file_size))
     }
 }
 

@@ -188,47 +188,80 @@ pub fn build_seekpoints(
     events: &[Event],
     frame_event_counts: &[usize],
 ) -> Result<Vec<Option<Seekpoint>>> {
-    if !meta.tty {
-        return Ok(vec![None; frame_event_counts.len()]);
-    }
-    let mut state = TerminalState::for_session(meta)?;
+    let mut builder = SeekpointBuilder::new(meta)?;
     let mut out = Vec::with_capacity(frame_event_counts.len());
     let mut next = 0usize;
-    let mut since_bytes = 0usize;
-    let mut last_us: Option<u64> = None;
     for count in frame_event_counts {
-        let now_us = if next == 0 {
-            0
-        } else {
-            events[next - 1].time_us
-        };
-        let due = match last_us {
-            None => true,
-            Some(last) => {
-                since_bytes >= KEYFRAME_EVERY_BYTES
-                    || now_us.saturating_sub(last) >= KEYFRAME_EVERY_US
-            }
-        };
-        if due {
-            out.push(Some(Seekpoint {
-                event_index: next,
-                keyframe: state.keyframe(),
-            }));
-            since_bytes = 0;
-            last_us = Some(now_us);
-        } else {
-            out.push(None);
-        }
+        out.push(builder.frame_start());
         let end = next.saturating_add(*count).min(events.len());
         for event in &events[next..end] {
-            if let EventKind::Output(b) | EventKind::Stderr(b) = &event.kind {
-                since_bytes += b.len();
-            }
-            state.apply(event);
+            builder.apply(event);
         }
         next = end;
     }
     Ok(out)
+}
+
+/// [`build_seekpoints`] one event at a time, for a writer that indexes as it writes: call
+/// [`frame_start`](Self::frame_start) as each frame begins and [`apply`](Self::apply) for each of
+/// its events. Holds one terminal (tty sessions only), never the events.
+pub struct SeekpointBuilder {
+    state: Option<TerminalState>,
+    events: usize,
+    last_event_us: u64,
+    since_bytes: usize,
+    last_keyframe_us: Option<u64>,
+}
+
+impl SeekpointBuilder {
+    /// A builder for `meta`'s session (one that never builds a keyframe when it has no tty).
+    pub fn new(meta: &SessionMeta) -> Result<Self> {
+        Ok(Self {
+            state: if meta.tty {
+                Some(TerminalState::for_session(meta)?)
+            } else {
+                None
+            },
+            events: 0,
+            last_event_us: 0,
+            since_bytes: 0,
+            last_keyframe_us: None,
+        })
+    }
+
+    /// A frame begins after the events applied so far: its seekpoint, when one is due.
+    pub fn frame_start(&mut self) -> Option<Seekpoint> {
+        let state = self.state.as_ref()?;
+        let now_us = self.last_event_us;
+        let due = match self.last_keyframe_us {
+            None => true,
+            Some(last) => {
+                self.since_bytes >= KEYFRAME_EVERY_BYTES
+                    || now_us.saturating_sub(last) >= KEYFRAME_EVERY_US
+            }
+        };
+        if !due {
+            return None;
+        }
+        self.since_bytes = 0;
+        self.last_keyframe_us = Some(now_us);
+        Some(Seekpoint {
+            event_index: self.events,
+            keyframe: state.keyframe(),
+        })
+    }
+
+    /// One more event of the current frame.
+    pub fn apply(&mut self, event: &Event) {
+        self.events += 1;
+        self.last_event_us = event.time_us;
+        if let Some(state) = self.state.as_mut() {
+            if let EventKind::Output(b) | EventKind::Stderr(b) = &event.kind {
+                self.since_bytes += b.len();
+            }
+            state.apply(event);
+        }
+    }
 }
 
 /// The terminal as it was at `target_us` (every event at or before it applied), starting from the

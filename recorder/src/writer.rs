@@ -22,11 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::file::RecordingFile;
 use crate::format::{self, TimePrecision};
+use crate::index::IndexedSession;
 use crate::integrity::Manifest;
 use crate::model::{Event, SessionMeta, SessionStatus};
 use crate::redaction::Redactor;
@@ -45,6 +46,9 @@ pub struct WriterConfig {
     pub flush_interval: Duration,
     /// Events the queue holds before producers wait (default 1024).
     pub queue_capacity: usize,
+    /// Payload bytes the queue holds before producers wait (default 4 MiB): with the open
+    /// frame's batch (`frame_max_bytes`), the most a session's recording buffers in memory.
+    pub queue_bytes: usize,
     /// How long a producer may wait for queue space before `record` fails (default 10 s).
     pub max_stall: Duration,
     /// zstd level (default 3).
@@ -62,6 +66,7 @@ impl Default for WriterConfig {
             frame_max_duration: Duration::from_secs(60),
             flush_interval: Duration::from_secs(1),
             queue_capacity: 1024,
+            queue_bytes: 4 << 20,
             max_stall: Duration::from_secs(10),
             compression_level: zstd::DEFAULT_COMPRESSION_LEVEL,
             time_precision: TimePrecision::MICROS,
@@ -76,7 +81,12 @@ pub struct SessionHandle {
     sender: EventSender,
     finish: mpsc::Sender<Command>,
     path: PathBuf,
+    live: broadcast::Sender<Arc<Event>>,
 }
+
+/// Events a live viewer may fall behind by before it misses some (it is told how many:
+/// [`broadcast::error::RecvError::Lagged`]). Viewers never slow the session down.
+pub const LIVE_CAPACITY: usize = 4096;
 
 /// A cloneable producer side of a session (one per stream task).
 #[derive(Debug, Clone)]
@@ -85,13 +95,28 @@ pub struct EventSender {
     fatal: watch::Receiver<Option<String>>,
     lost: Arc<AtomicU64>,
     max_stall: Duration,
+    /// Payload bytes the queue may still take (see [`WriterConfig::queue_bytes`]).
+    budget: Arc<Semaphore>,
+    budget_max: usize,
 }
 
-/// What the queue carries to the writer task.
+/// What the queue carries to the writer task. An event holds its share of the byte budget
+/// until the task has taken it off the queue.
 #[derive(Debug)]
 enum Command {
-    Event(Event),
-    Finish(SessionStatus, oneshot::Sender<Result<Manifest>>),
+    Event(Event, OwnedSemaphorePermit),
+    Finish(SessionStatus, oneshot::Sender<Result<Sealed>>),
+}
+
+/// A sealed recording: its manifest and, when the writer could derive them while writing, its
+/// index rows (so the session need not be read back to be indexed).
+#[derive(Debug)]
+pub struct Sealed {
+    /// The signed manifest.
+    pub manifest: Manifest,
+    /// The index rows of the session as written; `None` when they could not be derived (the
+    /// file is then indexed by reading it).
+    pub index: Option<IndexedSession>,
 }
 
 impl SessionHandle {
@@ -107,6 +132,7 @@ impl SessionHandle {
         let header = format::encode_header(&meta)?;
         let dir = dir.to_owned();
         let level = config.compression_level;
+        let task_meta = meta.clone();
         let frame_max_bytes = config.frame_max_bytes;
         let file = tokio::task::spawn_blocking(move || {
             let mut file = RecordingFile::create(&dir, &meta, &header, key, level)?;
@@ -120,23 +146,40 @@ impl SessionHandle {
         let (fatal_tx, fatal) = watch::channel(None);
         let lost = Arc::new(AtomicU64::new(0));
         let max_stall = config.max_stall;
-        tokio::spawn(task::run(file, config, receiver, fatal_tx));
+        let budget_max = config.queue_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        let budget = Arc::new(Semaphore::new(budget_max));
+        let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        let task_live = live.clone();
+        tokio::spawn(async move {
+            task::run(file, &task_meta, config, receiver, fatal_tx, task_live).await;
+        });
         let sender = EventSender {
             queue: queue.clone(),
             fatal,
             lost,
             max_stall,
+            budget,
+            budget_max,
         };
         Ok(Self {
             sender,
             finish: queue,
             path,
+            live,
         })
     }
 
     /// The recording file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Follows the session as it is written: every event after redaction, as it goes into the
+    /// file (at most one flush interval after it was recorded), from now on. The channel closes
+    /// when the recording ends. A viewer that falls more than [`LIVE_CAPACITY`] events behind
+    /// misses events and is told how many; it never slows the session down.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.live.subscribe()
     }
 
     /// A producer handle for another task.
@@ -162,6 +205,11 @@ impl SessionHandle {
     /// Writes every queued event, the end line and the signed manifest with `status`, syncs,
     /// and returns the manifest. Fails if the recording failed earlier.
     pub async fn finish(self, status: SessionStatus) -> Result<Manifest> {
+        self.seal(status).await.map(|sealed| sealed.manifest)
+    }
+
+    /// [`finish`](Self::finish), also returning the session's index rows as written.
+    pub async fn seal(self, status: SessionStatus) -> Result<Sealed> {
         let (reply, answer) = oneshot::channel();
         let closed = || Error::RecordingFailed(self.sender.failure().unwrap_or_else(closed_text));
         self.finish
@@ -179,9 +227,15 @@ impl EventSender {
         if let Some(failure) = self.failure() {
             return Err(Error::RecordingFailed(failure));
         }
-        match tokio::time::timeout(self.max_stall, self.queue.send(Command::Event(event))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(self
+        let cost =
+            u32::try_from(task::payload_len(&event).min(self.budget_max)).unwrap_or(u32::MAX);
+        let send = async {
+            let permit = self.budget.clone().acquire_many_owned(cost).await.ok()?;
+            self.queue.send(Command::Event(event, permit)).await.ok()
+        };
+        match tokio::time::timeout(self.max_stall, send).await {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => Err(self
                 .failure()
                 .map_or(Error::SessionClosed, Error::RecordingFailed)),
             Err(_) => Err(Error::RecordingFailed(format!(

@@ -3,6 +3,8 @@
 
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
     clippy::cast_possible_truncation,
     reason = "test code: a failed step should fail the test loudly"
 )]
@@ -268,4 +270,100 @@ async fn unwritable_directory_refuses_the_session_before_it_starts() {
             .is_err()
     );
     first.finish(SessionStatus::Complete).await.unwrap();
+}
+
+#[tokio::test]
+async fn live_viewers_follow_redacted_events_until_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key(dir.path());
+    let config = WriterConfig {
+        flush_interval: Duration::from_millis(50),
+        redactor: Redactor::with_defaults().unwrap(),
+        ..Default::default()
+    };
+    let handle = SessionHandle::open(dir.path(), meta("live-1"), key, config)
+        .await
+        .unwrap();
+    let mut viewer = handle.subscribe();
+    handle.record(out(1, b"hello\r\n")).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(2), viewer.recv())
+        .await
+        .expect("the viewer sees an event within a flush interval or two")
+        .unwrap();
+    assert_eq!(first.kind, EventKind::Output(b"hello\r\n".to_vec()));
+    handle
+        .record(out(2, b"Authorization: Bearer s3cr3t-t0ken-value\r\n"))
+        .await
+        .unwrap();
+    handle.finish(SessionStatus::Complete).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match viewer.recv().await {
+            Ok(event) => seen.push(event),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let text: Vec<u8> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Output(b) => Some(b.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("[REDACTED:bearer_token]"), "{text}");
+    assert!(!text.contains("s3cr3t"), "{text}");
+}
+
+/// The rows the writer derives while writing are exactly those derived by reading the file back
+/// (so a session is indexed at its end without being read again), for a tty session spread
+/// over several frames with keyframes.
+#[tokio::test]
+async fn the_writer_indexes_what_reading_the_file_would() {
+    use custody_recorder::index::IndexedSession;
+    let dir = tempfile::tempdir().unwrap();
+    let key = key(dir.path());
+    let config = WriterConfig {
+        flush_interval: Duration::from_millis(20),
+        frame_max_duration: Duration::from_millis(40),
+        frame_max_bytes: 4096,
+        ..Default::default()
+    };
+    let handle = SessionHandle::open(dir.path(), meta("ix-1"), key.clone(), config)
+        .await
+        .unwrap();
+    let mut time = 0;
+    for round in 0..6u64 {
+        for event in sample_events() {
+            time += 1 + event.time_us / 1000;
+            handle
+                .record(Event {
+                    time_us: time,
+                    ..event
+                })
+                .await
+                .unwrap();
+        }
+        // Half a minute of session time between rounds (a keyframe each), and pauses for
+        // frames closed by time.
+        let screen = format!("\x1b[2J\x1b[Hround {round}\r\n").repeat(300);
+        time += 31_000_000;
+        handle.record(out(time, screen.as_bytes())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let path = handle.path().to_owned();
+    let sealed = handle.seal(SessionStatus::Complete).await.unwrap();
+    let written = sealed.index.expect("the writer derived the index rows");
+    let recording = read_recording(&path, Some(&key.verifying_key())).unwrap();
+    assert!(
+        recording.frames.len() > 6,
+        "{} frames",
+        recording.frames.len()
+    );
+    let size = std::fs::metadata(&path).unwrap().len();
+    let read = IndexedSession::from_recording(&recording, &path, size).unwrap();
+    assert!(read.frames.iter().filter(|f| f.keyframe.is_some()).count() > 2);
+    assert_eq!(written, read);
 }

@@ -85,6 +85,12 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
         dir.join("data").display()
     );
     println!(
+        "  {} sessions live --data-dir {}   # sessions running now, via {}",
+        exe.display(),
+        dir.join("data").display(),
+        running.control_socket.display()
+    );
+    println!(
         "  tail -n 3 {}   # the cluster's own audit log names the real person",
         dir.join("cluster/audit.log").display()
     );

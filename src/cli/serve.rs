@@ -1,7 +1,7 @@
 //! `custody serve --config FILE`: run the gateway, and the assembly `custody demo` reuses.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use anyhow::Context;
 use custody::audit::AuditSink;
 use custody::authn::{Authenticator, TokenReviewer};
 use custody::config::Config;
+use custody::control::{self, ControlSocket};
 use custody::gateway::{Gateway, GatewayParts, RecordingConfig};
 use custody::metrics::Metrics;
 use custody::server::{self, Health};
@@ -29,6 +30,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin address (`/healthz`, `/readyz`, `/metrics`).
     pub admin_addr: SocketAddr,
+    /// The operators' control socket (`custody sessions live|kill|follow`).
+    pub control_socket: PathBuf,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<custody::Result<()>>>,
 }
@@ -83,6 +86,10 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    // First: a data directory another gateway is serving must not be recovered under it.
+    let control_socket = ControlSocket::bind(&config.data_dir)
+        .await
+        .context("control socket")?;
     let tls = server_tls(&config.server.tls_cert, &config.server.tls_key)?;
     let mut clusters = Vec::new();
     for cluster in &config.clusters {
@@ -146,7 +153,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let control_path = control_socket.path().to_owned();
+    let live = gateway.live_sessions().unwrap_or_default();
+    let control_stopped = until_stopped(stopped.clone());
     let tasks = vec![
+        tokio::spawn(async move {
+            if let Err(err) = control::serve(control_socket, live, control_stopped).await {
+                tracing::warn!(%err, "the control socket ended with an error");
+            }
+            Ok(())
+        }),
         tokio::spawn(server::serve(
             gateway,
             listener,
@@ -164,6 +180,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         admin_addr,
+        control_socket: control_path,
         stop,
         tasks,
     })

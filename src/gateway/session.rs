@@ -11,8 +11,12 @@
 //!
 //! The session's end is written into its manifest: `complete`, or terminated with the reason
 //! (`client_closed`, `upstream_closed` when the API server's connection dropped before the
-//! process's exit status went through, `idle_timeout`, `max_duration`, an admin's reason,
-//! `recording_failure`, `decode_failure`).
+//! process's exit status went through, `idle_timeout`, `max_duration`, `admin_kill` or
+//! `admin_kill: <text>` (an operator, through the control socket), `recording_failure`,
+//! `decode_failure`).
+//! When custody ends the session itself (a kill, a recording failure, the idle timeout, the
+//! maximum duration), an exec or attach client is told why first, on its error channel
+//! ([`Farewell`]), where its stream allows.
 //!
 //! A handshake the API server refused is still a recorded attempt: its recording is sealed as
 //! terminated with reason `upstream_refused` and indexed, so every authorized upgrade leaves a
@@ -25,11 +29,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use custody_recorder::index::Index;
 use custody_recorder::model::{EventKind, SessionKind, SessionMeta, SessionStatus};
 use custody_recorder::reader::read_recording;
 use custody_recorder::recovery::RECORDINGS_DIR;
-use custody_recorder::writer::{EventSender, SessionHandle, WriterConfig};
+use custody_recorder::writer::{EventSender, Sealed, SessionHandle, WriterConfig};
 use ed25519_dalek::SigningKey;
 use http::{HeaderMap, Method, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
@@ -38,10 +43,11 @@ use hyper_util::rt::TokioIo;
 use super::Exchange;
 use super::status::status_response;
 use crate::audit::AuditSink;
+use crate::control::registry::{LiveSession, LiveSessions};
 use crate::metrics::Metrics;
 use crate::principal::{EffectiveIdentity, Principal};
 use crate::proxy::Body;
-use crate::stream::decode::{DecoderConfig, SessionDecoder, Transport};
+use crate::stream::decode::{DecoderConfig, Farewell, SessionDecoder, Transport};
 use crate::stream::relay::{
     CancelHandle, Direction, Observer, ObserverError, RelayConfig, RelayEnd, Side, relay,
 };
@@ -80,6 +86,8 @@ impl std::fmt::Debug for RecordingConfig {
 pub(super) struct Recordings {
     config: RecordingConfig,
     index: Arc<Mutex<Option<Index>>>,
+    /// The live sessions, for the control endpoint.
+    live: Arc<LiveSessions>,
 }
 
 /// Termination reasons written into manifests.
@@ -108,7 +116,13 @@ impl Recordings {
         Self {
             config,
             index: Arc::new(Mutex::new(None)),
+            live: LiveSessions::new(),
         }
+    }
+
+    /// The live sessions (the control endpoint lists, kills and follows them).
+    pub(super) fn live(&self) -> &Arc<LiveSessions> {
+        &self.live
     }
 
     fn dir(&self) -> PathBuf {
@@ -174,6 +188,7 @@ impl Recordings {
             StreamSubresource::PortForward => SessionKind::PortForward,
         };
         let meta = self.meta(&ex, &request, kind);
+        let summary = LiveSession::from_meta(&meta);
         let handle = match self.open(meta).await {
             Ok(handle) => handle,
             Err(e) => {
@@ -239,6 +254,7 @@ impl Recordings {
             decoder,
             on_upgrade: request.on_upgrade,
             id,
+            summary,
         };
         tokio::spawn(async move {
             let (bytes_in, bytes_out) = session.run(*up).await;
@@ -253,6 +269,7 @@ impl Recordings {
         Self {
             config: self.config.clone(),
             index: self.index.clone(),
+            live: self.live.clone(),
         }
     }
 
@@ -298,10 +315,26 @@ impl Recordings {
 
     /// Seals a recording with `status` and indexes the sealed file; failures are logged (the
     /// startup recovery indexes what is left).
+    ///
+    /// The writer derives the session's index rows while writing, so a long session (a
+    /// `kubectl cp` of gigabytes) is not read back into memory at its end; the file is read
+    /// only when the writer could not derive them (after a recording failure).
     async fn seal(&self, handle: SessionHandle, status: SessionStatus) {
         let path = handle.path().to_owned();
-        if let Err(e) = handle.finish(status).await {
-            tracing::error!(path = %path.display(), error = %e, "recording could not be sealed cleanly");
+        match handle.seal(status).await {
+            Ok(Sealed {
+                index: Some(rows), ..
+            }) => {
+                if let Err(e) = self.with_index(move |index| index.upsert(&rows)).await {
+                    // Startup recovery indexes it from the file.
+                    tracing::error!(path = %path.display(), error = %e, "recording could not be indexed");
+                }
+                return;
+            }
+            Ok(Sealed { index: None, .. }) => {}
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "recording could not be sealed cleanly");
+            }
         }
         self.index_file(path).await;
     }
@@ -351,6 +384,8 @@ struct Session {
     decoder: SessionDecoder,
     on_upgrade: OnUpgrade,
     id: String,
+    /// What the control endpoint shows of the session while it runs.
+    summary: LiveSession,
 }
 
 impl Session {
@@ -364,6 +399,7 @@ impl Session {
             decoder,
             on_upgrade,
             id,
+            summary,
         } = self;
         let client = match on_upgrade.await {
             Ok(client) => client,
@@ -374,6 +410,8 @@ impl Session {
             }
         };
         let cancel = CancelHandle::new();
+        // Listed (and killable) from here on; the guard unlists it on every way out.
+        let mut registration = recordings.live.register(summary, cancel.clone());
         let sender = handle.sender();
         let watchdog = {
             let cancel = cancel.clone();
@@ -397,16 +435,20 @@ impl Session {
             start,
             failure: None,
             exited: false,
+            limits: relay_config,
+            record_error: None,
         };
-        let report = relay(
-            TokioIo::new(client),
-            upstream,
-            up.leftover,
-            &mut observer,
-            relay_config,
-            &cancel,
-        )
-        .await;
+        let report = tokio::select! {
+            report = relay(
+                TokioIo::new(client),
+                upstream,
+                up.leftover,
+                &mut observer,
+                relay_config,
+                &cancel,
+            ) => report,
+            never = registration.serve_viewers(&handle) => match never {},
+        };
         watchdog.abort();
         let status = match &report.end {
             // An API server whose connection dropped (no TLS close_notify) before the process's
@@ -434,6 +476,7 @@ impl Session {
                 }
             }
         }
+        registration.ended(&status);
         recordings.seal(handle, status).await;
         (report.client_to_upstream, report.upstream_to_client)
     }
@@ -500,6 +543,10 @@ struct Recorder {
     failure: Option<&'static str>,
     /// Whether the process's exit status was decoded.
     exited: bool,
+    /// The relay's limits, quoted in farewells.
+    limits: RelayConfig,
+    /// Why queueing an event failed, quoted in the farewell.
+    record_error: Option<String>,
 }
 
 impl Observer for Recorder {
@@ -519,11 +566,39 @@ impl Observer for Recorder {
                 self.exited |= matches!(event.kind, EventKind::Exit { .. });
                 if let Err(e) = self.sender.record(event).await {
                     self.failure = Some(RECORDING_FAILURE);
+                    self.record_error = Some(match &e {
+                        custody_recorder::Error::RecordingFailed(failure) => failure.clone(),
+                        other => other.to_string(),
+                    });
                     return Err(ObserverError(format!("the recording failed: {e}")));
                 }
             }
             Ok(())
         }
+    }
+
+    /// Tells the client why custody ended its session, in its protocol (exec and attach).
+    fn farewell(&mut self, end: &RelayEnd) -> Option<Bytes> {
+        let farewell = match end {
+            RelayEnd::Cancelled(reason) if reason == RECORDING_FAILURE => {
+                Farewell::recording_failure(&self.sender.failure().unwrap_or_default())
+            }
+            // `admin_kill` or `admin_kill: <text>`; any other canceller's reason as it is.
+            RelayEnd::Cancelled(reason) => Farewell::ended_by_admin(Some(
+                reason
+                    .strip_prefix(crate::control::registry::ADMIN_KILL)
+                    .map_or(reason.as_str(), |rest| rest.trim_start_matches(':')),
+            )),
+            RelayEnd::IdleTimeout => Farewell::idle_timeout(self.limits.idle_timeout?),
+            RelayEnd::MaxDuration => Farewell::max_duration(self.limits.max_duration?),
+            RelayEnd::Observer(..) if self.failure == Some(RECORDING_FAILURE) => {
+                // The writer's own words when it failed; else what `record` said (a stall).
+                let detail = self.sender.failure().or_else(|| self.record_error.clone());
+                Farewell::recording_failure(&detail.unwrap_or_default())
+            }
+            _ => return None,
+        };
+        self.decoder.farewell(&farewell).map(Bytes::from)
     }
 }
 

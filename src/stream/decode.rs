@@ -18,6 +18,10 @@
 //! decoded (a server cannot send on a SPDY stream whose `SYN_STREAM` is still undecoded), and
 //! nothing reaches a peer unrecorded. The two directions may be fed from one task or under one
 //! lock; [`finish`](SessionDecoder::finish) flushes what is still open at the end.
+//!
+//! When custody ends a session itself, [`farewell`](SessionDecoder::farewell) gives the bytes
+//! that tell an exec or attach client why ([`Farewell`]), if the client can read them where its
+//! stream stands.
 
 use custody_protocol::ChannelProtocol;
 use custody_protocol::portforward::{self, LEGACY_WEBSOCKET_PROTOCOLS, TUNNELING_PREFIX};
@@ -30,12 +34,14 @@ use crate::{Error, Result};
 mod channel;
 mod connection;
 mod exit;
+mod farewell;
 mod legacy;
 mod portforward_spdy;
 mod spdy;
 mod tunnel;
 
 pub use channel::ChannelDecoder;
+pub use farewell::Farewell;
 pub use legacy::LegacyPortForwardDecoder;
 pub use portforward_spdy::PortForwardDecoder;
 pub use spdy::SpdyExecDecoder;
@@ -199,6 +205,18 @@ impl SessionDecoder {
             Self::PortForward(d) => d.feed(direction, chunk, time_us),
             Self::Tunnel(d) => d.feed(direction, chunk, time_us),
             Self::LegacyPortForward(d) => d.feed(direction, chunk, time_us),
+        }
+    }
+
+    /// The bytes that tell the client why custody ended the session (see [`Farewell`]), when
+    /// the client can read them: exec and attach only, with the server-to-client direction at
+    /// a frame boundary and the error channel still unused. `None` means the connection is just
+    /// closed.
+    pub fn farewell(&self, farewell: &Farewell) -> Option<Vec<u8>> {
+        match self {
+            Self::Channel(d) => d.farewell(farewell),
+            Self::SpdyExec(d) => d.farewell(farewell),
+            Self::PortForward(_) | Self::Tunnel(_) | Self::LegacyPortForward(_) => None,
         }
     }
 

@@ -11,10 +11,18 @@
 //! at once when either side fails, the observer refuses a chunk, the [`CancelHandle`] is used
 //! (an admin ending the session, a recording failure), the session is idle for too long or
 //! reaches its maximum duration. Ending drops both connections.
+//!
+//! When custody itself ends the session (the [`CancelHandle`], the idle timeout, the maximum
+//! duration, the observer refusing a chunk), the observer may first give a farewell for the
+//! client ([`Observer::farewell`]: the reason, in the client's protocol). The API server's
+//! connection is dropped first; the farewell is written to the client only if every byte the
+//! observer saw from the API server reached the client whole (a write cut off by the end would
+//! leave the client inside a frame), within [`FAREWELL_TIMEOUT`], and the client's connection
+//! is then shut down and dropped.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +34,10 @@ pub use crate::stream::decode::Direction;
 
 #[cfg(test)]
 mod tests;
+
+/// How long writing a farewell to the client may take: a client that does not read it does not
+/// keep the session alive.
+pub const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Sees every chunk before it is forwarded. Returning `Err` ends the session before the chunk
 /// reaches the other side.
@@ -42,6 +54,16 @@ pub trait Observer: Send {
         bytes: &[u8],
         at: std::time::Instant,
     ) -> impl Future<Output = Result<(), ObserverError>> + Send;
+
+    /// Bytes to write to the client when custody ends the session itself (`end` is
+    /// [`RelayEnd::Cancelled`], [`RelayEnd::IdleTimeout`], [`RelayEnd::MaxDuration`] or
+    /// [`RelayEnd::Observer`]), to tell it why. Asked only when every chunk the observer saw
+    /// from the API server reached the client whole, so the bytes start where a message may.
+    /// None by default: the connections are just dropped.
+    fn farewell(&mut self, end: &RelayEnd) -> Option<Bytes> {
+        let _ = end;
+        None
+    }
 }
 
 /// An observer that sees nothing.
@@ -65,6 +87,10 @@ impl<T: Observer> Observer for &mut T {
         at: std::time::Instant,
     ) -> impl Future<Output = Result<(), ObserverError>> + Send {
         (**self).on_chunk(direction, bytes, at)
+    }
+
+    fn farewell(&mut self, end: &RelayEnd) -> Option<Bytes> {
+        (**self).farewell(end)
     }
 }
 
@@ -174,6 +200,16 @@ pub enum RelayEnd {
     Io(Side, std::io::Error),
 }
 
+impl RelayEnd {
+    /// Whether custody ended the session itself rather than a peer or the network.
+    pub fn by_custody(&self) -> bool {
+        matches!(
+            self,
+            Self::Cancelled(_) | Self::IdleTimeout | Self::MaxDuration | Self::Observer(..)
+        )
+    }
+}
+
 /// What a relay did.
 #[derive(Debug)]
 pub struct RelayReport {
@@ -185,6 +221,8 @@ pub struct RelayReport {
     pub upstream_to_client: u64,
     /// How long it ran.
     pub duration: Duration,
+    /// How many farewell bytes ([`Observer::farewell`]) were written to the client.
+    pub farewell: usize,
 }
 
 /// Relays between `client` and `upstream` until the session ends, after writing `leftover`
@@ -208,56 +246,76 @@ where
         start,
         last_activity_ms: AtomicU64::new(0),
     };
-    let (client_read, client_write) = tokio::io::split(client);
+    let (client_read, mut client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
     let size = config.buffer_size.max(1);
-    let up = Pump {
-        direction: Direction::ClientToServer,
-        from: Side::Client,
-        to: Side::Upstream,
-        bytes: AtomicU64::new(0),
-    };
-    let down = Pump {
-        direction: Direction::ServerToClient,
-        from: Side::Upstream,
-        to: Side::Client,
-        bytes: AtomicU64::new(0),
-    };
-    let up_run = up.run(client_read, upstream_write, Bytes::new(), size, &shared);
-    let down_run = down.run(upstream_read, client_write, leftover, size, &shared);
-    tokio::pin!(up_run, down_run);
-    let idle = shared.idle(config.idle_timeout);
-    let max = optional_sleep(config.max_duration);
-    let cancelled = cancel.cancelled();
-    tokio::pin!(idle, max, cancelled);
+    let up = Pump::new(Direction::ClientToServer, Side::Client, Side::Upstream);
+    let down = Pump::new(Direction::ServerToClient, Side::Upstream, Side::Client);
     let (mut up_done, mut down_done) = (false, false);
-    let mut first_closed = None;
-    let end = loop {
-        tokio::select! {
-            result = &mut up_run, if !up_done => match result {
-                Ok(()) => { up_done = true; first_closed.get_or_insert(Side::Client); }
-                Err(end) => break end,
-            },
-            result = &mut down_run, if !down_done => match result {
-                Ok(()) => { down_done = true; first_closed.get_or_insert(Side::Upstream); }
-                Err(end) => break end,
-            },
-            reason = &mut cancelled => break RelayEnd::Cancelled(reason),
-            () = &mut idle => break RelayEnd::IdleTimeout,
-            () = &mut max => break RelayEnd::MaxDuration,
+    // The pumps and the API server's connection live in this block: when it ends, they are
+    // dropped (a write cut off mid-chunk leaves `down` unclean), and only the client's write
+    // half is left.
+    let end = {
+        let up_run = up.run(client_read, upstream_write, Bytes::new(), size, &shared);
+        let down_run = down.run(upstream_read, &mut client_write, leftover, size, &shared);
+        tokio::pin!(up_run, down_run);
+        let idle = shared.idle(config.idle_timeout);
+        let max = optional_sleep(config.max_duration);
+        let cancelled = cancel.cancelled();
+        tokio::pin!(idle, max, cancelled);
+        let mut first_closed = None;
+        loop {
+            tokio::select! {
+                result = &mut up_run, if !up_done => match result {
+                    Ok(()) => { up_done = true; first_closed.get_or_insert(Side::Client); }
+                    Err(end) => break end,
+                },
+                result = &mut down_run, if !down_done => match result {
+                    Ok(()) => { down_done = true; first_closed.get_or_insert(Side::Upstream); }
+                    Err(end) => break end,
+                },
+                reason = &mut cancelled => break RelayEnd::Cancelled(reason),
+                () = &mut idle => break RelayEnd::IdleTimeout,
+                () = &mut max => break RelayEnd::MaxDuration,
+            }
+            if up_done && down_done {
+                break match first_closed {
+                    Some(Side::Upstream) => RelayEnd::UpstreamClosed,
+                    _ => RelayEnd::ClientClosed,
+                };
+            }
         }
-        if up_done && down_done {
-            break match first_closed {
-                Some(Side::Upstream) => RelayEnd::UpstreamClosed,
-                _ => RelayEnd::ClientClosed,
-            };
+    };
+    // A shut-down write half (the API server ended first) takes nothing more.
+    let farewell = if end.by_custody() && !down_done && down.clean.load(Ordering::Relaxed) {
+        let bytes = shared.observer.lock().await.farewell(&end);
+        match bytes {
+            Some(bytes) => say_farewell(&mut client_write, &bytes).await,
+            None => 0,
         }
+    } else {
+        0
     };
     RelayReport {
         end,
         client_to_upstream: up.bytes.load(Ordering::Relaxed),
         upstream_to_client: down.bytes.load(Ordering::Relaxed),
         duration: start.elapsed(),
+        farewell,
+    }
+}
+
+/// Writes `bytes` and shuts the client's side down within [`FAREWELL_TIMEOUT`]; returns how
+/// many bytes were written (0 when the client did not take them all).
+async fn say_farewell<W: AsyncWrite + Unpin>(client: &mut W, bytes: &[u8]) -> usize {
+    let write = async {
+        client.write_all(bytes).await?;
+        client.flush().await?;
+        client.shutdown().await
+    };
+    match tokio::time::timeout(FAREWELL_TIMEOUT, write).await {
+        Ok(Ok(())) => bytes.len(),
+        Ok(Err(_)) | Err(_) => 0,
     }
 }
 
@@ -311,9 +369,22 @@ struct Pump {
     from: Side,
     to: Side,
     bytes: AtomicU64,
+    /// Whether every chunk shown to the observer was then written whole (false while a chunk
+    /// is between the two, and for good when a chunk was refused or its write cut off).
+    clean: AtomicBool,
 }
 
 impl Pump {
+    fn new(direction: Direction, from: Side, to: Side) -> Self {
+        Self {
+            direction,
+            from,
+            to,
+            bytes: AtomicU64::new(0),
+            clean: AtomicBool::new(true),
+        }
+    }
+
     /// Copies until `from` ends (then shuts down `to`'s write half); `first` goes first.
     async fn run<R, W, O>(
         &self,
@@ -359,6 +430,7 @@ impl Pump {
         W: AsyncWrite + Unpin,
         O: Observer,
     {
+        self.clean.store(false, Ordering::Relaxed);
         shared.observe(self.direction, chunk).await?;
         writer
             .write_all(chunk)
@@ -366,6 +438,7 @@ impl Pump {
             .map_err(|e| RelayEnd::Io(self.to, e))?;
         writer.flush().await.map_err(|e| RelayEnd::Io(self.to, e))?;
         self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        self.clean.store(true, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -105,6 +105,8 @@ pub struct Env {
     pub kubeconfig: PathBuf,
     /// The key recordings are signed with, when recording is on.
     pub signing_key: Option<Arc<ed25519_dalek::SigningKey>>,
+    /// The control socket (`<data_dir>/control.sock`), when recording is on.
+    pub control_socket: Option<PathBuf>,
     dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -182,8 +184,10 @@ impl Env {
             .unwrap();
         let gateway_addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let gateway = Arc::new(gateway);
+        let control_socket = start_control(&rt, &gateway, &data_dir);
         rt.spawn(custody::server::serve(
-            Arc::new(gateway),
+            gateway,
             listener,
             pki.server_config().unwrap(),
             async move {
@@ -204,6 +208,7 @@ impl Env {
             metrics,
             kubeconfig,
             signing_key,
+            control_socket,
             dir,
             _shutdown: tx,
         }
@@ -277,6 +282,26 @@ fn start_sim(
         .block_on(KubeSim::start(config))
         .unwrap();
     (sim, sim_rt)
+}
+
+/// Serves the control socket in `data_dir` when the gateway records sessions, as
+/// `custody serve` does; it lives as long as `rt`.
+fn start_control(
+    rt: &tokio::runtime::Runtime,
+    gateway: &Gateway,
+    data_dir: &Path,
+) -> Option<PathBuf> {
+    let live = gateway.live_sessions()?;
+    let socket = rt
+        .block_on(custody::control::ControlSocket::bind(data_dir))
+        .unwrap();
+    let path = socket.path().to_owned();
+    rt.spawn(custody::control::serve(
+        socket,
+        live,
+        std::future::pending(),
+    ));
+    Some(path)
 }
 
 /// The signing key and the recording configuration, when recording is on.

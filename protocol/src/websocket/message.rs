@@ -87,6 +87,11 @@ impl MessageDecoder {
         self.partial.is_some()
     }
 
+    /// The number of bytes received but not yet returned as frames (a partial frame).
+    pub fn buffered(&self) -> usize {
+        self.frames.buffered()
+    }
+
     /// The next complete message or control frame, or `None` until more bytes arrive.
     pub fn next_message(&mut self) -> Result<Option<Message>> {
         while let Some(frame) = self.frames.next_frame()? {

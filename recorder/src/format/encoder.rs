@@ -172,6 +172,13 @@ impl Encoder {
 /// as they are, invalid bytes as U+FFFD, and an incomplete sequence at the end held back (into
 /// `carry`) for the stream's next event, as a terminal would.
 fn text_of(carry: &mut Vec<u8>, bytes: &[u8]) -> String {
+    if super::looks_binary(bytes) {
+        // Raw binary (a tar stream, compressed data) shows as noise on a terminal; its display
+        // text would be several times its size in U+FFFD and escapes. The `b` line before it
+        // holds the bytes; the `o`/`i` line stays empty.
+        carry.clear();
+        return String::new();
+    }
     let mut input = std::mem::take(carry);
     input.extend_from_slice(bytes);
     let mut text = String::with_capacity(input.len());

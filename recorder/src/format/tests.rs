@@ -330,3 +330,25 @@ fn inconsistent_or_malformed_lines_are_rejected() {
     decoder.line(b"[0.0,\"e\",\"\"]\n").unwrap();
     assert!(decoder.finish().is_err());
 }
+
+#[test]
+fn binary_chunks_keep_exact_bytes_without_display_text() {
+    let mut binary = b"ustar\0\0\0".to_vec();
+    binary.extend((0..=255u8).cycle().take(4000));
+    assert!(looks_binary(&binary));
+    assert!(!looks_binary(
+        "héllo wörld, plain text\r\n".repeat(20).as_bytes()
+    ));
+    assert!(!looks_binary(b"\xc3"), "a short chunk is never binary");
+    let events = vec![
+        ev(1, EventKind::Output(binary.clone())),
+        ev(2, EventKind::Input(binary.clone())),
+        ev(3, EventKind::Output(b"after\r\n".to_vec())),
+    ];
+    let bytes = encode(TimePrecision::MICROS, &events);
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(text.contains(r#""o",""]"#));
+    assert!(text.contains(r#""i",""]"#));
+    assert!(!text.contains('\u{fffd}'));
+    assert_eq!(events_of(decode(&bytes)), events);
+}

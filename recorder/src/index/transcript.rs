@@ -1,6 +1,8 @@
 //! Searchable text from a session's events: output with terminal escape sequences stripped, and
 //! the command lines the person typed, rebuilt from keystrokes.
 //!
+//! At most [`MAX_SESSION_TEXT`] bytes are kept per session.
+//!
 //! Both are approximations of what a person saw and did, good enough to find a session:
 //! - Output: CSI, OSC, DCS/SOS/PM/APC strings and two- and three-character escapes are removed;
 //!   `\r\n` and a lone `\r` both end a line; a backspace removes the previous character (so the
@@ -62,12 +64,23 @@ pub(crate) struct Transcript {
     last_output_us: u64,
     typed: LineEditor,
     chunks: Vec<TextChunk>,
+    /// Bytes of text in `chunks`.
+    kept: usize,
 }
 
 impl Transcript {
     /// Takes one event into account.
     pub(crate) fn push(&mut self, event: &Event) {
+        // The text index is for finding sessions, not for holding them: past the budget the
+        // rest of a session (a `kubectl cp`, a log dump) is not indexed, which keeps indexing
+        // memory and the database bounded whatever a session carries.
+        if self.kept + self.output.held() >= MAX_SESSION_TEXT {
+            return;
+        }
         match &event.kind {
+            // Binary streams (`kubectl cp`'s tar, compressed data) hold no text to search.
+            EventKind::Output(bytes) | EventKind::Stderr(bytes) | EventKind::Input(bytes)
+                if crate::format::looks_binary(bytes) => {}
             EventKind::Output(bytes) | EventKind::Stderr(bytes) => {
                 self.output_since.get_or_insert(event.time_us);
                 self.last_output_us = event.time_us;
@@ -75,6 +88,7 @@ impl Transcript {
             }
             EventKind::Input(bytes) => {
                 for line in self.typed.push(bytes) {
+                    self.kept += line.len();
                     self.chunks.push(TextChunk {
                         source: TextSource::Input,
                         time_us: event.time_us,
@@ -98,6 +112,7 @@ impl Transcript {
         let text = self.output.take_all();
         self.emit_output(text);
         if let Some(line) = self.typed.take_line() {
+            self.kept += line.len();
             self.chunks.push(TextChunk {
                 source: TextSource::Input,
                 time_us: last_time_us,
@@ -110,6 +125,7 @@ impl Transcript {
     fn emit_output(&mut self, text: String) {
         let carried = !self.output.line.is_empty();
         if !text.trim().is_empty() {
+            self.kept += text.len();
             let time_us = self.output_since.unwrap_or(self.last_output_us);
             self.chunks.push(TextChunk {
                 source: TextSource::Output,
@@ -174,6 +190,11 @@ impl OutputText {
                 }
             }
         });
+    }
+
+    /// Bytes of text held, not yet taken.
+    fn held(&self) -> usize {
+        self.done.len() + self.line.len()
     }
 
     fn take_complete_lines(&mut self) -> String {
@@ -303,6 +324,10 @@ impl EscapeFilter {
         None
     }
 }
+
+/// The searchable text kept per session (output and typed lines together), in bytes; events
+/// after it is reached are not indexed (they stay in the recording).
+pub const MAX_SESSION_TEXT: usize = 4 * 1024 * 1024;
 
 /// Lines longer than this (in bytes) are cut: such output is binary noise, not text to search.
 const MAX_LINE: usize = 64 * 1024;

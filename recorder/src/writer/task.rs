@@ -6,15 +6,18 @@
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
-use super::{Command, WriterConfig};
+use super::{Command, Sealed, WriterConfig};
 use crate::error::{Error, Result};
 use crate::file::{FrameEvents, RecordingFile};
 use crate::format::Encoder;
+use crate::index::{FrameFacts, IndexBuilder, SessionEnd};
 use crate::integrity::Manifest;
-use crate::model::{Event, EventKind, SessionStatus};
+use crate::model::{Event, EventKind, SessionMeta, SessionStatus};
 use crate::reader::seal_with_status;
 use crate::redaction::RedactionWindow;
 
@@ -26,22 +29,36 @@ struct Core {
     frame_max_bytes: usize,
     frame_max_duration: Duration,
     flush_interval: Duration,
+    /// Live viewers of the session (see `SessionHandle::subscribe`).
+    live: broadcast::Sender<Arc<Event>>,
+    /// The session's index rows, derived as its frames are written (`None` once derivation
+    /// failed: the file is then indexed by reading it, so this never fails the recording).
+    index: Option<IndexBuilder>,
 }
 
 /// Runs until the session finishes, the handle is dropped, or a write fails.
 pub(super) async fn run(
     file: RecordingFile,
+    meta: &SessionMeta,
     config: WriterConfig,
     mut queue: mpsc::Receiver<Command>,
     fatal: watch::Sender<Option<String>>,
+    live: broadcast::Sender<Arc<Event>>,
 ) {
+    let index = IndexBuilder::new(meta).ok().and_then(|mut builder| {
+        let header = file.header_frame()?;
+        builder.frame_closed(&FrameFacts::from(&header)).ok()?;
+        Some(builder)
+    });
     let mut core = Some(Core {
+        index,
         file,
         encoder: Encoder::new(config.time_precision),
         window: RedactionWindow::new(config.redactor.clone()),
         frame_max_bytes: config.frame_max_bytes,
         frame_max_duration: config.frame_max_duration,
         flush_interval: config.flush_interval,
+        live,
     });
     let mut incoming: Vec<Event> = Vec::new();
     let mut incoming_bytes = 0usize;
@@ -50,7 +67,9 @@ pub(super) async fn run(
     loop {
         let (end, reply) = tokio::select! {
             command = queue.recv() => match command {
-                Some(Command::Event(event)) => {
+                Some(Command::Event(event, permit)) => {
+                    // Off the queue: the batch below is bounded by the frame size instead.
+                    drop(permit);
                     incoming_bytes += payload_len(&event);
                     incoming.push(event);
                     let open = core.as_ref().map_or(0, |c| c.file.open_frame_len());
@@ -89,9 +108,9 @@ pub(super) async fn run(
             }
         };
         match written {
-            Ok(manifest) => {
+            Ok(sealed) => {
                 if let Some(reply) = reply {
-                    let _ = reply.send(manifest.ok_or(Error::SessionClosed));
+                    let _ = reply.send(sealed.ok_or(Error::SessionClosed));
                 }
                 if ending {
                     return;
@@ -121,11 +140,7 @@ impl Core {
     /// Adds the released events to the open frame; with `end`, releases everything, writes the
     /// end line, closes the frame and appends the manifest. Otherwise the frame is closed when
     /// it is due, else block-flushed.
-    fn write(
-        &mut self,
-        events: Vec<Event>,
-        end: Option<&SessionStatus>,
-    ) -> Result<Option<Manifest>> {
+    fn write(&mut self, events: Vec<Event>, end: Option<&SessionStatus>) -> Result<Option<Sealed>> {
         for event in events {
             self.window.push(event);
         }
@@ -143,22 +158,55 @@ impl Core {
                 }
                 stats.last_event_us = self.encoder.written_us();
                 stats.event_count += 1;
+                if let Some(index) = self.index.as_mut() {
+                    index.event(event);
+                }
             }
             if let Some(status) = end {
                 self.encoder
                     .end(self.encoder.written_us(), status, &mut plain)?;
             }
             self.file.push(&plain, stats)?;
+            // Viewers see what the file holds: redacted events, once they are written. A send
+            // fails only when nobody watches, which is fine.
+            if self.live.receiver_count() > 0 {
+                for event in ready {
+                    let _ = self.live.send(Arc::new(event));
+                }
+            }
         }
         if let Some(status) = end {
-            return self.file.append_manifest(status.clone(), 0).map(Some);
+            self.close_frame()?;
+            let manifest = self.file.append_manifest(status.clone(), 0)?;
+            let index = self.index.take().and_then(|index| {
+                let end = SessionEnd {
+                    status: manifest.status.clone(),
+                    ended_at_us: Some(manifest.ended_at_us),
+                    chain_head: Some(manifest.chain_head),
+                    damage: None,
+                };
+                let size = std::fs::metadata(self.file.path()).ok()?.len();
+                Some(index.finish(end, self.file.path(), size))
+            });
+            return Ok(Some(Sealed { manifest, index }));
         }
         if self.frame_due() {
-            self.file.close_frame()?;
+            self.close_frame()?;
         } else {
             self.file.flush()?;
         }
         Ok(None)
+    }
+
+    /// Closes the open frame and adds it to the index rows.
+    fn close_frame(&mut self) -> Result<()> {
+        if let Some(frame) = self.file.close_frame()?
+            && let Some(index) = self.index.as_mut()
+            && index.frame_closed(&FrameFacts::from(&frame)).is_err()
+        {
+            self.index = None;
+        }
+        Ok(())
     }
 
     /// Whether the open frame must be closed now: it holds `frame_max_bytes`, or waiting for
@@ -185,7 +233,7 @@ impl Core {
 }
 
 /// Bytes an event adds to a frame, roughly (for the frame size limit).
-fn payload_len(event: &Event) -> usize {
+pub(super) fn payload_len(event: &Event) -> usize {
     32 + match &event.kind {
         EventKind::Output(d) | EventKind::Stderr(d) | EventKind::Input(d) => d.len(),
         EventKind::ConnectionData { data, .. } => data.len() * 4 / 3,

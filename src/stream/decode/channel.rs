@@ -18,6 +18,7 @@ use custody_protocol::{ChannelProtocol, TerminalSizeDecoder};
 use custody_recorder::model::{Event, EventKind};
 
 use super::exit::ErrorStream;
+use super::farewell::Farewell;
 use super::{Direction, Limits, codec, event};
 use crate::Result;
 
@@ -68,6 +69,17 @@ impl ChannelDecoder {
         let mut events = Vec::new();
         self.message(direction, message, time_us, &mut events)?;
         Ok(events)
+    }
+
+    /// The bytes that tell the client why custody ended the session (the farewell on the error
+    /// channel, then a close 1000), when the server-to-client direction is between messages and
+    /// nothing was written on the error channel yet; `None` otherwise.
+    pub fn farewell(&self, farewell: &Farewell) -> Option<Vec<u8>> {
+        let at_boundary = !self.server.in_message() && self.server.buffered() == 0;
+        if !at_boundary || !self.error.is_untouched() {
+            return None;
+        }
+        farewell.websocket(self.protocol)
     }
 
     /// Flushes a Status buffered when the session ends without the error channel ending.

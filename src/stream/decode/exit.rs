@@ -38,6 +38,12 @@ impl ErrorStream {
         Ok(())
     }
 
+    /// Whether nothing was written on the stream and it has not ended: the only state in
+    /// which custody may write a Status of its own there.
+    pub(super) fn is_untouched(&self) -> bool {
+        !self.done && self.buf.is_empty()
+    }
+
     /// The stream ended (FIN, reset, v5 CLOSE, the server's close frame): the client reads
     /// what it has, and an empty stream means success, whatever the protocol.
     pub(super) fn end(&mut self) -> Option<EventKind> {

@@ -14,6 +14,7 @@ use custody_protocol::spdy::{
 use custody_recorder::model::{Event, EventKind};
 
 use super::exit::ErrorStream;
+use super::farewell::Farewell;
 use super::{Direction, Limits, codec, event};
 use crate::{Error, Result};
 
@@ -25,6 +26,8 @@ pub struct SpdyExecDecoder {
     server: SpdyReader,
     streams: HashMap<u32, StreamType>,
     highest_stream: u32,
+    /// The error stream, once the server has answered its `SYN_STREAM`.
+    error_reply: Option<u32>,
     resize: TerminalSizeDecoder,
     error: ErrorStream,
 }
@@ -38,6 +41,7 @@ impl SpdyExecDecoder {
             server: SpdyReader::new(limits),
             streams: HashMap::new(),
             highest_stream: 0,
+            error_reply: None,
             resize: TerminalSizeDecoder::with_limit(limits.max_resize_len),
             error: ErrorStream::new(protocol.error_is_status_json(), limits.max_error_stream_len),
         }
@@ -56,6 +60,18 @@ impl SpdyExecDecoder {
             self.frame(direction, frame, headers, time_us, &mut events)?;
         }
         Ok(events)
+    }
+
+    /// The DATA frame (with FIN) that tells the client why custody ended the session, on the
+    /// error stream the server has answered, when the server-to-client direction is between
+    /// frames and nothing was written on the error stream yet; `None` otherwise.
+    pub fn farewell(&self, farewell: &Farewell) -> Option<Vec<u8>> {
+        let stream_id = self.error_reply?;
+        let open = self.streams.get(&stream_id) == Some(&StreamType::Error);
+        if !open || self.server.frames.buffered() != 0 || !self.error.is_untouched() {
+            return None;
+        }
+        farewell.spdy(self.protocol, stream_id)
     }
 
     /// Flushes a Status buffered when the session ends without the error stream ending.
@@ -101,6 +117,11 @@ impl SpdyExecDecoder {
                 }
             }
             Frame::SynReply { stream_id, .. } | Frame::Headers { stream_id, .. } => {
+                if direction == Direction::ServerToClient
+                    && self.streams.get(&stream_id) == Some(&StreamType::Error)
+                {
+                    self.error_reply = Some(stream_id);
+                }
                 if fin {
                     self.half_close(direction, stream_id, events, time_us);
                 }

@@ -3,6 +3,7 @@
 //! boundary, byte by byte, and in random chunkings, all producing the same events.
 
 mod channel;
+mod farewell;
 mod portforward;
 mod selection;
 mod spdy;

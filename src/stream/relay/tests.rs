@@ -381,3 +381,219 @@ async fn memory_is_bounded_with_a_fast_producer_and_a_slow_consumer() {
     assert!(matches!(report.end, RelayEnd::ClientClosed), "{report:?}");
     assert_eq!(report.client_to_upstream, total as u64);
 }
+
+/// Sees nothing; says `bytes` as its farewell and notes every end it was asked about.
+#[derive(Clone, Default)]
+struct Leaving {
+    bytes: Bytes,
+    asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl Leaving {
+    fn new(bytes: &'static [u8]) -> Self {
+        Self {
+            bytes: Bytes::from_static(bytes),
+            ..Self::default()
+        }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Observer for Leaving {
+    fn on_chunk(
+        &mut self,
+        _: Direction,
+        bytes: &[u8],
+        _: std::time::Instant,
+    ) -> impl Future<Output = Result<(), ObserverError>> + Send {
+        let refused = bytes.windows(7).any(|w| w == b"REFUSED");
+        std::future::ready(if refused {
+            Err(ObserverError("cannot record".into()))
+        } else {
+            Ok(())
+        })
+    }
+
+    fn farewell(&mut self, end: &RelayEnd) -> Option<Bytes> {
+        self.asked.lock().unwrap().push(format!("{end:?}"));
+        Some(self.bytes.clone())
+    }
+}
+
+/// Runs a relay with `observer` and `config` on fresh ends of `capacity`.
+fn spawn_relay(
+    capacity: usize,
+    observer: Leaving,
+    config: RelayConfig,
+) -> (
+    DuplexStream,
+    DuplexStream,
+    CancelHandle,
+    tokio::task::JoinHandle<RelayReport>,
+) {
+    let Ends {
+        client,
+        upstream,
+        relay_client,
+        relay_upstream,
+    } = ends(capacity);
+    let cancel = CancelHandle::new();
+    let handle = cancel.clone();
+    let task = tokio::spawn(async move {
+        relay(
+            relay_client,
+            relay_upstream,
+            Bytes::new(),
+            observer,
+            config,
+            &cancel,
+        )
+        .await
+    });
+    (client, upstream, handle, task)
+}
+
+#[tokio::test]
+async fn custody_ending_the_session_says_farewell_after_what_was_forwarded() {
+    let short = Duration::from_millis(200);
+    let configs = [
+        ("Cancelled", RelayConfig::default()),
+        (
+            "IdleTimeout",
+            RelayConfig {
+                idle_timeout: Some(short),
+                ..RelayConfig::default()
+            },
+        ),
+        (
+            "MaxDuration",
+            RelayConfig {
+                max_duration: Some(short),
+                ..RelayConfig::default()
+            },
+        ),
+        ("Observer", RelayConfig::default()),
+    ];
+    for (want, config) in configs {
+        let leaving = Leaving::new(b"<farewell>");
+        let (mut client, mut upstream, cancel, task) = spawn_relay(1024, leaving.clone(), config);
+        upstream.write_all(b"output").await.unwrap();
+        let mut got = [0u8; 6];
+        client.read_exact(&mut got).await.unwrap();
+        match want {
+            "Cancelled" => cancel.cancel("ended by an admin"),
+            // A refused chunk from the client: what went to the client is still whole.
+            "Observer" => client.write_all(b"REFUSED").await.unwrap(),
+            _ => {}
+        }
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"<farewell>", "{want}");
+        let report = task.await.unwrap();
+        assert!(format!("{:?}", report.end).starts_with(want), "{report:?}");
+        assert_eq!(report.farewell, 10);
+        assert_eq!(
+            report.upstream_to_client, 6,
+            "the farewell is not forwarded bytes"
+        );
+        assert_eq!(leaving.asked().len(), 1);
+        // The API server's connection is dropped, never sent a farewell.
+        let mut rest = Vec::new();
+        upstream.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "{want}");
+    }
+}
+
+#[tokio::test]
+async fn peers_ending_the_session_get_no_farewell() {
+    let leaving = Leaving::new(b"<farewell>");
+    let (mut client, mut upstream, _cancel, task) =
+        spawn_relay(1024, leaving.clone(), RelayConfig::default());
+    client.shutdown().await.unwrap();
+    upstream.write_all(b"last words").await.unwrap();
+    upstream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"last words");
+    let report = task.await.unwrap();
+    assert!(matches!(report.end, RelayEnd::ClientClosed), "{report:?}");
+    assert_eq!(report.farewell, 0);
+    assert!(leaving.asked().is_empty());
+
+    // The API server ended its sending (the client's write half is shut down), then custody
+    // ended the session: nothing more can be written to the client.
+    let leaving = Leaving::new(b"<farewell>");
+    let (mut client, upstream, cancel, task) =
+        spawn_relay(1024, leaving.clone(), RelayConfig::default());
+    drop(upstream);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    cancel.cancel("ended by an admin");
+    let report = task.await.unwrap();
+    assert!(matches!(report.end, RelayEnd::Cancelled(_)), "{report:?}");
+    assert_eq!(report.farewell, 0);
+    assert!(leaving.asked().is_empty());
+}
+
+#[tokio::test]
+async fn no_farewell_after_a_chunk_the_client_did_not_get_whole() {
+    // The client reads nothing: the relay is stuck writing a chunk to it when it is cancelled.
+    let leaving = Leaving::new(b"<farewell>");
+    let (mut client, mut upstream, cancel, task) =
+        spawn_relay(16, leaving.clone(), RelayConfig::default());
+    upstream.write_all(&[7; 16]).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(100), upstream.write_all(&[8; 64])).await;
+    cancel.cancel("ended by an admin");
+    let report = tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("the relay ends within a second")
+        .unwrap();
+    assert!(matches!(report.end, RelayEnd::Cancelled(_)), "{report:?}");
+    assert_eq!(report.farewell, 0);
+    assert!(leaving.asked().is_empty(), "not even asked");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert!(!rest.windows(10).any(|w| w == b"<farewell>"), "{rest:?}");
+
+    // A chunk from the API server the observer refused never reached the client either.
+    let leaving = Leaving::new(b"<farewell>");
+    let (mut client, mut upstream, _cancel, task) =
+        spawn_relay(1024, leaving.clone(), RelayConfig::default());
+    upstream.write_all(b"REFUSED").await.unwrap();
+    let report = task.await.unwrap();
+    assert!(
+        matches!(report.end, RelayEnd::Observer(Direction::ServerToClient, _)),
+        "{report:?}"
+    );
+    assert_eq!(report.farewell, 0);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_the_farewell_does_not_hold_the_session() {
+    let leaving = Leaving {
+        bytes: Bytes::from(vec![b'x'; 64 * 1024]),
+        ..Leaving::default()
+    };
+    let (_client, _upstream, cancel, task) =
+        spawn_relay(16, leaving.clone(), RelayConfig::default());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let asked = Instant::now();
+    cancel.cancel("ended by an admin");
+    let report = tokio::time::timeout(Duration::from_secs(3), task)
+        .await
+        .expect("the relay ends")
+        .unwrap();
+    let took = asked.elapsed();
+    assert!(
+        took >= FAREWELL_TIMEOUT && took < FAREWELL_TIMEOUT + Duration::from_millis(500),
+        "{took:?}"
+    );
+    assert_eq!(report.farewell, 0);
+    assert_eq!(leaving.asked().len(), 1);
+}

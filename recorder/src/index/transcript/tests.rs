@@ -85,3 +85,25 @@ fn ctrl_w_after_a_multibyte_blank_keeps_char_boundaries() {
     // U+00A0 (no-break space) is two bytes in UTF-8 and counts as whitespace.
     assert_eq!(typed("ab\u{a0}cd\u{17}x\r".as_bytes()), ["ab\u{a0}x"]);
 }
+
+#[test]
+fn text_per_session_is_capped() {
+    let mut t = Transcript::default();
+    let line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n".repeat(1024);
+    // 64 KiB of text per event, 256 MiB in all: far past the cap.
+    for i in 0..4096 {
+        t.push(&ev(i, EventKind::Output(line.clone())));
+        if i % 16 == 0 {
+            t.end_frame();
+        }
+    }
+    t.push(&ev(
+        5000,
+        EventKind::Input(b"typed after the cap\r".to_vec()),
+    ));
+    let chunks = t.finish(5000);
+    let total: usize = chunks.iter().map(|c| c.body.len()).sum();
+    assert!(total >= MAX_SESSION_TEXT - line.len(), "{total}");
+    assert!(total <= MAX_SESSION_TEXT + 2 * line.len(), "{total}");
+    assert!(chunks.iter().all(|c| c.source == TextSource::Output));
+}
