@@ -201,16 +201,37 @@ fn trim_newline(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests;
 
-/// Whether `bytes` are binary data rather than terminal text: at least 64 bytes of which more
-/// than one in eight are NUL or not UTF-8. Such chunks get no display text in a recording and
-/// no searchable text in the index.
+/// Whether `bytes` are binary data rather than terminal text: at least 64 bytes of which, in
+/// the first KiB, more than one in eight are NUL or not UTF-8. Such chunks get no display text
+/// in a recording and no searchable text in the index. Looking at a prefix keeps this cheap on
+/// the hot path (a chunk of binary is rarely text further on, and the `b` line keeps the bytes
+/// either way).
+#[allow(clippy::naive_bytecount, reason = "at most 1 KiB is looked at")]
 pub fn looks_binary(bytes: &[u8]) -> bool {
     if bytes.len() < 64 {
         return false;
     }
-    let odd: usize = bytes
-        .utf8_chunks()
-        .map(|chunk| chunk.invalid().len() + chunk.valid().bytes().filter(|b| *b == 0).count())
-        .sum();
-    odd * 8 > bytes.len()
+    let sample = &bytes[..bytes.len().min(1024)];
+    let limit = sample.len() / 8;
+    let nuls = |valid: &[u8]| valid.iter().filter(|b| **b == 0).count();
+    let mut odd = 0;
+    let mut rest = sample;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(_) => return odd + nuls(rest) > limit,
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                odd += nuls(valid);
+                // `None`: a sequence cut by the end of the sample, which says nothing.
+                let Some(len) = e.error_len() else {
+                    return odd > limit;
+                };
+                odd += len;
+                if odd > limit {
+                    return true;
+                }
+                rest = &after[len..];
+            }
+        }
+    }
 }

@@ -85,8 +85,9 @@ pub struct SessionHandle {
 }
 
 /// Events a live viewer may fall behind by before it misses some (it is told how many:
-/// [`broadcast::error::RecvError::Lagged`]). Viewers never slow the session down.
-pub const LIVE_CAPACITY: usize = 4096;
+/// [`broadcast::error::RecvError::Lagged`]). Viewers never slow the session down, and a slow
+/// one holds at most this many events in memory (an event is at most one relay chunk, 64 KiB).
+pub const LIVE_CAPACITY: usize = 256;
 
 /// A cloneable producer side of a session (one per stream task).
 #[derive(Debug, Clone)]

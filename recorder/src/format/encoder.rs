@@ -54,60 +54,55 @@ impl Encoder {
     /// An event earlier than the previous one is written at the previous one's time (producers
     /// on different tasks can race by a few microseconds; the file order is the arrival order).
     pub fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Result<()> {
-        let mut interval = Some(self.advance(event.time_us));
-        let mut line = |code: &str, data: &str| {
-            push_line(
-                out,
-                interval.take().unwrap_or(0),
-                self.precision,
-                code,
-                data,
-            );
+        let mut lines = Lines {
+            out,
+            interval: Some(self.advance(event.time_us)),
+            precision: self.precision,
         };
         match &event.kind {
             EventKind::Output(bytes) => {
                 let text = text_of(&mut self.carry[0], bytes);
                 if text.as_bytes() != bytes.as_slice() {
-                    line(code::BYTES, &BASE64.encode(bytes));
+                    lines.base64(bytes);
                 }
-                line(code::OUTPUT, &text);
+                lines.text(code::OUTPUT, &text);
             }
             EventKind::Stderr(bytes) => {
                 let text = text_of(&mut self.carry[1], bytes);
-                line(code::STDERR, "");
+                lines.text(code::STDERR, "");
                 if text.as_bytes() != bytes.as_slice() {
-                    line(code::BYTES, &BASE64.encode(bytes));
+                    lines.base64(bytes);
                 }
-                line(code::OUTPUT, &text);
+                lines.text(code::OUTPUT, &text);
             }
             EventKind::Input(bytes) => {
                 let text = text_of(&mut self.carry[2], bytes);
                 if text.as_bytes() != bytes.as_slice() {
-                    line(code::BYTES, &BASE64.encode(bytes));
+                    lines.base64(bytes);
                 }
-                line(code::INPUT, &text);
+                lines.text(code::INPUT, &text);
             }
-            EventKind::Resize { cols, rows } => line(code::RESIZE, &format!("{cols}x{rows}")),
+            EventKind::Resize { cols, rows } => lines.text(code::RESIZE, &format!("{cols}x{rows}")),
             EventKind::Exit {
                 code: Some(status),
                 message,
             } if message.is_empty() => {
-                line(code::EXIT, &status.to_string());
+                lines.text(code::EXIT, &status.to_string());
             }
             EventKind::Exit {
                 code: status,
                 message,
             } => {
                 let detail = json!({ "code": status, "message": message });
-                line(code::EXIT_DETAIL, &detail.to_string());
+                lines.text(code::EXIT_DETAIL, &detail.to_string());
                 if let Some(status) = status {
-                    line(code::EXIT, &status.to_string());
+                    lines.text(code::EXIT, &status.to_string());
                 }
             }
-            EventKind::Marker(label) => line(code::MARKER, label),
+            EventKind::Marker(label) => lines.text(code::MARKER, label),
             EventKind::ConnectionOpened { connection, port } => {
                 let data = json!({ "conn": connection, "port": port });
-                line(code::CONNECTION_OPENED, &data.to_string());
+                lines.text(code::CONNECTION_OPENED, &data.to_string());
             }
             EventKind::ConnectionClosed {
                 connection,
@@ -123,7 +118,7 @@ impl Encoder {
                     "sha256_to_pod": sha256_to_pod,
                     "sha256_from_pod": sha256_from_pod,
                 });
-                line(code::CONNECTION_CLOSED, &data.to_string());
+                lines.text(code::CONNECTION_CLOSED, &data.to_string());
             }
             EventKind::ConnectionData {
                 connection,
@@ -132,7 +127,7 @@ impl Encoder {
             } => {
                 let data =
                     json!({ "conn": connection, "to_pod": to_pod, "data": BASE64.encode(data) });
-                line(code::CONNECTION_DATA, &data.to_string());
+                lines.text(code::CONNECTION_DATA, &data.to_string());
             }
         }
         Ok(())
@@ -205,7 +200,27 @@ fn text_of(carry: &mut Vec<u8>, bytes: &[u8]) -> String {
     text
 }
 
-/// Appends `[interval, "code", "data"]\n`, the interval as decimal seconds.
+/// The lines of one event: the first carries the event's interval, the others 0.
+struct Lines<'a> {
+    out: &'a mut Vec<u8>,
+    interval: Option<u64>,
+    precision: TimePrecision,
+}
+
+impl Lines<'_> {
+    fn text(&mut self, code: &str, data: &str) {
+        let interval = self.interval.take().unwrap_or(0);
+        push_line(self.out, interval, self.precision, code, data);
+    }
+
+    fn base64(&mut self, bytes: &[u8]) {
+        let interval = self.interval.take().unwrap_or(0);
+        push_base64_line(self.out, interval, self.precision, bytes);
+    }
+}
+
+/// Appends `[interval, "code", "data"]\n`, the interval as decimal seconds, escaping `data`
+/// straight into `out` (this runs for every byte a session carries).
 fn push_line(
     out: &mut Vec<u8>,
     interval_us: u64,
@@ -213,16 +228,35 @@ fn push_line(
     code: &str,
     data: &str,
 ) {
-    let mut line = String::with_capacity(data.len() + 24);
-    line.push('[');
-    push_seconds(&mut line, interval_us, precision);
-    line.push_str(",\"");
-    line.push_str(code);
-    line.push_str("\",");
-    // Serializing a `&str` to JSON cannot fail.
-    line.push_str(&serde_json::to_string(data).unwrap_or_default());
-    line.push_str("]\n");
-    out.extend_from_slice(line.as_bytes());
+    push_head(out, interval_us, precision, code);
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, data);
+    out.extend_from_slice(b"]\n");
+}
+
+/// Appends `[interval, "b", "<base64 of bytes>"]\n`, encoding in place: base64 needs no JSON
+/// escaping, and this line carries every byte of binary sessions.
+fn push_base64_line(out: &mut Vec<u8>, interval_us: u64, precision: TimePrecision, bytes: &[u8]) {
+    push_head(out, interval_us, precision, code::BYTES);
+    out.push(b'"');
+    let start = out.len();
+    let len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
+    out.resize(start + len, 0);
+    // The buffer was sized by `encoded_len`, so the encoding fits.
+    let written = BASE64.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+    out.extend_from_slice(b"\"]\n");
+}
+
+/// Appends `[interval,"code",`.
+fn push_head(out: &mut Vec<u8>, interval_us: u64, precision: TimePrecision, code: &str) {
+    let mut head = String::with_capacity(32);
+    head.push('[');
+    push_seconds(&mut head, interval_us, precision);
+    head.push_str(",\"");
+    head.push_str(code);
+    head.push_str("\",");
+    out.extend_from_slice(head.as_bytes());
 }
 
 /// Writes `us` microseconds as seconds with at most `precision` fractional digits, trailing
