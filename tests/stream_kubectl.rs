@@ -294,4 +294,15 @@ fn an_unwritable_recordings_dir_refuses_exec_before_the_upgrade() {
     for c in &completions {
         assert_eq!(c["status_code"], 503, "{c}");
     }
+    // kubectl 1.32 retries a refused WebSocket upgrade over SPDY; neither attempt became a
+    // session: no recording, no index row.
+    assert!(recordings_dir(&env).is_file());
+    let index = env.data_dir.join("index.sqlite");
+    if index.exists() {
+        let rows = Index::open(&index)
+            .unwrap()
+            .sessions(&custody_recorder::index::SessionQuery::default())
+            .unwrap();
+        assert!(rows.is_empty(), "{rows:#?}");
+    }
 }

@@ -1,1 +1,3 @@
 //! custody-web: the HTTP API over session recordings (list, search, download, verify, live).
+
+pub mod model;
