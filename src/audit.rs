@@ -21,7 +21,7 @@ use crate::principal::{EffectiveIdentity, Principal};
 mod file;
 mod query;
 
-pub use query::{AuditFilter, follow, query};
+pub use query::{AuditFilter, event, follow, query, record_to_json};
 
 /// Whether a request waits for its audit event to be durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

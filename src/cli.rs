@@ -9,10 +9,14 @@ mod audit;
 mod config_check;
 mod credential;
 mod demo;
+mod download;
 mod key;
+mod play;
 mod reindex;
 mod serve;
 mod sessions;
+mod source;
+mod verify;
 
 /// custody: a Kubernetes access gateway that keeps the chain of custody.
 ///
@@ -55,19 +59,39 @@ enum Command {
     ///   custody audit --data-dir /var/lib/custody --denied --json
     ///   custody audit --data-dir /var/lib/custody --follow
     Audit(audit::Args),
-    /// The sessions a running gateway relays now: list them, follow one, end one.
+    /// Exec, attach and port-forward sessions: the recorded ones, and those running now
     ///
-    /// Exec, attach and port-forward sessions, through the gateway's control socket,
-    /// `<data_dir>/control.sock`, which only the gateway's user (and root) may open: run these
-    /// as that user on the gateway's host. See docs/operations.md.
+    /// list, show and browse find recorded sessions in a data directory (--data-dir) or ask a
+    /// running gateway (--server, with a token). live, follow and kill act on the sessions a
+    /// gateway relays now, through its control socket, `<data_dir>/control.sock`, which only
+    /// the gateway's user (and root) may open: run these as that user on the gateway's host.
+    /// See docs/operations.md.
     ///
     /// Examples:
+    ///   custody sessions list --data-dir /var/lib/custody --since 1d --grep "rm -rf"
+    ///   custody sessions show --data-dir /var/lib/custody 0b6f3c1e-5d2a-4c8e-9f1a-2b3c4d5e6f70
     ///   custody sessions live --data-dir /var/lib/custody
     ///   custody sessions follow --data-dir /var/lib/custody 0b6f3c1e-5d2a-4c8e-9f1a-2b3c4d5e6f70
     ///   custody sessions kill --data-dir /var/lib/custody 0b6f3c1e-5d2a-4c8e-9f1a-2b3c4d5e6f70 \
     ///       --reason "INC-1234: unapproved shell on prod"
     #[command(verbatim_doc_comment)]
     Sessions(sessions::Args),
+    /// Download a recorded session: the signed recording, or asciicast or text made from it
+    ///
+    /// From a data directory (--data-dir) or a running gateway (--server, as the token's
+    /// owner). The file appears whole or not at all (written beside FILE, then renamed); an
+    /// existing FILE is kept unless --force. Prints the size and the SHA-256.
+    ///
+    /// Examples:
+    ///   custody download --data-dir /var/lib/custody ID -o evidence.cast.zst
+    ///   custody download --server https://custody.example:8443 ID --format cast -o s.cast
+    ///   custody download --data-dir /var/lib/custody ID --format txt -o session.txt
+    #[allow(
+        clippy::doc_markdown,
+        reason = "the help shows example command lines verbatim; URLs in them stay bare"
+    )]
+    #[command(verbatim_doc_comment)]
+    Download(download::Args),
     /// Print the public key that verifies this gateway's recordings (PEM, or hex with --hex).
     Key {
         /// The data directory (as in the configuration's `data_dir`).
@@ -77,6 +101,27 @@ enum Command {
         #[arg(long)]
         hex: bool,
     },
+    /// Play a recorded session in the terminal: its screen as it was, with seeking, search and
+    /// the typed commands (keys: `?` in the player, or docs/replay.md).
+    ///
+    /// Examples:
+    ///   custody play /var/lib/custody/recordings/ID.cast.zst
+    ///   custody play --data-dir /var/lib/custody ID --at 12:34 --speed 4
+    ///   custody play --data-dir /var/lib/custody ID --follow
+    #[command(verbatim_doc_comment)]
+    Play(play::Args),
+    /// Check a recording offline: its hash chain and signatures, with the verdict as the exit
+    /// code (0 intact, 2 intact but interrupted, 1 altered or signed by another key, 3 not a
+    /// readable recording).
+    ///
+    /// Without --key the file is checked against the key it names (integrity, not authorship);
+    /// with --key (PEM or hex, as `custody key` prints it) it must be signed by that key.
+    ///
+    /// Examples:
+    ///   custody verify 0b6f3c1e-5d2a-4c8e-9f1a-2b3c4d5e6f70.cast.zst
+    ///   custody verify evidence.cast.zst --key gateway.pub.pem
+    #[command(verbatim_doc_comment)]
+    Verify(verify::Args),
     /// Rebuild the index from the recording files (the index is derived data).
     Reindex {
         /// The data directory (as in the configuration's `data_dir`).
@@ -105,6 +150,9 @@ pub fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config_check::run(&file),
         Command::Audit(args) => audit::run(&args),
         Command::Sessions(args) => sessions::run(&args),
+        Command::Download(args) => download::run(&args),
+        Command::Play(args) => play::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Reindex { data_dir } => reindex::run(&data_dir),
         Command::Key { data_dir, hex } => key::run(&data_dir, hex),
     };

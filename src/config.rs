@@ -45,6 +45,20 @@ pub struct Config {
     /// Limits of streaming sessions (exec, attach, port-forward).
     #[serde(default)]
     pub streams: StreamsConfig,
+    /// Who may see whose recordings through the sessions API.
+    #[serde(default)]
+    pub access: AccessConfig,
+}
+
+/// Access to recordings and the audit trail through the sessions API (`/custody/v1`). A
+/// person sees the sessions they started; members of an auditor group see all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Groups (as mapped, with any prefix) whose members see and download every session and
+    /// audit event (default: none).
+    #[serde(default)]
+    pub auditor_groups: Vec<String>,
 }
 
 /// Limits of streaming sessions. A session that hits one ends, and its recording says which.
@@ -186,7 +200,7 @@ pub struct ConfigError {
 impl Config {
     /// Parses and validates a configuration. `env` looks up environment variables; the
     /// overrides are `CUSTODY_DATA_DIR`, `CUSTODY_GATEWAY_ID`, `CUSTODY_LISTEN`,
-    /// `CUSTODY_ADMIN_LISTEN` and `CUSTODY_AUDIT_MODE`.
+    /// `CUSTODY_ADMIN_LISTEN`, `CUSTODY_AUDIT_MODE` and `CUSTODY_AUDITOR_GROUPS` (comma-separated).
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
             problems: vec![e.to_string().trim_end().to_owned()],
@@ -222,6 +236,14 @@ impl Config {
                     "CUSTODY_AUDIT_MODE: {v:?} must be strict or best-effort"
                 )),
             }
+        }
+        if let Some(v) = env("CUSTODY_AUDITOR_GROUPS") {
+            config.access.auditor_groups = v
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -285,6 +307,13 @@ impl Config {
             problems.push(format!("impersonation: {problem}"));
         }
         problems.extend(self.streams.problems());
+        for (i, group) in self.access.auditor_groups.iter().enumerate() {
+            if group.trim().is_empty() || group.chars().any(char::is_control) {
+                problems.push(format!(
+                    "access.auditor_groups[{i}]: {group:?} must be a non-empty printable group name"
+                ));
+            }
+        }
         problems
     }
 
@@ -303,7 +332,7 @@ impl Config {
             .collect();
         let issuers: Vec<&str> = self.oidc.iter().map(|o| o.issuer.as_str()).collect();
         format!(
-            "listens on https://{} (admin http://{})\nclusters: {}\nOIDC issuers: {}\nServiceAccount tokens: {}\nimpersonation rules: {}\naudit: {} in {}\n{}\n",
+            "listens on https://{} (admin http://{})\nclusters: {}\nOIDC issuers: {}\nServiceAccount tokens: {}\nimpersonation rules: {}\naudit: {} in {}\n{}\nauditor groups (see every session): {}\n",
             self.server.listen,
             self.admin.listen,
             clusters.join(", "),
@@ -324,6 +353,11 @@ impl Config {
             },
             self.data_dir.display(),
             self.streams.explain(),
+            if self.access.auditor_groups.is_empty() {
+                "none".to_owned()
+            } else {
+                self.access.auditor_groups.join(", ")
+            },
         )
     }
 }
@@ -450,6 +484,23 @@ client_id = "custody"
         };
         let config = Config::parse(MINIMAL, &env).unwrap();
         assert_eq!(config.server.listen.port(), 9443);
+        assert!(config.access.auditor_groups.is_empty());
+        let auditors =
+            |k: &str| (k == "CUSTODY_AUDITOR_GROUPS").then(|| "sre, security".to_owned());
+        let with_auditors = Config::parse(MINIMAL, &auditors).unwrap();
+        assert_eq!(with_auditors.access.auditor_groups, ["sre", "security"]);
+        assert!(
+            with_auditors
+                .explain()
+                .contains("auditor groups (see every session): sre, security")
+        );
+        let text = format!("{MINIMAL}\n[access]\nauditor_groups = [\"\"]\n");
+        assert!(
+            Config::parse(&text, &no_env)
+                .unwrap_err()
+                .to_string()
+                .contains("access.auditor_groups[0]")
+        );
         assert_eq!(config.audit.mode, AuditMode::BestEffort);
         let bad = |k: &str| (k == "CUSTODY_AUDIT_MODE").then(|| "lax".to_owned());
         assert!(

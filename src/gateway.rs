@@ -27,6 +27,7 @@ use crate::proxy::{self, Body, BoxError, OnEnd};
 use crate::stream::upgrade::classify_upgrade;
 use crate::upstream::Upstream;
 
+pub mod api;
 pub mod session;
 pub mod status;
 
@@ -47,8 +48,12 @@ pub struct GatewayParts {
     pub audit: AuditSink,
     /// The counters `/metrics` shows.
     pub metrics: Arc<Metrics>,
-    /// How streaming sessions are recorded; `None` refuses exec, attach and port-forward.
+    /// How streaming sessions are recorded; `None` refuses exec, attach and port-forward, and
+    /// leaves the sessions API (under `/custody/v1`) off.
     pub recording: Option<RecordingConfig>,
+    /// Members of these groups see every session and audit event through the sessions API;
+    /// everyone else sees their own (`[access] auditor_groups`).
+    pub auditor_groups: Vec<String>,
 }
 
 /// The gateway: the pipeline every request goes through.
@@ -59,6 +64,7 @@ pub struct Gateway {
     audit: AuditSink,
     metrics: Arc<Metrics>,
     recordings: Option<Recordings>,
+    api: Option<custody_web::api::Api>,
 }
 
 impl Gateway {
@@ -81,7 +87,16 @@ impl Gateway {
                 )));
             }
         }
+        let api = parts.recording.as_ref().map(|recording| {
+            custody_web::api::Api::new(custody_web::api::ApiConfig {
+                data_dir: recording.data_dir.clone(),
+                key: recording.key.verifying_key(),
+                auditor_groups: parts.auditor_groups.clone(),
+                audit_json: Arc::new(crate::audit::record_to_json),
+            })
+        });
         Ok(Self {
+            api,
             authenticator: parts.authenticator,
             clusters,
             impersonation: parts.impersonation,
@@ -143,6 +158,14 @@ impl Gateway {
             }
         };
         ex.event.initiator = Some(principal.clone());
+
+        if custody_web::api::is_api_path(parts.uri.path()) {
+            let Some(api) = &self.api else {
+                let msg = "custody: the sessions API is not enabled on this gateway (no recording is configured)";
+                return self.refuse(ex, StatusCode::NOT_FOUND, msg, msg).await;
+            };
+            return self.api_request(ex, api, &principal, &parts).await;
+        }
 
         let Some((cluster, rest)) = split else {
             let msg = "custody: no cluster selected; the kubeconfig's server URL must end in /clusters/<name>";

@@ -12,14 +12,16 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "support/served.rs"]
+mod served;
+
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use custody_fixtures::harness::{Kubectl, kubectl_binary};
+use custody_fixtures::harness::Kubectl;
 use custody_recorder::model::{EventKind, SessionStatus};
 use custody_recorder::reader::read_recording;
 use sha2::{Digest, Sha256};
@@ -27,51 +29,6 @@ use sha2::{Digest, Sha256};
 const FILE_SIZE: u64 = 100 * 1024 * 1024;
 /// How much the gateway's resident memory may grow over its idle level during a copy.
 const RSS_GROWTH_LIMIT: u64 = 64 * 1024 * 1024;
-
-/// A child process interrupted (SIGINT, then waited) when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(self.0.id().to_string())
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `custody ARGS`, waits for its `ready ` line and returns it.
-fn start(args: &[&str], dir: &Path, envs: &[(&str, &Path)]) -> (Running, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_custody"));
-    cmd.args(args).arg(dir);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let running = Running(child);
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("no ready line");
-        if line.starts_with("ready ") {
-            return (running, line);
-        }
-    }
-}
 
 /// A field of `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`).
 fn proc_kib(pid: u32, field: &str) -> u64 {
@@ -180,43 +137,18 @@ fn copy_sampled(k: &Kubectl, pid: u32, from: String, to: String) -> u64 {
 #[test]
 fn kubectl_cp_of_100_mib_both_ways_is_byte_exact_with_bounded_gateway_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let demo_dir = dir.path().join("demo");
     // The demo runs kube-sim and the development OIDC issuer (and a gateway this test does not
     // use); the gateway under test is `custody serve` from the demo's configuration, alone in
     // its process so its memory can be measured.
-    let (_demo, _) = start(&["demo", "--dir"], &demo_dir, &[]);
+    let (_demo, demo_dir) = served::demo(dir.path());
     let data = dir.path().join("serve-data");
-    let config = demo_dir.join("custody.toml");
-    let (serve, ready) = start(
-        &["serve", "--config"],
-        &config,
-        &[
-            ("CUSTODY_DATA_DIR", &data),
-            ("CUSTODY_LISTEN", Path::new("127.0.0.1:0")),
-        ],
-    );
-    let pid = serve.0.id();
-    let https = ready.split_whitespace().nth(1).unwrap().to_owned();
-    let kubeconfig = std::fs::read_to_string(demo_dir.join("kubeconfig")).unwrap();
-    let old = kubeconfig
-        .lines()
-        .find(|l| l.trim_start().starts_with("server:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let served = dir.path().join("served.kubeconfig");
-    std::fs::write(
-        &served,
-        kubeconfig.replace(&old, &format!("server: {https}/clusters/demo")),
-    )
-    .unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let k = Kubectl::new(
-        kubectl_binary("1.32").unwrap(),
-        served.clone(),
-        home.clone(),
-    );
+    let mut serve = served::serve_command(&demo_dir, &data);
+    serve.stderr(std::process::Stdio::inherit());
+    let (serve, ready) = served::spawn_ready(serve);
+    let pid = serve.id();
+    let https = served::ready_url(&ready);
+    let (kubeconfig, home) = served::served_kubeconfig(&demo_dir, &https, dir.path());
+    let k = served::kubectl("1.32", &kubeconfig, &home);
     // kubectl 1.32 over WebSocket, 1.32 forced to SPDY, and 1.28 (SPDY only).
     let clients = [
         ("1.32 WebSocket", k.clone()),
@@ -224,10 +156,7 @@ fn kubectl_cp_of_100_mib_both_ways_is_byte_exact_with_bounded_gateway_memory() {
             "1.32 SPDY",
             k.clone().env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false"),
         ),
-        (
-            "1.28 SPDY",
-            Kubectl::new(kubectl_binary("1.28").unwrap(), served, home),
-        ),
+        ("1.28 SPDY", served::kubectl("1.28", &kubeconfig, &home)),
     ];
 
     let local = dir.path().join("local.bin");

@@ -26,7 +26,7 @@ pub use audit::{AuditCompletion, AuditQuery, AuditRecord};
 pub use builder::IndexBuilder;
 pub use query::{SearchHit, SessionQuery};
 pub use schema::latest_version;
-pub use transcript::{MAX_SESSION_TEXT, TextChunk, TextSource};
+pub use transcript::{EscapeFilter, LineEditor, MAX_SESSION_TEXT, TextChunk, TextSource};
 
 /// An open index database.
 pub struct Index {

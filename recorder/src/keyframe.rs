@@ -103,6 +103,74 @@ impl TerminalState {
     }
 }
 
+/// A terminal that keeps the text of every line that scrolls off its primary screen: the
+/// session as a person scrolling back through their terminal would read it (an export's `txt`).
+pub struct TranscriptState {
+    state: TerminalState,
+    observer: avt::observer::Transcript,
+    lines: Vec<String>,
+}
+
+impl TranscriptState {
+    /// A blank terminal of the session's initial size (80x24 when the header has none).
+    pub fn for_session(meta: &SessionMeta) -> Result<Self> {
+        Ok(Self {
+            state: TerminalState::for_session(meta)?,
+            observer: avt::observer::Transcript::new(),
+            lines: Vec::new(),
+        })
+    }
+
+    /// Applies one event as [`TerminalState::apply`] does, keeping the lines it scrolls off.
+    pub fn apply(&mut self, event: &Event) {
+        let TerminalState { term, utf8 } = &mut self.state;
+        let observer = &mut self.observer;
+        let lines = &mut self.lines;
+        match &event.kind {
+            EventKind::Output(bytes) | EventKind::Stderr(bytes) => {
+                utf8.decode(bytes, |text| {
+                    lines.extend(term.feed_with(text, &mut *observer));
+                });
+            }
+            EventKind::Resize { cols, rows } => lines.extend(term.resize_with(
+                usize::from((*cols).max(1)),
+                usize::from((*rows).max(1)),
+                &mut *observer,
+            )),
+            _ => {}
+        }
+    }
+
+    /// The transcript: the lines scrolled off, then the final primary screen (soft-wrapped rows
+    /// joined, trailing blanks trimmed, trailing empty lines dropped). When the session ended on
+    /// the alternate screen (a full-screen program still running), its visible rows follow
+    /// after an empty line.
+    pub fn finish(self) -> Vec<String> {
+        let Self {
+            state,
+            observer,
+            mut lines,
+        } = self;
+        lines.extend(observer.finish(&state.term));
+        if state.term.active_screen_kind() == avt::ScreenKind::Alternate {
+            let mut screen: Vec<String> = state
+                .term
+                .screen()
+                .visible_lines()
+                .map(|l| l.text().trim_end().to_owned())
+                .collect();
+            while screen.last().is_some_and(String::is_empty) {
+                screen.pop();
+            }
+            if !screen.is_empty() {
+                lines.push(String::new());
+                lines.extend(screen);
+            }
+        }
+        lines
+    }
+}
+
 /// The serialized state of a terminal at one point of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keyframe {

@@ -4,6 +4,7 @@
 //! HTTP or terminal I/O, so the gateway, the web API and the player can all depend on it.
 
 pub mod error;
+pub mod export;
 pub mod file;
 pub mod format;
 pub mod index;
@@ -14,6 +15,7 @@ pub mod reader;
 pub mod recovery;
 pub mod redaction;
 pub mod reindex;
+pub mod verdict;
 pub mod writer;
 
 pub use error::{Error, Result};

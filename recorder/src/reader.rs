@@ -52,6 +52,10 @@ pub struct Recording {
     /// writer was killed): the events of its complete blocks. They are **not verified**: no
     /// checkpoint covers them. `damage` is then [`DamageKind::UnsealedTail`] at the same offset.
     pub tail: Option<Tail>,
+    /// The public key the file's signed records name (the first one read), when any was read.
+    /// Read without a key, the signatures were checked against it: that proves integrity, not
+    /// authorship.
+    pub signer: Option<Hash>,
 }
 
 impl Recording {
@@ -176,6 +180,7 @@ pub fn read_recording_bytes(bytes: &[u8], key: Option<&VerifyingKey>) -> Result<
         damage,
         verified_len: walk.pos as u64,
         tail,
+        signer: walk.signer,
     })
 }
 

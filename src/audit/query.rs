@@ -44,6 +44,13 @@ pub fn query(index: &Index, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
     Ok(rows.iter().map(from_record).collect())
 }
 
+/// The event of one request, by its custody request id (a recorded session's id is the
+/// request id of the exec, attach or port-forward request that started it).
+pub fn event(index: &Index, id: &str) -> Result<Option<AuditEvent>> {
+    let record = index.audit_event(id).map_err(Error::AuditIndex)?;
+    Ok(record.as_ref().map(from_record))
+}
+
 /// For `--follow`: the events matching `filter` written after the cursor `after` (0 to start
 /// from the beginning), oldest first, and the cursor to pass next time. Poll it; events that
 /// complete later are not returned again.
@@ -72,6 +79,11 @@ fn to_query(f: &AuditFilter, after_seq: Option<i64>) -> AuditQuery {
         after_seq,
         limit: f.limit,
     }
+}
+
+/// An index row as the JSON object the audit trail's file holds for it (an [`AuditEvent`]).
+pub fn record_to_json(r: &AuditRecord) -> serde_json::Value {
+    serde_json::to_value(from_record(r)).unwrap_or_default()
 }
 
 /// The index row for an event.

@@ -164,7 +164,7 @@ fn print_event(event: &AuditEvent, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
+pub(super) fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&Utc));
     }

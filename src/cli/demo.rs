@@ -95,6 +95,17 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
         dir.join("cluster/audit.log").display()
     );
     println!();
+    println!(
+        "Recorded sessions are served at https://{}/custody/v1 (docs/api.md): bob (group sre)",
+        running.addr
+    );
+    println!("is an auditor and sees every session; alice sees only the sessions she started.");
+    println!(
+        "  {exe} key --data-dir {data} > key.pem && {exe} verify {data}/recordings/ID.cast.zst --key key.pem",
+        exe = exe.display(),
+        data = dir.join("data").display()
+    );
+    println!();
     println!("Press Ctrl-C to stop.");
 
     serve::wait_for_signal().await?;
@@ -133,6 +144,11 @@ client_id = "custody"
 ca_file = {issuer_ca}
 # kube-sim's rules grant the groups dev and sre, so groups are not prefixed here.
 groups_prefix = ""
+
+# bob (group sre) audits: he sees and downloads every recorded session through the sessions
+# API; alice sees only her own.
+[access]
+auditor_groups = ["sre"]
 
 [[impersonation.allow]]
 users = ["oidc:bob"]

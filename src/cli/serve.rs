@@ -137,6 +137,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 },
                 gateway_id: config.gateway_id.clone(),
             }),
+            auditor_groups: config.access.auditor_groups.clone(),
         })
         .context("gateway configuration")?,
     );

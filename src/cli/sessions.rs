@@ -1,5 +1,10 @@
-//! `custody sessions live|kill|follow`: the sessions a running gateway relays right now,
-//! through its control socket (`<data_dir>/control.sock`).
+//! `custody sessions`: the recorded sessions (`list`, `show`, `browse`), from a data directory
+//! or a running gateway's API; and the sessions a running gateway relays right now
+//! (`live`, `kill`, `follow`), through its control socket (`<data_dir>/control.sock`).
+
+mod browse;
+mod list;
+pub(super) mod show;
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -20,8 +25,50 @@ pub struct Args {
     command: Command,
 }
 
+#[allow(
+    clippy::doc_markdown,
+    reason = "the help shows example command lines verbatim; URLs in them stay bare"
+)]
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// List and search recorded sessions: who, when, where, what, how it ended.
+    ///
+    /// Newest first. Filters combine (all must match). --grep finds sessions whose output or
+    /// typed commands hold all the given words, and shows the best match under each (with
+    /// --data-dir). Reads a data directory directly, or asks a running gateway (--server, as
+    /// the token's owner: people see their own sessions, auditors everyone's).
+    ///
+    /// Examples:
+    ///   custody sessions list --data-dir /var/lib/custody --since 2d
+    ///   custody sessions list --data-dir /var/lib/custody --initiator oidc:alice --kind exec
+    ///   custody sessions list --data-dir /var/lib/custody --grep "rm -rf" --namespace prod
+    ///   custody sessions list --server https://custody.example:8443 --token-file ~/.custody-token
+    ///   custody sessions list --data-dir /var/lib/custody --exit-code 137 --json | jq -r '.[].id'
+    #[command(verbatim_doc_comment)]
+    List(list::Args),
+    /// Everything about one recorded session: header, integrity, its audit events.
+    ///
+    /// Shows who started it (issuer, subject, groups) and who the cluster saw, the target, the
+    /// client, how it ended; verifies the recording against the gateway's key (intact,
+    /// interrupted by a crash, or altered, with the first bad frame); and lists the API
+    /// requests of the same kubectl invocation (its Kubectl-Session) from the audit trail.
+    ///
+    /// Examples:
+    ///   custody sessions show --data-dir /var/lib/custody 0b6f3c1e-5d2a-4c8e-9f1a-2b3c4d5e6f70
+    ///   custody sessions show --server https://custody.example:8443 ID --json
+    #[command(verbatim_doc_comment)]
+    Show(show::Args),
+    /// Browse recorded sessions in the terminal and open one in the player.
+    ///
+    /// Up/Down (or j/k) move, Enter plays the selected session, / filters the list (by id,
+    /// person, target, command), Esc clears the filter, q quits. Takes the same filters as
+    /// `list`.
+    ///
+    /// Examples:
+    ///   custody sessions browse --data-dir /var/lib/custody --since 1d
+    ///   custody sessions browse --server https://custody.example:8443 --grep passwd
+    #[command(verbatim_doc_comment)]
+    Browse(browse::Args),
     /// List the sessions running now: id, kind, who, target, when it started.
     ///
     /// Examples:
@@ -82,6 +129,9 @@ enum Command {
 
 /// Runs one `sessions` subcommand.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    if let Command::Browse(browse) = &args.command {
+        return browse::run(browse);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -98,6 +148,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             Command::Follow { data_dir, id, json } => {
                 follow(&ControlClient::new(data_dir), id, *json).await
             }
+            Command::List(list) => list::run(list).await,
+            Command::Show(show) => show::run(show).await,
+            Command::Browse(browse) => browse::run(browse),
         }
     })
 }
@@ -126,28 +179,36 @@ async fn live(client: &ControlClient, json: bool) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let header = ["ID", "KIND", "WHO", "TARGET", "STARTED"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
+    write!(out, "{}", table(header, &rows))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Left-aligned columns two spaces apart, the last one unpadded; one line per row.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 5]| {
-        let mut text = String::new();
+    let mut text = String::new();
+    let mut line = |cells: [&str; N]| {
+        let mut line = String::new();
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
+            if i + 1 == N {
+                line.push_str(cell);
             } else {
-                let _ = write!(text, "{cell:<width$}  ");
+                let _ = write!(line, "{cell:<width$}  ");
             }
         }
-        text
+        text.push_str(line.trim_end());
+        text.push('\n');
     };
-    writeln!(out, "{}", line(header))?;
-    for row in &rows {
-        writeln!(out, "{}", line(row.each_ref().map(String::as_str)))?;
+    line(header);
+    for row in rows {
+        line(row.each_ref().map(String::as_str));
     }
-    Ok(ExitCode::SUCCESS)
+    text
 }
 
 async fn kill(

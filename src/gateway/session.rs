@@ -577,11 +577,20 @@ impl Observer for Recorder {
         }
     }
 
+    /// The server's bytes reach the client in whole frames (exec and attach), so that a
+    /// farewell can always follow what the client has.
+    fn forwardable(&self, direction: Direction) -> Option<u64> {
+        match direction {
+            Direction::ServerToClient => self.decoder.server_boundary(),
+            Direction::ClientToServer => None,
+        }
+    }
+
     /// Tells the client why custody ended its session, in its protocol (exec and attach).
-    fn farewell(&mut self, end: &RelayEnd) -> Option<Bytes> {
+    fn farewell(&mut self, end: &RelayEnd, delivered: u64) -> Option<Bytes> {
         let farewell = match end {
             RelayEnd::Cancelled(reason) if reason == RECORDING_FAILURE => {
-                Farewell::recording_failure(&self.sender.failure().unwrap_or_default())
+                Farewell::recording_failure(cause(&self.sender.failure().unwrap_or_default()))
             }
             // `admin_kill` or `admin_kill: <text>`; any other canceller's reason as it is.
             RelayEnd::Cancelled(reason) => Farewell::ended_by_admin(Some(
@@ -594,12 +603,19 @@ impl Observer for Recorder {
             RelayEnd::Observer(..) if self.failure == Some(RECORDING_FAILURE) => {
                 // The writer's own words when it failed; else what `record` said (a stall).
                 let detail = self.sender.failure().or_else(|| self.record_error.clone());
-                Farewell::recording_failure(&detail.unwrap_or_default())
+                Farewell::recording_failure(cause(&detail.unwrap_or_default()))
             }
             _ => return None,
         };
-        self.decoder.farewell(&farewell).map(Bytes::from)
+        self.decoder.farewell(&farewell, delivered).map(Bytes::from)
     }
+}
+
+/// What the client is told of a recording failure: its cause (`File too large (os error 27)`),
+/// never the gateway's paths or internals, which go to the gateway's log.
+fn cause(failure: &str) -> &str {
+    let first = failure.split(';').next().unwrap_or_default();
+    first.rsplit(": ").next().unwrap_or(first).trim()
 }
 
 fn micros(d: Duration) -> u64 {
@@ -644,4 +660,21 @@ fn query_values(query: Option<&str>, name: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause;
+
+    #[test]
+    fn the_client_hears_the_cause_of_a_recording_failure_without_paths() {
+        let failure = "recording file /var/lib/custody/recordings/af60.cast.zst: File too large \
+                       (os error 27); the session must end (524 queued events not recorded)";
+        assert_eq!(cause(failure), "File too large (os error 27)");
+        assert_eq!(
+            cause("the recording stalled for more than 10s"),
+            "the recording stalled for more than 10s"
+        );
+        assert_eq!(cause(""), "");
+    }
 }

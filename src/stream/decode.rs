@@ -21,7 +21,8 @@
 //!
 //! When custody ends a session itself, [`farewell`](SessionDecoder::farewell) gives the bytes
 //! that tell an exec or attach client why ([`Farewell`]), if the client can read them where its
-//! stream stands.
+//! stream stands: after every server byte fed, or before the last server chunk fed when that
+//! chunk never reached the client.
 
 use custody_protocol::ChannelProtocol;
 use custody_protocol::portforward::{self, LEGACY_WEBSOCKET_PROTOCOLS, TUNNELING_PREFIX};
@@ -208,15 +209,41 @@ impl SessionDecoder {
         }
     }
 
-    /// The bytes that tell the client why custody ended the session (see [`Farewell`]), when
-    /// the client can read them: exec and attach only, with the server-to-client direction at
-    /// a frame boundary and the error channel still unused. `None` means the connection is just
-    /// closed.
-    pub fn farewell(&self, farewell: &Farewell) -> Option<Vec<u8>> {
+    /// The bytes that tell the client why custody ended the session (see [`Farewell`]), for a
+    /// client that received exactly the first `delivered` bytes of the server-to-client
+    /// direction (all of them fed here, in whole chunks), when it can read them: exec and
+    /// attach only, with the client's copy of the stream at a frame boundary and its error
+    /// channel still unused. The client may lag one chunk behind what was fed (a chunk the
+    /// recording refused, or that the session ended on before it was forwarded): `delivered`
+    /// then leaves that chunk out and the farewell is built for where the client stands before
+    /// it. `None` means the connection is just closed, and is also the answer for any other
+    /// `delivered`.
+    pub fn farewell(&self, farewell: &Farewell, delivered: u64) -> Option<Vec<u8>> {
         match self {
-            Self::Channel(d) => d.farewell(farewell),
-            Self::SpdyExec(d) => d.farewell(farewell),
+            Self::Channel(d) => d.farewell(farewell, delivered),
+            Self::SpdyExec(d) => d.farewell(farewell, delivered),
             Self::PortForward(_) | Self::Tunnel(_) | Self::LegacyPortForward(_) => None,
+        }
+    }
+
+    /// How many of the server-to-client bytes fed may reach the client now: up to the end of
+    /// the last whole frame, so that the client always stands between frames and a farewell
+    /// can follow what it has (exec and attach). `None` for port-forward: everything may.
+    pub fn server_boundary(&self) -> Option<u64> {
+        match self {
+            Self::Channel(d) => Some(d.server_boundary()),
+            Self::SpdyExec(d) => Some(d.server_boundary()),
+            Self::PortForward(_) | Self::Tunnel(_) | Self::LegacyPortForward(_) => None,
+        }
+    }
+
+    /// Server-to-client bytes fed (exec and attach; 0 for port-forward).
+    #[cfg(test)]
+    pub(crate) fn server_fed(&self) -> u64 {
+        match self {
+            Self::Channel(d) => d.server_fed(),
+            Self::SpdyExec(d) => d.server_fed(),
+            Self::PortForward(_) | Self::Tunnel(_) | Self::LegacyPortForward(_) => 0,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The byte-exact splice between the client's upgraded connection and the API server's.
 //!
 //! Each direction reads a chunk (at most [`RelayConfig::buffer_size`] bytes), hands it to the
-//! [`Observer`] (the decoder and recorder), and only then writes it to the other side, so
+//! [`Observer`] (the decoder and recorder), and only then writes it to the other side (up to
+//! where the observer allows, [`Observer::forwardable`]: the end of the last whole frame), so
 //! nothing reaches a peer unobserved and memory stays bounded: a slow reader stalls the writer
 //! side's reads instead of filling a queue. The API server's bytes that arrived with its 101
 //! head go first, to the client.
@@ -15,10 +16,13 @@
 //! When custody itself ends the session (the [`CancelHandle`], the idle timeout, the maximum
 //! duration, the observer refusing a chunk), the observer may first give a farewell for the
 //! client ([`Observer::farewell`]: the reason, in the client's protocol). The API server's
-//! connection is dropped first; the farewell is written to the client only if every byte the
-//! observer saw from the API server reached the client whole (a write cut off by the end would
-//! leave the client inside a frame), within [`FAREWELL_TIMEOUT`], and the client's connection
-//! is then shut down and dropped.
+//! connection is dropped first; the farewell is written to the client only if no write to the
+//! client was cut off (that would leave the client inside a frame), within
+//! [`FAREWELL_TIMEOUT`], and the client's connection is then shut down and dropped. The
+//! observer is told how many of the API server's bytes the client received: every chunk it
+//! saw, or all but the last one when that chunk was never written (the observer refused it,
+//! or the session ended while the observer held it, the usual case when the recording fails
+//! under heavy output), so it can speak from where the client stands.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -55,13 +59,26 @@ pub trait Observer: Send {
         at: std::time::Instant,
     ) -> impl Future<Output = Result<(), ObserverError>> + Send;
 
+    /// How many of the bytes seen from `direction` (counted from the start) may be written to
+    /// the other side now; the rest are held back until a later chunk moves this on (or the
+    /// sending side ends). An observer that decodes frames answers the end of the last whole
+    /// frame, so the client always stands between frames and a farewell can follow. None by
+    /// default: every byte seen may be written.
+    fn forwardable(&self, direction: Direction) -> Option<u64> {
+        let _ = direction;
+        None
+    }
+
     /// Bytes to write to the client when custody ends the session itself (`end` is
     /// [`RelayEnd::Cancelled`], [`RelayEnd::IdleTimeout`], [`RelayEnd::MaxDuration`] or
-    /// [`RelayEnd::Observer`]), to tell it why. Asked only when every chunk the observer saw
-    /// from the API server reached the client whole, so the bytes start where a message may.
-    /// None by default: the connections are just dropped.
-    fn farewell(&mut self, end: &RelayEnd) -> Option<Bytes> {
-        let _ = end;
+    /// [`RelayEnd::Observer`]), to tell it why. The client has received exactly the first
+    /// `delivered` bytes from the API server, in whole chunks: every server-to-client chunk the
+    /// observer saw, or all but the last one when that one was never written (refused, or held
+    /// by the observer when the session ended; the observer may or may not have processed it).
+    /// Never asked when a write to the client was cut off partway. The bytes must start where
+    /// the client stands after `delivered`. None by default: the connections are just dropped.
+    fn farewell(&mut self, end: &RelayEnd, delivered: u64) -> Option<Bytes> {
+        let _ = (end, delivered);
         None
     }
 }
@@ -89,8 +106,12 @@ impl<T: Observer> Observer for &mut T {
         (**self).on_chunk(direction, bytes, at)
     }
 
-    fn farewell(&mut self, end: &RelayEnd) -> Option<Bytes> {
-        (**self).farewell(end)
+    fn forwardable(&self, direction: Direction) -> Option<u64> {
+        (**self).forwardable(direction)
+    }
+
+    fn farewell(&mut self, end: &RelayEnd, delivered: u64) -> Option<Bytes> {
+        (**self).farewell(end, delivered)
     }
 }
 
@@ -286,9 +307,11 @@ where
             }
         }
     };
-    // A shut-down write half (the API server ended first) takes nothing more.
-    let farewell = if end.by_custody() && !down_done && down.clean.load(Ordering::Relaxed) {
-        let bytes = shared.observer.lock().await.farewell(&end);
+    // A shut-down write half (the API server ended first) takes nothing more, and a client
+    // whose last write was cut off may stand anywhere inside a frame.
+    let farewell = if end.by_custody() && !down_done && !down.torn.load(Ordering::Relaxed) {
+        let delivered = down.bytes.load(Ordering::Relaxed);
+        let bytes = shared.observer.lock().await.farewell(&end, delivered);
         match bytes {
             Some(bytes) => say_farewell(&mut client_write, &bytes).await,
             None => 0,
@@ -327,7 +350,8 @@ struct Shared<O> {
 }
 
 impl<O: Observer> Shared<O> {
-    async fn observe(&self, direction: Direction, bytes: &[u8]) -> Result<(), RelayEnd> {
+    /// Shows the chunk to the observer; returns what it says may be forwarded.
+    async fn observe(&self, direction: Direction, bytes: &[u8]) -> Result<Option<u64>, RelayEnd> {
         let now = Instant::now();
         let ms = u64::try_from(now.duration_since(self.start).as_millis()).unwrap_or(u64::MAX);
         self.last_activity_ms.fetch_max(ms, Ordering::Relaxed);
@@ -337,7 +361,8 @@ impl<O: Observer> Shared<O> {
         observer
             .on_chunk(direction, bytes, now.into_std())
             .await
-            .map_err(|e| RelayEnd::Observer(direction, e))
+            .map_err(|e| RelayEnd::Observer(direction, e))?;
+        Ok(observer.forwardable(direction))
     }
 
     /// Completes once nothing was observed for `timeout` (never without one).
@@ -368,10 +393,12 @@ struct Pump {
     direction: Direction,
     from: Side,
     to: Side,
+    /// Bytes written whole to `to`.
     bytes: AtomicU64,
-    /// Whether every chunk shown to the observer was then written whole (false while a chunk
-    /// is between the two, and for good when a chunk was refused or its write cut off).
-    clean: AtomicBool,
+    /// Whether a write to `to` started and did not finish (while a chunk is being written, and
+    /// for good when the write was cut off or failed): `to` may then hold part of a chunk. A
+    /// chunk the observer refused or still held when the relay ended was not written at all.
+    torn: AtomicBool,
 }
 
 impl Pump {
@@ -381,7 +408,7 @@ impl Pump {
             from,
             to,
             bytes: AtomicU64::new(0),
-            clean: AtomicBool::new(true),
+            torn: AtomicBool::new(false),
         }
     }
 
@@ -399,8 +426,10 @@ impl Pump {
         W: AsyncWrite + Unpin,
         O: Observer,
     {
+        // Bytes seen but held back (the start of a frame whose end has not arrived yet).
+        let mut held = Vec::new();
         if !first.is_empty() {
-            self.forward(&mut writer, &first, shared).await?;
+            self.forward(&mut writer, &first, &mut held, shared).await?;
         }
         let mut buf = vec![0u8; size];
         loop {
@@ -411,34 +440,67 @@ impl Pump {
                 Err(e) => return Err(RelayEnd::Io(self.from, e)),
             };
             if n == 0 {
+                // What was held back was seen: it goes through as the sender sent it.
+                if !held.is_empty() {
+                    self.write(&mut writer, &held).await?;
+                }
                 // Half-close: the other side learns that no more bytes come this way. It may
                 // already be gone; that shows on the other direction.
                 let _ = writer.shutdown().await;
                 return Ok(());
             }
-            self.forward(&mut writer, &buf[..n], shared).await?;
+            self.forward(&mut writer, &buf[..n], &mut held, shared)
+                .await?;
         }
     }
 
+    /// Shows `chunk` to the observer, then writes what it allows of `held` and `chunk`; keeps
+    /// the rest in `held`.
     async fn forward<W, O>(
         &self,
         writer: &mut W,
         chunk: &[u8],
+        held: &mut Vec<u8>,
         shared: &Shared<O>,
     ) -> Result<(), RelayEnd>
     where
         W: AsyncWrite + Unpin,
         O: Observer,
     {
-        self.clean.store(false, Ordering::Relaxed);
-        shared.observe(self.direction, chunk).await?;
+        let allowed = shared.observe(self.direction, chunk).await?;
+        let pending = held.len() + chunk.len();
+        let n = allowed.map_or(pending, |end| {
+            let written = self.bytes.load(Ordering::Relaxed);
+            usize::try_from(end.saturating_sub(written)).map_or(pending, |n| n.min(pending))
+        });
+        if held.is_empty() {
+            self.write(writer, &chunk[..n]).await?;
+            held.extend_from_slice(&chunk[n..]);
+        } else {
+            held.extend_from_slice(chunk);
+            self.write(writer, &held[..n]).await?;
+            held.drain(..n);
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` whole to `to` (nothing when empty).
+    async fn write<W: AsyncWrite + Unpin>(
+        &self,
+        writer: &mut W,
+        bytes: &[u8],
+    ) -> Result<(), RelayEnd> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.torn.store(true, Ordering::Relaxed);
         writer
-            .write_all(chunk)
+            .write_all(bytes)
             .await
             .map_err(|e| RelayEnd::Io(self.to, e))?;
         writer.flush().await.map_err(|e| RelayEnd::Io(self.to, e))?;
-        self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        self.clean.store(true, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.torn.store(false, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -176,6 +176,8 @@ impl Env {
             audit: audit.clone(),
             metrics: metrics.clone(),
             recording,
+            // bob (group sre) audits: the sessions API shows him every session.
+            auditor_groups: vec!["sre".to_owned()],
         })
         .unwrap();
         let pki = Pki::generate(&["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();

@@ -1,3 +1,8 @@
-//! custody-web: the HTTP API over session recordings (list, search, download, verify, live).
+//! custody-web: the HTTP API over session recordings (list, search, download, verify), served
+//! by the gateway under [`model::API_PREFIX`]; see [`api`] for the handlers and the access rule.
 
+pub mod api;
+pub mod error;
 pub mod model;
+
+pub use error::{Error, Result};

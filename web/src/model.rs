@@ -179,19 +179,20 @@ pub enum FilterError {
 impl SessionFilter {
     /// The index query this filter asks for.
     pub fn to_query(&self) -> Result<SessionQuery, FilterError> {
-        let time = |field: &'static str, value: &Option<String>| -> Result<Option<i64>, FilterError> {
-            value
-                .as_deref()
-                .map(|v| {
-                    DateTime::parse_from_rfc3339(v)
-                        .map(|t| t.with_timezone(&Utc).timestamp_micros())
-                        .map_err(|_| FilterError::BadTime {
-                            field,
-                            value: v.to_owned(),
-                        })
-                })
-                .transpose()
-        };
+        let time =
+            |field: &'static str, value: &Option<String>| -> Result<Option<i64>, FilterError> {
+                value
+                    .as_deref()
+                    .map(|v| {
+                        DateTime::parse_from_rfc3339(v)
+                            .map(|t| t.with_timezone(&Utc).timestamp_micros())
+                            .map_err(|_| FilterError::BadTime {
+                                field,
+                                value: v.to_owned(),
+                            })
+                    })
+                    .transpose()
+            };
         Ok(SessionQuery {
             initiator: self.initiator.clone(),
             effective_user: self.effective_user.clone(),
@@ -229,11 +230,17 @@ mod tests {
             until: Some("yesterday".into()),
             ..SessionFilter::default()
         };
-        assert!(matches!(bad.to_query(), Err(FilterError::BadTime { field: "until", .. })));
+        assert!(matches!(
+            bad.to_query(),
+            Err(FilterError::BadTime { field: "until", .. })
+        ));
     }
 
     #[test]
     fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(1_795_791_600_000_001), "2026-11-27T15:00:00.000001Z");
+        assert_eq!(
+            rfc3339(1_795_791_600_000_001),
+            "2026-11-27T15:00:00.000001Z"
+        );
     }
 }

@@ -214,16 +214,18 @@ impl OutputText {
     }
 }
 
-/// Rebuilds typed lines from keystrokes.
+/// Rebuilds typed lines from keystrokes (the rules are in this module's documentation); the
+/// player uses it to find where each command was entered.
 #[derive(Default)]
-struct LineEditor {
+pub struct LineEditor {
     utf8: Utf8Decoder,
     escapes: EscapeFilter,
     line: String,
 }
 
 impl LineEditor {
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+    /// Takes keystrokes; returns the non-empty lines an Enter in them completed.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
         let mut lines = Vec::new();
         let Self {
             utf8,
@@ -282,7 +284,7 @@ impl LineEditor {
 /// Removes terminal escape sequences from a character stream (ECMA-48 shapes: CSI, OSC, string
 /// controls, and short escapes), passing everything else through.
 #[derive(Default)]
-struct EscapeFilter {
+pub struct EscapeFilter {
     state: EscState,
 }
 
@@ -303,7 +305,7 @@ enum EscState {
 impl EscapeFilter {
     /// Returns the character if it is text or a plain control, `None` if it belongs to an
     /// escape sequence.
-    fn filter(&mut self, ch: char) -> Option<char> {
+    pub fn filter(&mut self, ch: char) -> Option<char> {
         use EscState::{Csi, Escape, EscapeIntermediate, Ground, Str, StrEscape};
         self.state = match (self.state, ch) {
             (Ground | Escape | Csi, '\u{1b}') => Escape,

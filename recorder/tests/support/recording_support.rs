@@ -114,6 +114,71 @@ pub fn asciinema() -> PathBuf {
     bin
 }
 
+/// `PyPI` asciinema 2.4 (reads asciicast v1 and v2 only), installed with pip into a virtual
+/// environment under `$HOME/.cache/custody/tools/asciinema2` when missing. Parallel tests
+/// serialize on a lock file; a finished install is marked by `installed`.
+pub fn asciinema2() -> PathBuf {
+    let root = PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/custody/tools");
+    let venv = root.join("asciinema2");
+    let bin = venv.join("bin/asciinema");
+    let marker = venv.join("installed");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = root.join("asciinema2.install.lock");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if marker.exists() {
+            return bin;
+        }
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+            .is_ok()
+        {
+            break;
+        }
+        let stale = std::fs::metadata(&lock)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(300));
+        if stale {
+            let _ = std::fs::remove_file(&lock);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for the asciinema 2 install"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // A venv records its own path, so it is built in place; a failed attempt is removed.
+    let _ = std::fs::remove_dir_all(&venv);
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let created = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success());
+    let installed = created
+        && Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "asciinema==2.4.0",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    if installed {
+        std::fs::write(&marker, "asciinema 2.4.0\n").unwrap();
+    }
+    let _ = std::fs::remove_file(&lock);
+    assert!(
+        installed && bin.exists(),
+        "could not install PyPI asciinema 2.4.0 into {} with {python} -m venv and pip",
+        venv.display()
+    );
+    bin
+}
+
 /// `asciinema convert -f txt` of a decompressed cast: the final screen as text.
 pub fn asciinema_screen(cast: &Path) -> String {
     let out = cast.with_extension("txt");

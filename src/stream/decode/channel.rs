@@ -18,7 +18,7 @@ use custody_protocol::{ChannelProtocol, TerminalSizeDecoder};
 use custody_recorder::model::{Event, EventKind};
 
 use super::exit::ErrorStream;
-use super::farewell::Farewell;
+use super::farewell::{Farewell, ServerProgress};
 use super::{Direction, Limits, codec, event};
 use crate::Result;
 
@@ -30,6 +30,8 @@ pub struct ChannelDecoder {
     server: MessageDecoder,
     resize: TerminalSizeDecoder,
     error: ErrorStream,
+    /// Whether a farewell may follow the server's bytes fed, and before the last chunk.
+    progress: ServerProgress<bool>,
 }
 
 impl ChannelDecoder {
@@ -41,6 +43,7 @@ impl ChannelDecoder {
             server: message_decoder(limits),
             resize: TerminalSizeDecoder::with_limit(limits.max_resize_len),
             error: ErrorStream::new(protocol.error_is_status_json(), limits.max_error_stream_len),
+            progress: ServerProgress::default(),
         }
     }
 
@@ -52,9 +55,16 @@ impl ChannelDecoder {
     /// Decodes a chunk of `direction`'s WebSocket bytes received at `time_us`.
     pub fn feed(&mut self, direction: Direction, chunk: &[u8], time_us: u64) -> Result<Vec<Event>> {
         let mut events = Vec::new();
+        if direction == Direction::ServerToClient {
+            let before = self.at_boundary();
+            self.progress.feeding(chunk.len(), before);
+        }
         self.decoder(direction).push(chunk);
         while let Some(message) = next_message(direction, self.decoder(direction))? {
             self.message(direction, &message, time_us, &mut events)?;
+        }
+        if direction == Direction::ServerToClient {
+            self.progress.fed_whole();
         }
         Ok(events)
     }
@@ -72,14 +82,36 @@ impl ChannelDecoder {
     }
 
     /// The bytes that tell the client why custody ended the session (the farewell on the error
-    /// channel, then a close 1000), when the server-to-client direction is between messages and
-    /// nothing was written on the error channel yet; `None` otherwise.
-    pub fn farewell(&self, farewell: &Farewell) -> Option<Vec<u8>> {
-        let at_boundary = !self.server.in_message() && self.server.buffered() == 0;
-        if !at_boundary || !self.error.is_untouched() {
+    /// channel, then a close 1000), for a client that received exactly the first `delivered`
+    /// bytes the server sent: when that is the end of a whole frame after the last server
+    /// chunk fed, or before it ([`server_boundary`](Self::server_boundary)), outside a
+    /// fragmented message, and nothing was written on the error channel by then; `None`
+    /// otherwise.
+    pub fn farewell(&self, farewell: &Farewell, delivered: u64) -> Option<Vec<u8>> {
+        if !self.progress.at(delivered, || self.at_boundary())? {
             return None;
         }
         farewell.websocket(self.protocol)
+    }
+
+    /// The server-to-client bytes fed up to the end of the last whole frame: what may reach the
+    /// client now.
+    pub fn server_boundary(&self) -> u64 {
+        self.at_boundary().0
+    }
+
+    /// The end of the last whole server frame, and whether a farewell may follow it (outside a
+    /// fragmented message, the error channel unused).
+    fn at_boundary(&self) -> (u64, bool) {
+        let partial = self.server.buffered() as u64;
+        let possible = !self.server.in_message() && self.error.is_untouched();
+        (self.progress.fed().saturating_sub(partial), possible)
+    }
+
+    /// Server-to-client bytes fed.
+    #[cfg(test)]
+    pub(super) fn server_fed(&self) -> u64 {
+        self.progress.fed()
     }
 
     /// Flushes a Status buffered when the session ends without the error channel ending.

@@ -11,9 +11,16 @@
 //! ends the channel cleanly: a close frame with code 1000 on WebSocket (client-go reads any
 //! other code as an error and drops what the error channel held), FIN on the SPDY error stream.
 //!
-//! The bytes are only valid where the server-to-client direction stands between frames (and,
-//! on WebSocket, outside a fragmented message) and the error channel is still empty: the
-//! decoders check that ([`SessionDecoder::farewell`](super::SessionDecoder::farewell)).
+//! The bytes are only valid where the client's copy of the server-to-client direction stands
+//! between frames (and, on WebSocket, outside a fragmented message) and its error channel is
+//! still empty: the decoders check that ([`SessionDecoder::farewell`](super::SessionDecoder::farewell)).
+//! The client may be one chunk behind the decoder: the relay feeds a chunk before forwarding it,
+//! so when the recording refuses the chunk, or the session ends while the recorder holds it,
+//! the decoder has seen it and the client never will. Each decoder therefore keeps its
+//! [`ServerProgress`]: how many server bytes it was fed and whether a farewell could follow
+//! them, and the same as it stood before the last chunk, so that the farewell is built for
+//! where the client stands (and after a server Status the client never received, it may
+//! still be given).
 //! Port-forward gets no farewell: its error streams belong to single forwarded connections
 //! (kubectl only logs them as `an error occurred forwarding …`), and an idle port-forward has
 //! none open to speak on; its client sees the connection drop, and the manifest says why.
@@ -140,6 +147,56 @@ impl Farewell {
             .to_bytes()
             .ok()
             .map(Vec::from)
+    }
+}
+
+/// Where the server-to-client direction stands for a farewell: `S` is what a farewell needs at
+/// the end of the last whole frame (whether one may be written, the stream it goes on). The
+/// relay forwards the server's bytes only up to the end of a whole frame (see
+/// [`SessionDecoder::server_boundary`](super::SessionDecoder::server_boundary)), so the client
+/// stands at the boundary after the last chunk fed, or, when that chunk was never forwarded,
+/// at the boundary before it; both are answered here.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ServerProgress<S> {
+    /// Server-to-client bytes fed.
+    fed: u64,
+    /// The boundary before the last server-to-client chunk, and the state there.
+    before_last: Option<(u64, S)>,
+    /// A chunk is being fed (or its decoding failed): the decoder's state is not a boundary's.
+    feeding: bool,
+}
+
+impl<S: Copy> ServerProgress<S> {
+    /// Notes that a server-to-client chunk of `len` bytes is fed next, with the boundary and
+    /// state before it.
+    pub(super) fn feeding(&mut self, len: usize, before: (u64, S)) {
+        self.before_last = Some(before);
+        self.fed = self.fed.saturating_add(len as u64);
+        self.feeding = true;
+    }
+
+    /// The chunk was decoded.
+    pub(super) fn fed_whole(&mut self) {
+        self.feeding = false;
+    }
+
+    /// Server-to-client bytes fed.
+    pub(super) fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    /// The state where a client stands that received exactly the first `delivered` bytes:
+    /// `now()` (the boundary after the last chunk and the state there) when it is that
+    /// boundary, the one before the last chunk when it is that one, `None` anywhere else.
+    pub(super) fn at(&self, delivered: u64, now: impl FnOnce() -> (u64, S)) -> Option<S> {
+        if !self.feeding {
+            let (boundary, state) = now();
+            if boundary == delivered {
+                return Some(state);
+            }
+        }
+        self.before_last
+            .and_then(|(boundary, state)| (boundary == delivered).then_some(state))
     }
 }
 

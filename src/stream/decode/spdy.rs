@@ -14,7 +14,7 @@ use custody_protocol::spdy::{
 use custody_recorder::model::{Event, EventKind};
 
 use super::exit::ErrorStream;
-use super::farewell::Farewell;
+use super::farewell::{Farewell, ServerProgress};
 use super::{Direction, Limits, codec, event};
 use crate::{Error, Result};
 
@@ -30,6 +30,9 @@ pub struct SpdyExecDecoder {
     error_reply: Option<u32>,
     resize: TerminalSizeDecoder,
     error: ErrorStream,
+    /// The error stream a farewell may go on after the server's bytes fed, and before the
+    /// last chunk.
+    progress: ServerProgress<Option<u32>>,
 }
 
 impl SpdyExecDecoder {
@@ -44,6 +47,7 @@ impl SpdyExecDecoder {
             error_reply: None,
             resize: TerminalSizeDecoder::with_limit(limits.max_resize_len),
             error: ErrorStream::new(protocol.error_is_status_json(), limits.max_error_stream_len),
+            progress: ServerProgress::default(),
         }
     }
 
@@ -55,23 +59,59 @@ impl SpdyExecDecoder {
     /// Decodes a chunk of `direction`'s bytes received at `time_us`.
     pub fn feed(&mut self, direction: Direction, chunk: &[u8], time_us: u64) -> Result<Vec<Event>> {
         let mut events = Vec::new();
+        if direction == Direction::ServerToClient {
+            let before = self.at_boundary();
+            self.progress.feeding(chunk.len(), before);
+        }
         self.reader(direction).push(chunk);
         while let Some((frame, headers)) = self.reader(direction).next(direction)? {
             self.frame(direction, frame, headers, time_us, &mut events)?;
         }
+        if direction == Direction::ServerToClient {
+            self.progress.fed_whole();
+        }
         Ok(events)
     }
 
-    /// The DATA frame (with FIN) that tells the client why custody ended the session, on the
-    /// error stream the server has answered, when the server-to-client direction is between
-    /// frames and nothing was written on the error stream yet; `None` otherwise.
-    pub fn farewell(&self, farewell: &Farewell) -> Option<Vec<u8>> {
-        let stream_id = self.error_reply?;
-        let open = self.streams.get(&stream_id) == Some(&StreamType::Error);
-        if !open || self.server.frames.buffered() != 0 || !self.error.is_untouched() {
+    /// The DATA frame (with FIN) that tells the client why custody ended the session, for a
+    /// client that received exactly the first `delivered` bytes the server sent: when that is
+    /// the end of a whole frame after the last server chunk fed, or before it
+    /// ([`server_boundary`](Self::server_boundary)), on the error stream the server had
+    /// answered by then, unused by then and still open; `None` otherwise.
+    ///
+    /// The server's header compression context may be ahead of the client's (a `SYN_REPLY` in
+    /// a chunk the client never got); the farewell carries no header block, so that is fine.
+    pub fn farewell(&self, farewell: &Farewell, delivered: u64) -> Option<Vec<u8>> {
+        let stream_id = self.progress.at(delivered, || self.at_boundary())??;
+        // Still open now: neither side has reset it since (a reset in the chunk the client did
+        // not get also withholds the farewell, which is only ever the safe side).
+        if self.streams.get(&stream_id) != Some(&StreamType::Error) {
             return None;
         }
         farewell.spdy(self.protocol, stream_id)
+    }
+
+    /// The server-to-client bytes fed up to the end of the last whole frame: what may reach the
+    /// client now.
+    pub fn server_boundary(&self) -> u64 {
+        self.at_boundary().0
+    }
+
+    /// The end of the last whole server frame, and the error stream a farewell may go on after
+    /// it: answered by the server, open and unused.
+    fn at_boundary(&self) -> (u64, Option<u32>) {
+        let partial = self.server.frames.buffered() as u64;
+        let boundary = self.progress.fed().saturating_sub(partial);
+        let stream = self.error_reply.filter(|id| {
+            self.streams.get(id) == Some(&StreamType::Error) && self.error.is_untouched()
+        });
+        (boundary, stream)
+    }
+
+    /// Server-to-client bytes fed.
+    #[cfg(test)]
+    pub(super) fn server_fed(&self) -> u64 {
+        self.progress.fed()
     }
 
     /// Flushes a Status buffered when the session ends without the error stream ending.

@@ -382,11 +382,13 @@ async fn memory_is_bounded_with_a_fast_producer_and_a_slow_consumer() {
     assert_eq!(report.client_to_upstream, total as u64);
 }
 
-/// Sees nothing; says `bytes` as its farewell and notes every end it was asked about.
+/// Sees nothing; refuses chunks containing `REFUSED`, holds chunks containing `HOLD` forever
+/// (a recorder that stalls); says `bytes` as its farewell and notes every end it was asked
+/// about, with the bytes the relay says the client received.
 #[derive(Clone, Default)]
 struct Leaving {
     bytes: Bytes,
-    asked: Arc<Mutex<Vec<String>>>,
+    asked: Arc<Mutex<Vec<(String, u64)>>>,
 }
 
 impl Leaving {
@@ -397,7 +399,7 @@ impl Leaving {
         }
     }
 
-    fn asked(&self) -> Vec<String> {
+    fn asked(&self) -> Vec<(String, u64)> {
         self.asked.lock().unwrap().clone()
     }
 }
@@ -410,15 +412,24 @@ impl Observer for Leaving {
         _: std::time::Instant,
     ) -> impl Future<Output = Result<(), ObserverError>> + Send {
         let refused = bytes.windows(7).any(|w| w == b"REFUSED");
-        std::future::ready(if refused {
-            Err(ObserverError("cannot record".into()))
-        } else {
-            Ok(())
-        })
+        let held = bytes.windows(4).any(|w| w == b"HOLD");
+        async move {
+            if held {
+                std::future::pending::<()>().await;
+            }
+            if refused {
+                Err(ObserverError("cannot record".into()))
+            } else {
+                Ok(())
+            }
+        }
     }
 
-    fn farewell(&mut self, end: &RelayEnd) -> Option<Bytes> {
-        self.asked.lock().unwrap().push(format!("{end:?}"));
+    fn farewell(&mut self, end: &RelayEnd, delivered: u64) -> Option<Bytes> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((format!("{end:?}"), delivered));
         Some(self.bytes.clone())
     }
 }
@@ -500,6 +511,7 @@ async fn custody_ending_the_session_says_farewell_after_what_was_forwarded() {
             "the farewell is not forwarded bytes"
         );
         assert_eq!(leaving.asked().len(), 1);
+        assert_eq!(leaving.asked()[0].1, 6, "{want}: the client got every byte");
         // The API server's connection is dropped, never sent a farewell.
         let mut rest = Vec::new();
         upstream.read_to_end(&mut rest).await.unwrap();
@@ -513,6 +525,10 @@ async fn peers_ending_the_session_get_no_farewell() {
     let (mut client, mut upstream, _cancel, task) =
         spawn_relay(1024, leaving.clone(), RelayConfig::default());
     client.shutdown().await.unwrap();
+    // The relay has passed the client's end on before the API server ends (else either may be
+    // seen first).
+    let mut nothing = Vec::new();
+    upstream.read_to_end(&mut nothing).await.unwrap();
     upstream.write_all(b"last words").await.unwrap();
     upstream.shutdown().await.unwrap();
     let mut rest = Vec::new();
@@ -538,8 +554,9 @@ async fn peers_ending_the_session_get_no_farewell() {
     assert!(leaving.asked().is_empty());
 }
 
+/// Case (c): a write to the client was cut off partway: the client may stand inside a frame.
 #[tokio::test]
-async fn no_farewell_after_a_chunk_the_client_did_not_get_whole() {
+async fn no_farewell_after_a_chunk_the_client_got_only_part_of() {
     // The client reads nothing: the relay is stuck writing a chunk to it when it is cancelled.
     let leaving = Leaving::new(b"<farewell>");
     let (mut client, mut upstream, cancel, task) =
@@ -557,21 +574,65 @@ async fn no_farewell_after_a_chunk_the_client_did_not_get_whole() {
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).await.unwrap();
     assert!(!rest.windows(10).any(|w| w == b"<farewell>"), "{rest:?}");
+}
 
-    // A chunk from the API server the observer refused never reached the client either.
+/// Case (b): the last chunk from the API server was shown to the observer and never written
+/// (refused, or held by the observer when the session was cancelled). The farewell is asked
+/// for where the client stands, before that chunk, and follows the bytes it did get.
+#[tokio::test]
+async fn farewell_before_a_chunk_the_client_did_not_get_at_all() {
+    for (last, cancelled) in [(&b"REFUSED"[..], false), (&b"HOLD"[..], true)] {
+        let leaving = Leaving::new(b"<farewell>");
+        let (mut client, mut upstream, cancel, task) =
+            spawn_relay(1024, leaving.clone(), RelayConfig::default());
+        upstream.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        client.read_exact(&mut got).await.unwrap();
+        upstream.write_all(last).await.unwrap();
+        if cancelled {
+            // The observer is holding the chunk (the recorder's queue is full, say).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cancel.cancel("recording_failure");
+        }
+        let report = tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("the relay ends within a second")
+            .unwrap();
+        if cancelled {
+            assert!(matches!(report.end, RelayEnd::Cancelled(_)), "{report:?}");
+        } else {
+            assert!(
+                matches!(report.end, RelayEnd::Observer(Direction::ServerToClient, _)),
+                "{report:?}"
+            );
+        }
+        assert_eq!(report.upstream_to_client, 5);
+        assert_eq!(report.farewell, 10);
+        let asked = leaving.asked();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].1, 5, "without the chunk the client never got");
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"<farewell>", "nothing of the unwritten chunk");
+    }
+
+    // Cancelled while the observer holds a chunk from the client: everything from the API
+    // server reached the client.
     let leaving = Leaving::new(b"<farewell>");
-    let (mut client, mut upstream, _cancel, task) =
+    let (mut client, mut upstream, cancel, task) =
         spawn_relay(1024, leaving.clone(), RelayConfig::default());
-    upstream.write_all(b"REFUSED").await.unwrap();
+    upstream.write_all(b"output").await.unwrap();
+    let mut got = [0u8; 6];
+    client.read_exact(&mut got).await.unwrap();
+    client.write_all(b"HOLD").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cancel.cancel("recording_failure");
     let report = task.await.unwrap();
-    assert!(
-        matches!(report.end, RelayEnd::Observer(Direction::ServerToClient, _)),
-        "{report:?}"
-    );
-    assert_eq!(report.farewell, 0);
+    assert_eq!(report.farewell, 10);
+    assert_eq!(leaving.asked()[0].1, 6);
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).await.unwrap();
-    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(rest, b"<farewell>");
 }
 
 #[tokio::test]

@@ -28,6 +28,16 @@ fn farewell() -> Farewell {
     Farewell::idle_timeout(Duration::from_secs(30))
 }
 
+/// The farewell for a client that received every server byte fed.
+fn said(decoder: &SessionDecoder, farewell: &Farewell) -> Option<Vec<u8>> {
+    decoder.farewell(farewell, decoder.server_fed())
+}
+
+/// What the relay may forward of the server's bytes fed.
+fn server_boundary(decoder: &SessionDecoder) -> u64 {
+    decoder.server_boundary().unwrap()
+}
+
 fn ws_decoder(protocol: ChannelProtocol) -> SessionDecoder {
     SessionDecoder::new(
         SessionKind::Exec,
@@ -86,7 +96,7 @@ fn websocket_farewell_is_a_status_on_the_error_channel_then_close_1000() {
     let want = farewell();
     for protocol in WEBSOCKET_PROTOCOLS {
         let mut decoder = ws_session(protocol);
-        let bytes = decoder.farewell(&want).expect("at a boundary");
+        let bytes = said(&decoder, &want).expect("at a boundary");
 
         let mut messages = MessageDecoder::new();
         messages.push(&bytes);
@@ -147,9 +157,9 @@ fn websocket_farewell_only_between_messages() {
         let mut decoder = ws_session(protocol);
         let frame = server_frame(&ws_message(protocol, STDOUT, b"partial output"));
         decoder.feed(S2C, &frame[..5], 1).unwrap();
-        assert_eq!(decoder.farewell(&farewell()), None, "{protocol:?}");
+        assert_eq!(said(&decoder, &farewell()), None, "{protocol:?}");
         decoder.feed(S2C, &frame[5..], 1).unwrap();
-        assert!(decoder.farewell(&farewell()).is_some(), "{protocol:?}");
+        assert!(said(&decoder, &farewell()).is_some(), "{protocol:?}");
 
         // A whole first fragment: the client is inside a message.
         let mut decoder = ws_session(protocol);
@@ -160,16 +170,16 @@ fn websocket_farewell_only_between_messages() {
         decoder
             .feed(S2C, &server_frame(&Frame::ping(Vec::new())), 1)
             .unwrap();
-        assert_eq!(decoder.farewell(&farewell()), None, "{protocol:?}");
+        assert_eq!(said(&decoder, &farewell()), None, "{protocol:?}");
         let last = Frame::new(Opcode::Continuation, b.to_vec());
         decoder.feed(S2C, &server_frame(&last), 1).unwrap();
-        assert!(decoder.farewell(&farewell()).is_some(), "{protocol:?}");
+        assert!(said(&decoder, &farewell()).is_some(), "{protocol:?}");
 
         // A client frame cut in half does not matter: only the client reads the farewell.
         let mut decoder = ws_session(protocol);
         let input = client_frame(ws_message(protocol, STDIN, b"typing"));
         decoder.feed(C2S, &input[..3], 1).unwrap();
-        assert!(decoder.farewell(&farewell()).is_some(), "{protocol:?}");
+        assert!(said(&decoder, &farewell()).is_some(), "{protocol:?}");
     }
 }
 
@@ -181,12 +191,12 @@ fn websocket_farewell_never_follows_the_servers_own_status_or_close() {
         decoder
             .feed(S2C, &server_frame(&ws_message(protocol, ERROR, &status)), 1)
             .unwrap();
-        assert_eq!(decoder.farewell(&farewell()), None, "{protocol:?}");
+        assert_eq!(said(&decoder, &farewell()), None, "{protocol:?}");
 
         let mut decoder = ws_session(protocol);
         let close = Frame::close(CLOSE_NORMAL, "");
         decoder.feed(S2C, &server_frame(&close), 1).unwrap();
-        assert_eq!(decoder.farewell(&farewell()), None, "{protocol:?}");
+        assert_eq!(said(&decoder, &farewell()), None, "{protocol:?}");
     }
 }
 
@@ -203,6 +213,11 @@ fn spdy_decoder(protocol: &str) -> SessionDecoder {
 /// kubectl `exec -i`: streams 1=error, 3=stdin, 5=stdout, 7=stderr created and answered in that
 /// order (the error stream answered only if `reply_error`), then output.
 fn spdy_session(protocol: &str, reply_error: bool) -> SessionDecoder {
+    spdy_session_with_headers(protocol, reply_error).0
+}
+
+/// [`spdy_session`] and the connection's header compression contexts, to go on with.
+fn spdy_session_with_headers(protocol: &str, reply_error: bool) -> (SessionDecoder, Spdy) {
     let mut decoder = spdy_decoder(protocol);
     let mut spdy = Spdy::new();
     for (id, kind) in [(1, "error"), (3, "stdin"), (5, "stdout"), (7, "stderr")] {
@@ -215,7 +230,7 @@ fn spdy_session(protocol: &str, reply_error: bool) -> SessionDecoder {
     }
     decoder.feed(C2S, &data(3, b"abc\n", false), 0).unwrap();
     decoder.feed(S2C, &data(5, b"abc\n", false), 0).unwrap();
-    decoder
+    (decoder, spdy)
 }
 
 #[test]
@@ -228,7 +243,7 @@ fn spdy_farewell_is_data_with_fin_on_the_error_stream() {
         ("channel.k8s.io", false),
     ] {
         let mut decoder = spdy_session(protocol, true);
-        let bytes = decoder.farewell(&want).expect("at a boundary");
+        let bytes = said(&decoder, &want).expect("at a boundary");
         let mut frames = SpdyFrames::new();
         frames.push(&bytes);
         let SpdyFrame::Data {
@@ -263,12 +278,12 @@ fn spdy_farewell_only_between_frames_on_an_answered_unused_error_stream() {
     let mut decoder = spdy_session(protocol, true);
     let frame = data(5, b"partial output", false);
     decoder.feed(S2C, &frame[..9], 1).unwrap();
-    assert_eq!(decoder.farewell(&farewell()), None);
+    assert_eq!(said(&decoder, &farewell()), None);
     decoder.feed(S2C, &frame[9..], 1).unwrap();
-    assert!(decoder.farewell(&farewell()).is_some());
+    assert!(said(&decoder, &farewell()).is_some());
 
     // The server has not answered the error stream yet.
-    assert_eq!(spdy_session(protocol, false).farewell(&farewell()), None);
+    assert_eq!(said(&spdy_session(protocol, false), &farewell()), None);
 
     // The error stream was reset.
     let mut decoder = spdy_session(protocol, true);
@@ -277,16 +292,166 @@ fn spdy_farewell_only_between_frames_on_an_answered_unused_error_stream() {
         status: RST_CANCEL,
     });
     decoder.feed(C2S, &reset, 1).unwrap();
-    assert_eq!(decoder.farewell(&farewell()), None);
+    assert_eq!(said(&decoder, &farewell()), None);
 
     // The server wrote on the error stream, or ended it.
     let status = Status::from_exit_code(0).to_json().unwrap();
     let mut decoder = spdy_session(protocol, true);
     decoder.feed(S2C, &data(1, &status[..5], false), 1).unwrap();
-    assert_eq!(decoder.farewell(&farewell()), None);
+    assert_eq!(said(&decoder, &farewell()), None);
     let mut decoder = spdy_session(protocol, true);
     decoder.feed(S2C, &data(1, b"", true), 1).unwrap();
-    assert_eq!(decoder.farewell(&farewell()), None);
+    assert_eq!(said(&decoder, &farewell()), None);
+}
+
+/// The relay feeds a chunk before forwarding it: when the recording refuses it, or the session
+/// ends while the recorder holds it, the client never gets it. The farewell is then built for
+/// where the client stands, before that chunk (case b); after every byte fed it is built for
+/// the end (case a); anywhere else (a write cut off partway, case c, is never even asked
+/// about) there is none.
+#[test]
+fn websocket_farewell_from_where_the_client_stands() {
+    for protocol in WEBSOCKET_PROTOCOLS {
+        // The chunk the client did not get ends inside a frame.
+        let mut decoder = ws_session(protocol);
+        let client_has = decoder.server_fed();
+        let frame = server_frame(&ws_message(protocol, STDOUT, b"lots of output"));
+        decoder.feed(S2C, &frame[..5], 1).unwrap();
+        assert_eq!(
+            said(&decoder, &farewell()),
+            None,
+            "{protocol:?}: (a) inside a frame"
+        );
+        let before = decoder
+            .farewell(&farewell(), client_has)
+            .expect("(b) before the chunk");
+        assert_eq!(before, said(&ws_session(protocol), &farewell()).unwrap());
+        for elsewhere in [
+            client_has - 1,
+            client_has + 1,
+            client_has + 4,
+            client_has + 6,
+        ] {
+            assert_eq!(
+                decoder.farewell(&farewell(), elsewhere),
+                None,
+                "{elsewhere}"
+            );
+        }
+
+        // The relay holds a frame's start back until its end is fed: a client stands at the
+        // end of a whole frame, after the last chunk or before it, never inside one.
+        let mut decoder = ws_session(protocol);
+        let boundary = decoder.server_fed();
+        decoder.feed(S2C, &frame[..5], 1).unwrap();
+        assert_eq!(
+            server_boundary(&decoder),
+            boundary,
+            "the start is held back"
+        );
+        let inside = decoder.server_fed();
+        decoder
+            .feed(C2S, &client_frame(ws_message(protocol, STDIN, b"x")), 1)
+            .unwrap();
+        decoder.feed(S2C, &frame[5..], 1).unwrap();
+        assert_eq!(server_boundary(&decoder), decoder.server_fed());
+        assert!(said(&decoder, &farewell()).is_some(), "{protocol:?}: (a)");
+        assert_eq!(
+            decoder.farewell(&farewell(), inside),
+            None,
+            "{protocol:?}: inside"
+        );
+        assert!(
+            decoder.farewell(&farewell(), boundary).is_some(),
+            "{protocol:?}: (b) the frame held back and never forwarded"
+        );
+
+        // The chunk held the server's own Status and close: the client never read them, its
+        // error channel is still free for custody's reason.
+        let mut decoder = ws_session(protocol);
+        let client_has = decoder.server_fed();
+        let status = Status::from_exit_code(0).to_json().unwrap();
+        let mut last = server_frame(&ws_message(protocol, STDOUT, b"bye\n"));
+        last.extend(server_frame(&ws_message(protocol, ERROR, &status)));
+        last.extend(server_frame(&Frame::close(CLOSE_NORMAL, "")));
+        decoder.feed(S2C, &last, 1).unwrap();
+        assert_eq!(
+            said(&decoder, &farewell()),
+            None,
+            "{protocol:?}: the server's Status"
+        );
+        let bytes = decoder.farewell(&farewell(), client_has).expect("(b)");
+        // Read as that client reads its error channel: custody's reason, not the exit 0.
+        let mut client_view = ws_session(protocol);
+        assert_eq!(
+            exit_of(&mut client_view, &bytes),
+            failure(&farewell().message),
+            "{protocol:?}"
+        );
+
+        // A chunk that could not even be decoded never reached the client either.
+        let mut decoder = ws_session(protocol);
+        let client_has = decoder.server_fed();
+        let reserved_opcode = [0x83, 0x00];
+        assert!(decoder.feed(S2C, &reserved_opcode, 1).is_err());
+        assert!(
+            decoder.farewell(&farewell(), client_has).is_some(),
+            "{protocol:?}"
+        );
+    }
+}
+
+#[test]
+fn spdy_farewell_from_where_the_client_stands() {
+    let protocol = "v4.channel.k8s.io";
+    // (b) The chunk the client did not get ends inside a DATA frame.
+    let mut decoder = spdy_session(protocol, true);
+    let client_has = decoder.server_fed();
+    let frame = data(5, b"lots of output", false);
+    decoder.feed(S2C, &frame[..9], 1).unwrap();
+    assert_eq!(said(&decoder, &farewell()), None);
+    let said_before = decoder.farewell(&farewell(), client_has).expect("(b)");
+    assert_eq!(
+        Some(said_before),
+        said(&spdy_session(protocol, true), &farewell())
+    );
+    assert_eq!(decoder.farewell(&farewell(), client_has + 1), None);
+
+    // (b) The chunk held the server's exit Status on the error stream, with FIN: the client
+    // never got it, so custody's reason goes there.
+    let mut decoder = spdy_session(protocol, true);
+    let client_has = decoder.server_fed();
+    let status = Status::from_exit_code(0).to_json().unwrap();
+    let mut last = data(5, b"bye\n", false);
+    last.extend(data(1, &status, true));
+    decoder.feed(S2C, &last, 1).unwrap();
+    assert_eq!(said(&decoder, &farewell()), None);
+    let said_before = decoder.farewell(&farewell(), client_has).expect("(b)");
+    let mut client_view = spdy_session(protocol, true);
+    assert_eq!(
+        exit_of(&mut client_view, &said_before),
+        failure(&farewell().message)
+    );
+
+    // (b) The chunk held the server's answer to the error stream: the client has no answered
+    // error stream to read a farewell on.
+    let (mut decoder, mut spdy) = spdy_session_with_headers(protocol, false);
+    let client_has = decoder.server_fed();
+    decoder.feed(S2C, &spdy.syn_reply(1), 1).unwrap();
+    assert!(said(&decoder, &farewell()).is_some(), "(a)");
+    assert_eq!(decoder.farewell(&farewell(), client_has), None, "(b)");
+
+    // The client reset the error stream after the chunk before: no farewell on it.
+    let mut decoder = spdy_session(protocol, true);
+    let client_has = decoder.server_fed();
+    decoder.feed(S2C, &data(5, b"more", false), 1).unwrap();
+    let reset = bytes(&SpdyFrame::RstStream {
+        stream_id: 1,
+        status: RST_CANCEL,
+    });
+    decoder.feed(C2S, &reset, 1).unwrap();
+    assert_eq!(decoder.farewell(&farewell(), client_has), None);
+    assert_eq!(said(&decoder, &farewell()), None);
 }
 
 #[test]
@@ -302,6 +467,6 @@ fn port_forward_gets_no_farewell() {
         };
         let decoder =
             SessionDecoder::new(SessionKind::PortForward, transport, protocol, &config).unwrap();
-        assert_eq!(decoder.farewell(&farewell()), None, "{protocol}");
+        assert_eq!(said(&decoder, &farewell()), None, "{protocol}");
     }
 }
