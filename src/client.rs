@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use custody_web::model::{API_PREFIX, SessionDetail, SessionFilter, SessionSummary};
+use ed25519_dalek::VerifyingKey;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
@@ -263,6 +264,22 @@ impl ApiClient {
     pub async fn session(&self, id: &str) -> Result<SessionDetail, Error> {
         let id = checked_id(id)?;
         self.get_json(&format!("/sessions/{id}")).await
+    }
+
+    /// The public key that verifies the gateway's recordings (`GET /key`).
+    pub async fn key(&self) -> Result<VerifyingKey, Error> {
+        let response = self.get("/key").await?;
+        let body = tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            Limited::new(response.into_body(), MAX_JSON).collect(),
+        )
+        .await
+        .map_err(|_| self.timeout())?
+        .map_err(|e| self.protocol(format!("reading the key: {e}")))?
+        .to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        custody_recorder::integrity::parse_verifying_key(&text)
+            .map_err(|e| self.protocol(format!("the gateway's key: {e}")))
     }
 
     /// Starts downloading a session's file in `format` (`raw`, `cast`, `cast-v2`, `txt`).

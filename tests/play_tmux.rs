@@ -290,4 +290,50 @@ fn custody_play_shows_the_live_sessions_last_screen() {
         terminal_area(pane) == expected
     });
     tmux.run(&["send-keys", "-t", "play", "q"]);
+    let deadline = Instant::now() + TIMEOUT;
+    while tmux.alive() {
+        assert!(Instant::now() < deadline, "q did not quit the player");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // From the running gateway, as the session's owner: downloaded, and verified with the key
+    // the gateway publishes.
+    let ca = env.dir().join("ca.pem");
+    std::fs::write(&ca, &env.ca_pem).unwrap();
+    let token = env.dir().join("alice.token");
+    std::fs::write(&token, "alice-token\n").unwrap();
+    let server = format!("https://{}", env.gateway_addr);
+    let command = play_command(
+        &bin,
+        &[
+            "play",
+            "--server",
+            &server,
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--token-file",
+            token.to_str().unwrap(),
+            &id,
+        ],
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-s",
+        "play",
+        &command,
+    ]);
+    tmux.wait_for("the gateway's key is not named", |pane| {
+        pane.get(1)
+            .is_some_and(|l| l.contains("verified: intact (gateway key)"))
+    });
+    tmux.run(&["send-keys", "-t", "play", "G"]);
+    tmux.wait_for("G did not show the last screen (server)", |pane| {
+        terminal_area(pane) == expected
+    });
+    tmux.run(&["send-keys", "-t", "play", "q"]);
 }

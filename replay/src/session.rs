@@ -19,6 +19,8 @@ pub enum KeyOrigin {
     Given,
     /// The public half of the data directory's signing key.
     DataDir,
+    /// The key the gateway the file was downloaded from publishes (`GET /custody/v1/key`).
+    Gateway,
     /// No key was given: the key the file itself names (proves integrity, not authorship).
     NamedInFile,
 }
@@ -29,6 +31,7 @@ impl KeyOrigin {
         match self {
             Self::Given => "with the given key",
             Self::DataDir => "with the data dir's key",
+            Self::Gateway => "with the gateway's key",
             Self::NamedInFile => "with the key named in the file",
         }
     }

@@ -127,6 +127,7 @@ fn integrity_text(player: &Player) -> (String, Color) {
         KeyOrigin::NamedInFile => "key named in the file",
         KeyOrigin::Given => "given key",
         KeyOrigin::DataDir => "data dir key",
+        KeyOrigin::Gateway => "gateway key",
     };
     match &session.integrity {
         Integrity::Intact => (format!("verified: intact ({key})"), Color::Green),

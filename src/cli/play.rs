@@ -17,19 +17,20 @@ use custody_replay::{KeyOrigin, LiveUpdate, PlayOptions, PlaySource, Session};
 use ed25519_dalek::VerifyingKey;
 
 use super::serve::SIGNING_KEY_FILE;
+use super::source::{Source, SourceArgs};
 
 /// `custody play` arguments.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A session id (looked up in the index of --data-dir) or a recording file (`.cast.zst`).
     target: String,
-    /// The data directory (as in the configuration's `data_dir`): finds a session by id, and
-    /// its signing key verifies the file.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    /// Where a session id is looked up: `--data-dir` (whose signing key verifies the file) or
+    /// `--server` (the file is downloaded and verified with the gateway's published key).
+    #[command(flatten)]
+    source: SourceArgs,
     /// The public key that must have signed the file (PEM or hex, as `custody key` prints it).
-    /// Default: the data directory's key with --data-dir, else the key the file names (which
-    /// proves the file is intact, not who wrote it).
+    /// Default: the data directory's key with --data-dir, the gateway's with --server, else
+    /// the key the file names (which proves the file is intact, not who wrote it).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     /// Playback speed: 1, 2, 4, 8 or 16.
@@ -56,8 +57,25 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         start_at_us: args.at,
         skip_idle: args.skip_idle,
     };
+    if args.source.server.is_some() {
+        anyhow::ensure!(
+            !args.follow,
+            "--follow works on the gateway's host, with --data-dir"
+        );
+        anyhow::ensure!(!by_file, "with --server, give a session id, not a file");
+        let source = Source::open(&args.source)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let given = key.map(|key| (key, origin));
+        let session = runtime.block_on(source.player_session(&args.target, given))?;
+        custody_replay::play(PlaySource::Session(Box::new(session)), &options)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.follow {
         let data_dir = args
+            .source
             .data_dir
             .as_deref()
             .context("--follow needs --data-dir")?;
@@ -79,7 +97,7 @@ fn load(
         return Session::open_file(Path::new(&args.target), key, origin)
             .with_context(|| format!("cannot play {}", args.target));
     }
-    let Some(data_dir) = &args.data_dir else {
+    let Some(data_dir) = &args.source.data_dir else {
         anyhow::bail!(
             "{} is not a file; to play a session by id, pass --data-dir",
             args.target
@@ -101,7 +119,7 @@ fn verifying_key(args: &Args) -> anyhow::Result<(Option<VerifyingKey>, KeyOrigin
             .with_context(|| format!("{} is not a public key", path.display()))?;
         return Ok((Some(key), KeyOrigin::Given));
     }
-    if let Some(dir) = &args.data_dir {
+    if let Some(dir) = &args.source.data_dir {
         let path = dir.join(SIGNING_KEY_FILE);
         if path.exists() {
             let key = load_or_create_signing_key(&path)

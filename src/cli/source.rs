@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use custody::client::{ApiClient, TokenSource};
+use custody_recorder::reader::{read_recording, read_recording_bytes};
+use custody_replay::{KeyOrigin, Session};
 use custody_web::model::{SessionDetail, SessionFilter, SessionSummary};
+use ed25519_dalek::VerifyingKey;
 use secrecy::SecretString;
 
 pub use local::Local;
@@ -109,6 +112,48 @@ impl Source {
                     snippet: None,
                 })
                 .collect()),
+        }
+    }
+
+    /// One session, loaded for the player and verified: with the data directory's key, or the
+    /// gateway's (`GET /key`) for a file downloaded from it; `key` overrides either.
+    pub async fn player_session(
+        &self,
+        id: &str,
+        key: Option<(VerifyingKey, KeyOrigin)>,
+    ) -> anyhow::Result<Session> {
+        match self {
+            Source::Local(local) => {
+                let (_row, path) = local.session(id)?;
+                let (key, origin) = match key {
+                    Some(given) => given,
+                    None => (local.verifying_key()?, KeyOrigin::DataDir),
+                };
+                let recording = read_recording(&path, Some(&key))
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let seekpoints = local.seekpoints(id).ok();
+                Ok(Session::from_recording(&recording, origin, seekpoints)?)
+            }
+            Source::Remote(client) => {
+                let (key, origin) = match key {
+                    Some(given) => given,
+                    None => (
+                        client.key().await.context("the gateway's public key")?,
+                        KeyOrigin::Gateway,
+                    ),
+                };
+                let mut download = client
+                    .download(id, "raw")
+                    .await
+                    .with_context(|| format!("session {id}"))?;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = download.chunk().await? {
+                    bytes.extend_from_slice(&chunk);
+                }
+                let recording = read_recording_bytes(&bytes, Some(&key))
+                    .with_context(|| format!("the recording of session {id}"))?;
+                Ok(Session::from_recording(&recording, origin, None)?)
+            }
         }
     }
 

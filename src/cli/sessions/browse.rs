@@ -13,8 +13,7 @@ use crossterm::execute;
 use crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
-use custody_recorder::reader::{read_recording, read_recording_bytes};
-use custody_replay::{KeyOrigin, PlayOptions, PlaySource, Session};
+use custody_replay::{PlayOptions, PlaySource};
 use ratatui::Frame;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
@@ -97,28 +96,7 @@ fn open(
     id: &str,
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
 ) -> anyhow::Result<()> {
-    let session = match source {
-        Source::Local(local) => {
-            let (_row, path) = local.session(id)?;
-            let key = local.verifying_key()?;
-            let recording = read_recording(&path, Some(&key))
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let seekpoints = local.seekpoints(id).ok();
-            Session::from_recording(&recording, KeyOrigin::DataDir, seekpoints)?
-        }
-        Source::Remote(client) => {
-            let bytes = runtime.block_on(async {
-                let mut download = client.download(id, "raw").await?;
-                let mut bytes = Vec::new();
-                while let Some(chunk) = download.chunk().await? {
-                    bytes.extend_from_slice(&chunk);
-                }
-                anyhow::Ok(bytes)
-            })?;
-            let recording = read_recording_bytes(&bytes, None)?;
-            Session::from_recording(&recording, KeyOrigin::NamedInFile, None)?
-        }
-    };
+    let session = runtime.block_on(source.player_session(id, None))?;
     custody_replay::play_on(
         terminal,
         PlaySource::Session(Box::new(session)),
