@@ -193,6 +193,10 @@ fn play_command(bin: &Path, args: &[&str]) -> String {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one story: the live session, then played by id, by file and from the gateway"
+)]
 fn custody_play_shows_the_live_sessions_last_screen() {
     let env = Env::start(Options {
         recording: true,
