@@ -108,7 +108,7 @@ enum Command {
     ///   custody play /var/lib/custody/recordings/ID.cast.zst
     ///   custody play --data-dir /var/lib/custody ID --at 12:34 --speed 4
     ///   custody play --data-dir /var/lib/custody ID --follow
-    ///   custody play --server URL --token-file TOKEN_FILE ID
+    ///   custody play --server URL --token-file FILE ID
     #[command(verbatim_doc_comment)]
     Play(play::Args),
     /// Check a recording offline: its hash chain and signatures, with the verdict as the exit
