@@ -175,7 +175,9 @@ fn every_download_format_plays_in_real_players_and_raw_verifies_offline() {
     let id = recorded_exec(
         &env,
         "alice",
-        "echo hello-from-alice; echo oops-on-stderr >&2; exit 3",
+        // stdout and stderr are separate streams, read in whatever order they arrive: the pause
+        // makes the order in the transcript certain.
+        "echo hello-from-alice; sleep 0.3; echo oops-on-stderr >&2; exit 3",
         3,
     );
     let dir = env.dir().join("downloads");
