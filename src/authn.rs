@@ -20,7 +20,7 @@ pub mod config;
 pub(crate) mod https;
 pub mod jose;
 pub mod jwks;
-mod oidc;
+pub(crate) mod oidc;
 pub mod serviceaccount;
 
 pub use config::{OidcIssuerConfig, ServiceAccountConfig};

@@ -11,6 +11,8 @@ mod credential;
 mod demo;
 mod download;
 mod key;
+mod kubeconfig;
+mod login;
 mod play;
 mod reindex;
 mod serve;
@@ -47,7 +49,40 @@ enum Command {
     /// Prints `ready https://ADDR` and the commands to try, and runs until Ctrl-C. The
     /// simulated cluster's pods are real processes on this host.
     Demo(demo::Args),
-    /// The kubeconfig exec plugin: prints an `ExecCredential` with a fresh token.
+    /// Log in to a gateway's identity provider in a browser and keep the tokens.
+    ///
+    /// Reads what to log in with from the gateway (`/.well-known/custody`), runs the
+    /// authorization code flow with PKCE on a loopback redirect, checks the ID token and keeps
+    /// it and the refresh token (mode 0600) in ~/.config/custody/logins. Tokens are never
+    /// printed.
+    ///
+    /// Examples:
+    ///   custody login --server https://custody.example.com:8443
+    ///   custody login --server https://custody.example.com:8443 --ca-file custody-ca.pem
+    ///   custody login --server https://10.0.0.5:8443 --trust-ca-fingerprint 5f:3a:...
+    #[allow(
+        clippy::doc_markdown,
+        reason = "the help shows example command lines verbatim; URLs in them stay bare"
+    )]
+    #[command(verbatim_doc_comment)]
+    Login(login::LoginArgs),
+    /// Forget the tokens of a gateway (all gateways without --server), revoking the refresh
+    /// token where the provider allows it.
+    Logout(login::LogoutArgs),
+    /// Who the stored tokens name, until when, and the clusters of each gateway.
+    Status(login::StatusArgs),
+    /// Write a kubeconfig for a gateway's clusters that logs in with `custody credential`.
+    ///
+    /// Examples:
+    ///   custody kubeconfig --server https://custody.example.com:8443 --merge
+    ///   custody kubeconfig --server https://custody.example.com:8443 --cluster prod -o prod.kubeconfig
+    #[allow(
+        clippy::doc_markdown,
+        reason = "the help shows example command lines verbatim; URLs in them stay bare"
+    )]
+    #[command(verbatim_doc_comment)]
+    Kubeconfig(kubeconfig::Args),
+    /// The kubeconfig exec plugin: prints an `ExecCredential` with a valid token.
     Credential(credential::Args),
     /// Configuration files.
     #[command(subcommand)]
@@ -148,6 +183,10 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => serve::run(&config),
         Command::Demo(args) => demo::run(&args),
         Command::Credential(args) => credential::run(&args),
+        Command::Login(args) => login::login(&args),
+        Command::Logout(args) => login::logout(&args),
+        Command::Status(args) => login::status(&args),
+        Command::Kubeconfig(args) => kubeconfig::run(&args),
         Command::Config(ConfigCommand::Check { file }) => config_check::run(&file),
         Command::Audit(args) => audit::run(&args),
         Command::Sessions(args) => sessions::run(&args),

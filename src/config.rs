@@ -14,6 +14,49 @@ use crate::audit::AuditMode;
 use crate::authn::config::{OidcIssuerConfig, ServiceAccountConfig};
 use crate::impersonation::ImpersonationConfig;
 
+/// The `[login]` section: the OAuth client people log in with (`custody login`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// The issuer URL; must be one of the `[[oidc]]` issuers (whose `ca_file`, if any, is
+    /// published so clients can reach the issuer).
+    pub issuer: String,
+    /// The OAuth client id (a public client with PKCE, loopback redirects allowed).
+    pub client_id: String,
+    /// The secret of a confidential client. Never published: people who need it pass it to
+    /// `custody login --client-secret-file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The scopes requested; must include `openid`. `offline_access` asks for a refresh token.
+    #[serde(default = "default_login_scopes")]
+    pub scopes: Vec<String>,
+    /// The CA certificate (PEM) clients should trust for this gateway; by default the last
+    /// certificate of `server.tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for LoginConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("scopes", &self.scopes)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+fn default_login_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +91,10 @@ pub struct Config {
     /// Who may see whose recordings through the sessions API.
     #[serde(default)]
     pub access: AccessConfig,
+    /// What `custody login` needs, published unauthenticated at `/.well-known/custody`; no
+    /// `[login]` section means nothing is published there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<LoginConfig>,
 }
 
 /// Access to recordings and the audit trail through the sessions API (`/custody/v1`). A
@@ -307,6 +354,27 @@ impl Config {
             problems.push(format!("impersonation: {problem}"));
         }
         problems.extend(self.streams.problems());
+        if let Some(login) = &self.login {
+            if !self.oidc.iter().any(|o| o.issuer == login.issuer) {
+                problems.push(format!(
+                    "login.issuer {:?} must be one of the [[oidc]] issuers",
+                    login.issuer
+                ));
+            }
+            if login.client_id.is_empty() {
+                problems.push("login.client_id: must not be empty".into());
+            }
+            if !login.scopes.iter().any(|s| s == "openid") {
+                problems.push("login.scopes: must include \"openid\"".into());
+            }
+            if login
+                .scopes
+                .iter()
+                .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+            {
+                problems.push("login.scopes: a scope is empty or has spaces".into());
+            }
+        }
         for (i, group) in self.access.auditor_groups.iter().enumerate() {
             if group.trim().is_empty() || group.chars().any(char::is_control) {
                 problems.push(format!(
@@ -509,5 +577,46 @@ client_id = "custody"
                 .to_string()
                 .contains("strict or best-effort")
         );
+    }
+}
+
+#[cfg(test)]
+mod login_tests {
+    use super::*;
+
+    const BASE: &str = r#"
+data_dir = "/var/lib/custody"
+[server]
+listen = "127.0.0.1:8443"
+tls_cert = "/etc/custody/tls.crt"
+tls_key = "/etc/custody/tls.key"
+[[clusters]]
+name = "prod"
+kubeconfig = "/etc/custody/prod.kubeconfig"
+[[oidc]]
+issuer = "https://idp.example.com"
+client_id = "custody"
+"#;
+
+    #[test]
+    fn login_defaults_and_checks() {
+        let text = format!(
+            "{BASE}[login]\nissuer = \"https://idp.example.com\"\nclient_id = \"custody\"\nclient_secret = \"s3cret\"\n"
+        );
+        let config = Config::parse(&text, &|_| None).unwrap();
+        let login = config.login.unwrap();
+        assert_eq!(
+            login.scopes,
+            ["openid", "profile", "email", "offline_access"]
+        );
+        assert!(!format!("{login:?}").contains("s3cret"));
+
+        let text = format!(
+            "{BASE}[login]\nissuer = \"https://other.example.com\"\nclient_id = \"\"\nscopes = [\"email\"]\n"
+        );
+        let err = Config::parse(&text, &|_| None).unwrap_err().to_string();
+        assert!(err.contains("login.issuer"), "{err}");
+        assert!(err.contains("login.client_id"), "{err}");
+        assert!(err.contains("openid"), "{err}");
     }
 }

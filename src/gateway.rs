@@ -65,6 +65,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     recordings: Option<Recordings>,
     api: Option<custody_web::api::Api>,
+    /// The login document served unauthenticated at `/.well-known/custody`, as JSON.
+    login_document: Option<Bytes>,
 }
 
 impl Gateway {
@@ -103,7 +105,45 @@ impl Gateway {
             audit: parts.audit,
             metrics: parts.metrics,
             recordings: parts.recording.map(Recordings::new),
+            login_document: None,
         })
+    }
+
+    /// Publishes `document` at [`crate::login::WELL_KNOWN_PATH`], unauthenticated: what
+    /// `custody login` needs (issuer, client id, scopes, the gateway's CA, the clusters). It
+    /// holds nothing secret, and requests for it are not audited (like `/healthz`).
+    #[must_use]
+    pub fn with_login_document(mut self, document: &crate::login::LoginDocument) -> Self {
+        self.login_document = serde_json::to_vec(document).ok().map(Bytes::from);
+        self
+    }
+
+    fn login_document_response(&self, method: &Method) -> Response<Body> {
+        let (code, body) = match (&self.login_document, method) {
+            (Some(doc), &Method::GET | &Method::HEAD) => (StatusCode::OK, doc.clone()),
+            (Some(_), _) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Bytes::from_static(b"{\"error\":\"use GET\"}"),
+            ),
+            (None, _) => (
+                StatusCode::NOT_FOUND,
+                Bytes::from_static(
+                    b"{\"error\":\"this gateway publishes no login configuration\"}",
+                ),
+            ),
+        };
+        let mut response = Response::new(proxy::full(body));
+        *response.status_mut() = code;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-cache"),
+        );
+        response
     }
 
     /// The gateway's counters.
@@ -127,6 +167,9 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if request.uri().path() == crate::login::WELL_KNOWN_PATH {
+            return self.login_document_response(request.method());
+        }
         let (parts, body) = request.into_parts();
         let mut ex = Exchange {
             started: Instant::now(),

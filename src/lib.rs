@@ -15,6 +15,7 @@ pub mod credential;
 pub mod error;
 pub mod gateway;
 pub mod impersonation;
+pub mod login;
 pub mod metrics;
 pub mod principal;
 pub mod proxy;

@@ -59,15 +59,20 @@ impl HttpsClient {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        Ok(HttpsClient::with_tls(tls, timeout))
+    }
+
+    /// A client with this TLS configuration.
+    pub(crate) fn with_tls(tls: rustls::ClientConfig, timeout: Duration) -> HttpsClient {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
             .build();
-        Ok(HttpsClient {
+        HttpsClient {
             client: Client::builder(TokioExecutor::new()).build(connector),
             timeout,
-        })
+        }
     }
 
     /// `GET url`.

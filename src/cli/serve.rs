@@ -11,6 +11,7 @@ use custody::authn::{Authenticator, TokenReviewer};
 use custody::config::Config;
 use custody::control::{self, ControlSocket};
 use custody::gateway::{Gateway, GatewayParts, RecordingConfig};
+use custody::login::LoginDocument;
 use custody::metrics::Metrics;
 use custody::server::{self, Health};
 use custody::stream::relay::RelayConfig;
@@ -83,6 +84,10 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Builds every part from the configuration and starts both listeners.
+#[allow(
+    clippy::too_many_lines,
+    reason = "start-up reads top to bottom in the order the parts depend on each other"
+)]
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
@@ -119,28 +124,30 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         )
     })?;
     let metrics = Metrics::new();
-    let gateway = Arc::new(
-        Gateway::new(GatewayParts {
-            authenticator: Arc::new(authenticator),
-            clusters,
-            impersonation: config.impersonation.clone(),
-            audit,
-            metrics: metrics.clone(),
-            recording: Some(RecordingConfig {
-                data_dir: config.data_dir.clone(),
-                key: signing_key,
-                writer: WriterConfig::default(),
-                relay: RelayConfig {
-                    idle_timeout: config.streams.idle_timeout(),
-                    max_duration: config.streams.max_duration(),
-                    ..RelayConfig::default()
-                },
-                gateway_id: config.gateway_id.clone(),
-            }),
-            auditor_groups: config.access.auditor_groups.clone(),
-        })
-        .context("gateway configuration")?,
-    );
+    let mut gateway = Gateway::new(GatewayParts {
+        authenticator: Arc::new(authenticator),
+        clusters,
+        impersonation: config.impersonation.clone(),
+        audit,
+        metrics: metrics.clone(),
+        recording: Some(RecordingConfig {
+            data_dir: config.data_dir.clone(),
+            key: signing_key,
+            writer: WriterConfig::default(),
+            relay: RelayConfig {
+                idle_timeout: config.streams.idle_timeout(),
+                max_duration: config.streams.max_duration(),
+                ..RelayConfig::default()
+            },
+            gateway_id: config.gateway_id.clone(),
+        }),
+        auditor_groups: config.access.auditor_groups.clone(),
+    })
+    .context("gateway configuration")?;
+    if let Some(document) = login_document(config)? {
+        gateway = gateway.with_login_document(&document);
+    }
+    let gateway = Arc::new(gateway);
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -185,6 +192,35 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         stop,
         tasks,
     })
+}
+
+/// The login document to publish, when the configuration has a `[login]` section.
+fn login_document(config: &Config) -> anyhow::Result<Option<LoginDocument>> {
+    let Some(login) = &config.login else {
+        return Ok(None);
+    };
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let ca_pem = match &login.ca_file {
+        Some(path) => read(path)?,
+        None => custody::login::document::last_certificate_pem(&read(&config.server.tls_cert)?)
+            .context("server.tls_cert has no certificate to publish as the gateway's CA")?,
+    };
+    let issuer_ca_pem = config
+        .oidc
+        .iter()
+        .find(|o| o.issuer == login.issuer)
+        .and_then(|o| o.ca_file.as_deref())
+        .map(read)
+        .transpose()?;
+    let document = LoginDocument::new(
+        login,
+        issuer_ca_pem,
+        ca_pem,
+        config.clusters.iter().map(|c| c.name.clone()),
+    );
+    Ok(Some(document))
 }
 
 /// Creates the signing key on first start, then seals the recordings a crash left open (as
