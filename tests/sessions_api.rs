@@ -592,6 +592,13 @@ fn a_terminal_session_downloads_as_its_rendered_screen() {
         std::fs::File::from(std::os::fd::AsFd::as_fd(&pty).try_clone_to_owned().unwrap());
     let screen = custody_fixtures::harness::Collected::spawn(read_side);
     let timeout = Duration::from_secs(20);
+    // Type only once the shell's prompt shows: kubectl has put the terminal in raw mode by then,
+    // so nothing typed is echoed locally or read before the shell prompts.
+    let deadline = Instant::now() + timeout;
+    while !(screen.text().contains("# ") || screen.text().contains("$ ")) {
+        assert!(Instant::now() < deadline, "no prompt: {}", screen.text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
     pty.write_all(b"echo ready-$((1+1))\r").unwrap();
     screen.wait_for("ready-2", timeout).unwrap();
     pty.write_all(b"printf 'tty-%s\\n' $((6*7)) $((7*7))\r")
