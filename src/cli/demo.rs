@@ -69,44 +69,67 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
         ),
     )?;
 
-    println!("ready https://{}", running.addr);
-    println!();
-    println!("custody demo is running: kube-sim, a development OIDC issuer and the gateway.");
-    println!("In another terminal, try:");
-    println!();
-    println!("  export KUBECONFIG={}", kubeconfig.display());
-    println!("  kubectl --context alice auth whoami");
-    println!("  kubectl --context alice get pods");
-    println!("  kubectl --context bob --as=carol auth whoami     # bob may impersonate");
-    println!("  kubectl --context alice --as=carol auth whoami   # alice may not: 403");
-    println!(
+    let mut text = String::new();
+    let _ = writeln!(text, "ready https://{}", running.addr);
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
+        "custody demo is running: kube-sim, a development OIDC issuer and the gateway."
+    );
+    let _ = writeln!(text, "In another terminal, try:");
+    let _ = writeln!(text);
+    let _ = writeln!(text, "  export KUBECONFIG={}", kubeconfig.display());
+    let _ = writeln!(text, "  kubectl --context alice auth whoami");
+    let _ = writeln!(text, "  kubectl --context alice get pods");
+    let _ = writeln!(
+        text,
+        "  kubectl --context bob --as=carol auth whoami     # bob may impersonate"
+    );
+    let _ = writeln!(
+        text,
+        "  kubectl --context alice --as=carol auth whoami   # alice may not: 403"
+    );
+    let _ = writeln!(
+        text,
         "  {} audit --data-dir {}",
         exe.display(),
         dir.join("data").display()
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  {} sessions live --data-dir {}   # sessions running now, via {}",
         exe.display(),
         dir.join("data").display(),
         running.control_socket.display()
     );
-    println!(
+    let _ = writeln!(
+        text,
         "  tail -n 3 {}   # the cluster's own audit log names the real person",
         dir.join("cluster/audit.log").display()
     );
-    println!();
-    println!(
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
         "Recorded sessions are served at https://{}/custody/v1 (docs/api.md): bob (group sre)",
         running.addr
     );
-    println!("is an auditor and sees every session; alice sees only the sessions she started.");
-    println!(
+    let _ = writeln!(
+        text,
+        "is an auditor and sees every session; alice sees only the sessions she started."
+    );
+    let _ = writeln!(
+        text,
         "  {exe} key --data-dir {data} > key.pem && {exe} verify {data}/recordings/ID.cast.zst --key key.pem",
         exe = exe.display(),
         data = dir.join("data").display()
     );
-    println!();
-    println!("Press Ctrl-C to stop.");
+    let _ = writeln!(text);
+    let _ = writeln!(text, "Press Ctrl-C to stop.");
+
+    // A reader that went away (a closed pipe) must not stop the demo: the hints are a courtesy.
+    let mut stdout = std::io::stdout();
+    let _ = std::io::Write::write_all(&mut stdout, text.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
 
     serve::wait_for_signal().await?;
     eprintln!("custody demo: stopping");

@@ -52,9 +52,9 @@ pub fn spawn_ready(mut cmd: Command) -> (Running, String) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            // Keep reading after the ready line: a process whose stdout is closed may fail to
+            // write its later lines.
+            let _ = tx.send(line);
         }
     });
     let running = Running(child);
