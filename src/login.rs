@@ -1,6 +1,6 @@
 //! Logging people in from the command line: the login document a gateway publishes at
 //! [`WELL_KNOWN_PATH`] (`document`), the OAuth client (`flow`: authorization code with PKCE on
-//! a loopback redirect, the code exchange, ID token validation, refresh and revocation), the
+//! a loopback redirect, the device authorization grant, the code exchange, ID token validation, refresh and revocation), the
 //! TLS trust of a first contact (`trust`) and the per-server token store (`store`).
 //!
 //! The HTTP parts run over the project's own hyper client (`authn::https`) rather than the
@@ -62,7 +62,7 @@ pub enum LoginError {
         /// Why.
         reason: String,
     },
-    /// The loopback redirect failed or timed out.
+    /// The loopback redirect, or the approval of a device login, failed or timed out.
     #[error("the login did not complete: {0}")]
     Redirect(String),
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use custody::login::LoginDocument;
-use custody::login::flow::{Provider, stored_claims};
+use custody::login::flow::{DevicePrompt, Provider, stored_claims};
 use custody::login::store::{Store, StoredLogin, normalize_server};
 use custody::login::trust::{GatewayTrust, fetch_document};
 use serde_json::Value;
@@ -58,7 +58,12 @@ pub struct LoginArgs {
     /// Print the URL to open instead of starting a browser.
     #[arg(long)]
     no_browser: bool,
-    /// How long to wait for the browser to come back, in seconds.
+    /// Log in on another device (RFC 8628 device authorization grant): print a URL and a code
+    /// to enter there, for machines without a browser. The provider must offer the device flow.
+    #[arg(long, conflicts_with = "no_browser")]
+    device: bool,
+    /// How long to wait for the browser to come back (or the device login to be approved), in
+    /// seconds.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     timeout: u64,
 }
@@ -103,6 +108,15 @@ pub fn login(args: &LoginArgs) -> anyhow::Result<ExitCode> {
     };
     let login = runtime()?.block_on(async {
         let document = fetch_document(&server, &trust).await?;
+        if args.device {
+            return device_login(
+                &server,
+                &document,
+                secret,
+                Duration::from_secs(args.timeout),
+            )
+            .await;
+        }
         interactive_login(
             &server,
             &document,
@@ -135,6 +149,31 @@ pub async fn interactive_login(
         }
     };
     Ok(provider.login(server, document, &show, wait).await?)
+}
+
+/// The device login: the verification URL and the code go to stderr.
+pub async fn device_login(
+    server: &str,
+    document: &LoginDocument,
+    client_secret: Option<String>,
+    wait: Duration,
+) -> anyhow::Result<StoredLogin> {
+    let provider = Provider::discover(document, client_secret).await?;
+    let show = |prompt: &DevicePrompt| {
+        eprintln!(
+            "To log in to {server}, open this URL on any device with a browser:\n\n  {}\n\n\
+             and enter the code:\n\n  {}\n",
+            prompt.verification_uri, prompt.user_code
+        );
+        if let Some(complete) = &prompt.verification_uri_complete {
+            eprintln!("Or open this URL, which carries the code:\n\n  {complete}\n");
+        }
+        eprintln!(
+            "The code is valid for {} minutes. Waiting for the login to be approved...",
+            prompt.expires_in.as_secs().div_ceil(60)
+        );
+    };
+    Ok(provider.device_login(server, document, &show, wait).await?)
 }
 
 /// Starts the desktop's browser when there is a display; `false` when none could be started.

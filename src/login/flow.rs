@@ -2,6 +2,11 @@
 //! `nonce` on a loopback redirect (`http://127.0.0.1:<random port>/callback`, RFC 8252), the
 //! code exchange, ID token validation (signature with the provider's JWKS, `iss`, `aud`,
 //! expiry, `nonce`), refresh and revocation. Tokens are never printed or logged.
+//!
+//! For machines without a browser, the device authorization grant (RFC 8628): the provider
+//! gives a user code and a verification URL to open on another device, and custody polls the
+//! token endpoint until the login is approved, denied or expired. The same ID token checks
+//! apply, except `nonce`: the device authorization request has no `nonce` parameter.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +37,25 @@ pub struct Provider {
     authorization_endpoint: String,
     token_endpoint: String,
     revocation_endpoint: Option<String>,
+    device_authorization_endpoint: Option<String>,
     http: HttpsClient,
+}
+
+/// The device grant's type (RFC 8628 section 3.4).
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// What the person must do to approve a device login: open `verification_uri` (or the
+/// `verification_uri_complete` that carries the code) and enter `user_code`.
+#[derive(Debug, Clone)]
+pub struct DevicePrompt {
+    /// Where to enter the code.
+    pub verification_uri: String,
+    /// The same with the code filled in, when the provider gives one.
+    pub verification_uri_complete: Option<String>,
+    /// The code to enter.
+    pub user_code: String,
+    /// How long the code is valid.
+    pub expires_in: Duration,
 }
 
 impl Provider {
@@ -68,6 +91,7 @@ impl Provider {
             token_endpoint: endpoint("token_endpoint")
                 .ok_or_else(|| fail("no https token_endpoint".into()))?,
             revocation_endpoint: endpoint("revocation_endpoint"),
+            device_authorization_endpoint: endpoint("device_authorization_endpoint"),
             issuer: doc.issuer.clone(),
             client_id: doc.client_id.clone(),
             client_secret,
@@ -137,6 +161,110 @@ impl Provider {
         let body = self.token_request(form).await?;
         self.stored_from(server, doc, &body, Some(&nonce), None)
             .await
+    }
+
+    /// Runs the device authorization grant (RFC 8628). `show` is given what to tell the
+    /// person; custody then polls the token endpoint, at the provider's `interval` (5 seconds
+    /// when it names none, 5 more after each `slow_down`), for at most `wait` and never past
+    /// the code's expiry.
+    pub async fn device_login(
+        &self,
+        server: &str,
+        doc: &LoginDocument,
+        show: &dyn Fn(&DevicePrompt),
+        wait: Duration,
+    ) -> Result<StoredLogin, LoginError> {
+        let endpoint = self.device_authorization_endpoint.as_ref().ok_or_else(|| {
+            self.fail(
+                "it has no https device_authorization_endpoint: it does not offer the device \
+                 flow; log in without --device"
+                    .into(),
+            )
+        })?;
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("scope", &doc.scopes.join(" "));
+        self.client_auth(&mut form);
+        let resp = self
+            .http
+            .post_form(endpoint, form.finish())
+            .await
+            .map_err(|e| self.fail(e))?;
+        let answer = json_of(&resp, "the device authorization endpoint").map_err(|e| {
+            self.fail(format!(
+                "{e}{}",
+                provider_error(&resp.body)
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ))
+        })?;
+        let text = |name: &str| answer.get(name).and_then(Value::as_str).map(str::to_owned);
+        let (Some(device_code), Some(user_code), Some(verification_uri)) = (
+            text("device_code"),
+            text("user_code"),
+            text("verification_uri"),
+        ) else {
+            return Err(self.fail(
+                "the device authorization answer lacks device_code, user_code or \
+                 verification_uri"
+                    .into(),
+            ));
+        };
+        let expires_in = Duration::from_secs(
+            answer
+                .get("expires_in")
+                .and_then(Value::as_u64)
+                .unwrap_or(600),
+        );
+        let mut interval = Duration::from_secs(
+            answer
+                .get("interval")
+                .and_then(Value::as_u64)
+                .unwrap_or(5)
+                .clamp(1, 60),
+        );
+        show(&DevicePrompt {
+            verification_uri,
+            verification_uri_complete: text("verification_uri_complete"),
+            user_code,
+            expires_in,
+        });
+        let deadline = tokio::time::Instant::now() + expires_in.min(wait);
+        loop {
+            if tokio::time::Instant::now() + interval > deadline {
+                return Err(LoginError::Redirect(format!(
+                    "the code was not approved within {:?}; run the login again",
+                    expires_in.min(wait)
+                )));
+            }
+            tokio::time::sleep(interval).await;
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", DEVICE_GRANT)
+                .append_pair("device_code", &device_code);
+            match self.token_request(form).await {
+                Ok(body) => return self.stored_from(server, doc, &body, None, None).await,
+                Err(LoginError::Provider { reason, .. }) => {
+                    let code = reason.split(':').next().unwrap_or_default();
+                    match code {
+                        "authorization_pending" => {}
+                        "slow_down" => interval += Duration::from_secs(5),
+                        "expired_token" => {
+                            return Err(LoginError::Redirect(
+                                "the code expired before the login was approved; run the \
+                                 login again"
+                                    .into(),
+                            ));
+                        }
+                        "access_denied" => {
+                            return Err(LoginError::Redirect(
+                                "the login was denied at the identity provider".into(),
+                            ));
+                        }
+                        _ => return Err(self.fail(reason)),
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
     }
 
     /// Exchanges the stored refresh token for new tokens.
@@ -395,6 +523,16 @@ fn code_from_query(query: &str, state: &str) -> Result<String, CallbackError> {
         .filter(|c| !c.is_empty())
         .map(str::to_owned)
         .ok_or_else(|| CallbackError::Refused("the redirect has no code".into()))
+}
+
+/// The `error` code of an OAuth error answer, if it is one.
+fn provider_error(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    parse_strict_json(text)
+        .ok()?
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 fn json_of(resp: &HttpResponse, what: &str) -> Result<Value, String> {
