@@ -294,8 +294,12 @@ impl Setup {
 
     fn stored(&self) -> serde_json::Value {
         let dir = self.config_home.join("custody/logins");
-        let entry = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap();
-        serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap()
+        let entry = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "json"))
+            .unwrap();
+        serde_json::from_slice(&std::fs::read(entry).unwrap()).unwrap()
     }
 
     fn kubectl(&self) -> Kubectl {
@@ -482,10 +486,9 @@ fn login_kubeconfig_kubectl_refresh_and_no_token_leaks() {
     forced["expires_at"] = serde_json::json!(0);
     let store_file = std::fs::read_dir(setup.config_home.join("custody/logins"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
     std::fs::write(&store_file, serde_json::to_vec(&forced).unwrap()).unwrap();
     let failed = setup
         .custody(&["credential", "--server", &setup.server])

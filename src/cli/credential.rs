@@ -105,10 +105,26 @@ async fn stored_token(server: &str, interactive: bool) -> anyhow::Result<StoredL
             detail: String::new(),
         });
     };
-    let now = chrono::Utc::now().timestamp();
-    if login.expires_at - renew_margin(&login) > now {
+    let fresh_enough = |login: &StoredLogin| {
+        login.expires_at - renew_margin(login) > chrono::Utc::now().timestamp()
+    };
+    if fresh_enough(&login) {
         return Ok(login);
     }
+    // One refresh at a time per login: another kubectl command may be refreshing right now, and
+    // the tokens it stores are then the ones to use.
+    let _held = {
+        let store = store.clone();
+        let server = server.to_owned();
+        tokio::task::spawn_blocking(move || store.lock(&server))
+            .await
+            .map_err(|e| anyhow::anyhow!("the login lock: {e}"))??
+    };
+    let login = match store.load(server)? {
+        Some(current) if fresh_enough(&current) => return Ok(current),
+        Some(current) => current,
+        None => login,
+    };
     let refreshed = if login.refresh_token.is_some() {
         let provider = Provider::discover(&login.document, None).await?;
         match provider.refresh(&login).await {

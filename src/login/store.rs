@@ -139,9 +139,35 @@ impl Store {
         Ok(())
     }
 
+    /// Holds the login for `server` against other processes until the returned file is
+    /// dropped (an advisory lock on `<file>.lock`). kubectl runs its exec plugin once per
+    /// command, often several at once: whoever holds the lock refreshes, the others then find
+    /// the fresh tokens. With a provider that rotates refresh tokens, two refreshes with the same
+    /// token would end the login.
+    pub fn lock(&self, server: &str) -> Result<std::fs::File, LoginError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| store_error(&self.dir, &e.to_string()))?;
+        let path = self.path_for(server).with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| store_error(&path, &e.to_string()))?;
+        file.lock()
+            .map_err(|e| store_error(&path, &e.to_string()))?;
+        Ok(file)
+    }
+
     /// Removes the login for `server`; `false` when there was none.
     pub fn remove(&self, server: &str) -> Result<bool, LoginError> {
         let path = self.path_for(server);
+        // Nothing of the login stays behind; its lock guards nothing once the tokens are gone.
+        let _ = std::fs::remove_file(path.with_extension("lock"));
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -197,6 +223,20 @@ mod tests {
             expires_at: 10,
             refresh_token: Some("refresh-token-value".into()),
         }
+    }
+
+    #[test]
+    fn a_login_is_held_by_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::at(dir.path().join("logins"));
+        let held = store.lock("https://gw.example").unwrap();
+        let again = std::fs::OpenOptions::new()
+            .write(true)
+            .open(store.path_for("https://gw.example").with_extension("lock"))
+            .unwrap();
+        assert!(again.try_lock().is_err(), "a second holder must wait");
+        drop(held);
+        assert!(again.try_lock().is_ok());
     }
 
     #[test]
