@@ -82,6 +82,8 @@ pub struct SessionHandle {
     finish: mpsc::Sender<Command>,
     path: PathBuf,
     live: broadcast::Sender<Arc<Event>>,
+    /// The writer task: after a failure it still seals what it has, and `seal` waits for that.
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Events a live viewer may fall behind by before it misses some (it is told how many:
@@ -151,7 +153,7 @@ impl SessionHandle {
         let budget = Arc::new(Semaphore::new(budget_max));
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         let task_live = live.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             task::run(file, &task_meta, config, receiver, fatal_tx, task_live).await;
         });
         let sender = EventSender {
@@ -167,6 +169,7 @@ impl SessionHandle {
             finish: queue,
             path,
             live,
+            task,
         })
     }
 
@@ -210,14 +213,28 @@ impl SessionHandle {
     }
 
     /// [`finish`](Self::finish), also returning the session's index rows as written.
+    ///
+    /// When the recording failed, this returns only once the writer has sealed what it could
+    /// (terminated with `recording_failure`), so the file is final when the caller reads it.
     pub async fn seal(self, status: SessionStatus) -> Result<Sealed> {
+        let Self {
+            sender,
+            finish,
+            task,
+            ..
+        } = self;
+        let closed = || Error::RecordingFailed(sender.failure().unwrap_or_else(closed_text));
         let (reply, answer) = oneshot::channel();
-        let closed = || Error::RecordingFailed(self.sender.failure().unwrap_or_else(closed_text));
-        self.finish
-            .send(Command::Finish(status, reply))
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        let result = match finish.send(Command::Finish(status, reply)).await {
+            Ok(()) => answer.await.map_err(|_| closed()).and_then(|sealed| sealed),
+            Err(_) => Err(closed()),
+        };
+        if result.is_err() {
+            // The task ends by itself after a failure (or has ended): a panic was reported
+            // through `fatal` already.
+            let _ = task.await;
+        }
+        result
     }
 }
 
