@@ -219,6 +219,26 @@ fn a_recording_failure_mid_session_ends_it_with_a_message_kubectl_prints() {
                 assert_eq!(r.status, SessionStatus::Open, "{label}");
             }
         }
+        // The index row is written from the file once the writer has sealed it, so it agrees.
+        if r.manifest.is_some() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let row = custody_recorder::index::Index::open(&data.join("index.sqlite"))
+                    .unwrap()
+                    .session(&r.meta.session_id)
+                    .unwrap();
+                if let Some(row) = row.filter(|row| row.status != SessionStatus::Open) {
+                    assert_eq!(row.status, r.status, "{label}: the index row");
+                    assert!(row.damage.is_none(), "{label}: {:?}", row.damage);
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{label}: the index row stayed open"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let recorded: Vec<u8> = r
             .events_with_tail()
             .filter_map(|e| match &e.kind {
