@@ -80,6 +80,12 @@ pub struct AuditEvent {
     pub kubectl_session: Option<String>,
     /// kubectl's `Kubectl-Command` header, e.g. `kubectl get`.
     pub kubectl_command: Option<String>,
+    /// Why the policy allowed the request (`allowed by role dev`), when a policy decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_by: Option<String>,
+    /// The access grant (request id) the request was allowed under, if it needed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 impl AuditEvent {
@@ -103,6 +109,8 @@ impl AuditEvent {
             bytes_out: None,
             kubectl_session: None,
             kubectl_command: None,
+            allowed_by: None,
+            approval_id: None,
         }
     }
 }

@@ -14,7 +14,9 @@ mod key;
 mod kubeconfig;
 mod login;
 mod play;
+mod policy;
 mod reindex;
+mod request;
 mod serve;
 mod sessions;
 mod source;
@@ -158,6 +160,12 @@ enum Command {
     ///   custody verify evidence.cast.zst --key gateway.pub.pem
     #[command(verbatim_doc_comment)]
     Verify(verify::Args),
+    /// Explain what the gateway's policy decides for a person and a request, without sending
+    /// anything anywhere.
+    #[command(subcommand)]
+    Policy(policy::Command),
+    /// Ask for, list, approve, deny and revoke just-in-time access.
+    Request(request::Args),
     /// Rebuild the index from the recording files (the index is derived data).
     Reindex {
         /// The data directory (as in the configuration's `data_dir`).
@@ -193,6 +201,8 @@ pub fn main() -> ExitCode {
         Command::Download(args) => download::run(&args),
         Command::Play(args) => play::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Policy(command) => policy::run(&command),
+        Command::Request(args) => request::run(&args),
         Command::Reindex { data_dir } => reindex::run(&data_dir),
         Command::Key { data_dir, hex } => key::run(&data_dir, hex),
     };

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use custody_web::model::{API_PREFIX, SessionDetail, SessionFilter, SessionSummary};
 use ed25519_dalek::VerifyingKey;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -183,7 +183,7 @@ pub struct ApiClient {
     /// `https://host:port` plus any path prefix, without a trailing slash.
     base: String,
     token: SecretString,
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -301,8 +301,63 @@ impl ApiClient {
         })
     }
 
+    /// The access requests this identity may see (`GET /requests`), newest first; `state`
+    /// filters (`pending`, `approved`, ...).
+    pub async fn access_requests(
+        &self,
+        state: Option<&str>,
+    ) -> Result<Vec<crate::approval::AccessRequest>, Error> {
+        let path = match state {
+            Some(state) => format!(
+                "/requests?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("state", state)
+                    .finish()
+            ),
+            None => "/requests".to_owned(),
+        };
+        self.get_json(&path).await
+    }
+
+    /// Asks for access (`POST /requests`).
+    pub async fn create_access_request(
+        &self,
+        request: &crate::approval::NewRequest,
+    ) -> Result<crate::approval::AccessRequest, Error> {
+        let body = serde_json::to_vec(request).map_err(|e| self.protocol(e.to_string()))?;
+        self.post_json("/requests", body).await
+    }
+
+    /// Approves, denies or revokes (`POST /requests/{id}/{ruling}`), with a reason.
+    pub async fn rule_on_access_request(
+        &self,
+        id: &str,
+        ruling: &str,
+        reason: Option<&str>,
+    ) -> Result<crate::approval::AccessRequest, Error> {
+        let body = match reason {
+            Some(reason) => serde_json::to_vec(&serde_json::json!({ "reason": reason }))
+                .map_err(|e| self.protocol(e.to_string()))?,
+            None => Vec::new(),
+        };
+        self.post_json(&format!("/requests/{id}/{ruling}"), body)
+            .await
+    }
+
+    async fn post_json<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> Result<T, Error> {
+        let response = self.send(Method::POST, path, Bytes::from(body)).await?;
+        self.read_json(response).await
+    }
+
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
         let response = self.get(path).await?;
+        self.read_json(response).await
+    }
+
+    async fn read_json<T: DeserializeOwned>(
+        &self,
+        response: Response<Incoming>,
+    ) -> Result<T, Error> {
         let body = tokio::time::timeout(
             ANSWER_TIMEOUT,
             Limited::new(response.into_body(), MAX_JSON).collect(),
@@ -316,9 +371,23 @@ impl ApiClient {
 
     /// `GET {API_PREFIX}{path}`; an answer other than 200 (or 206) becomes [`Error::Status`].
     async fn get(&self, path: &str) -> Result<Response<Incoming>, Error> {
+        self.send(Method::GET, path, Bytes::new()).await
+    }
+
+    /// `{method} {API_PREFIX}{path}` with `body` (JSON when not empty); an answer other than
+    /// 200, 201 or 206 becomes [`Error::Status`].
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, Error> {
         let url = format!("{}{API_PREFIX}{path}", self.base);
-        let request = Request::builder()
-            .method(Method::GET)
+        let mut request = Request::builder().method(method);
+        if !body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
             .uri(&url)
             .header(
                 header::AUTHORIZATION,
@@ -328,14 +397,17 @@ impl ApiClient {
                 header::USER_AGENT,
                 concat!("custody/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Empty::new())
+            .body(Full::new(body))
             .map_err(|e| self.protocol(e.to_string()))?;
         let response = tokio::time::timeout(ANSWER_TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| self.timeout())?
             .map_err(|e| self.connect_error(&e))?;
         let status = response.status();
-        if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT {
+        if matches!(
+            status,
+            StatusCode::OK | StatusCode::CREATED | StatusCode::PARTIAL_CONTENT
+        ) {
             return Ok(response);
         }
         let body = tokio::time::timeout(

@@ -4,6 +4,7 @@
 //! Loading is a pure function of the file's text and an environment lookup, so tests never
 //! touch the process environment.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -95,6 +96,12 @@ pub struct Config {
     /// `[login]` section means nothing is published there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login: Option<LoginConfig>,
+    /// Who may do what (`[policy]` with `[[policy.roles]]`, `docs/policy.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyConfig>,
+    /// Where approvers hear of access requests (`[approvals]`).
+    #[serde(default)]
+    pub approvals: crate::approval::notify::ApprovalsConfig,
 }
 
 /// Access to recordings and the audit trail through the sessions API (`/custody/v1`). A
@@ -353,6 +360,17 @@ impl Config {
         if let Err(problem) = self.impersonation.validate() {
             problems.push(format!("impersonation: {problem}"));
         }
+        if let Some(policy) = &self.policy {
+            problems.extend(policy.problems());
+            // Two places deciding who may impersonate whom would disagree sooner or later.
+            if !self.impersonation.allow.is_empty() {
+                problems.push(
+                    "impersonation.allow: with [policy], impersonation rules move into policy roles ([[policy.roles.impersonate]])"
+                        .into(),
+                );
+            }
+        }
+        problems.extend(self.approvals.problems());
         problems.extend(self.streams.problems());
         if let Some(login) = &self.login {
             if !self.oidc.iter().any(|o| o.issuer == login.issuer) {
@@ -426,7 +444,46 @@ impl Config {
             } else {
                 self.access.auditor_groups.join(", ")
             },
-        )
+        ) + &self.explain_policy()
+    }
+
+    /// The `policy:` lines of [`Config::explain`].
+    fn explain_policy(&self) -> String {
+        let Some(policy) = &self.policy else {
+            return "policy: none ([policy] not set)\n".to_owned();
+        };
+        let count = policy.roles.len();
+        let roles = if count == 1 { "role" } else { "roles" };
+        let mut out = format!("policy: {count} {roles}, deny unless a rule allows\n");
+        for role in &policy.roles {
+            let mut who: Vec<String> = role.users.clone();
+            who.extend(role.groups.iter().map(|g| format!("group {g}")));
+            let mut traits = Vec::new();
+            if role.show_secrets {
+                traits.push("sees secret values");
+            }
+            if role.approve {
+                traits.push("approves requests");
+            }
+            if role.break_glass {
+                traits.push("BREAK-GLASS");
+            }
+            if role.recording == crate::policy::RecordingMode::BestEffort {
+                traits.push("best-effort recording");
+            }
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                out,
+                "  role {}: {}; {} rules, {} impersonation rules{}{}",
+                role.name,
+                who.join(", "),
+                role.rules.len(),
+                role.impersonate.len(),
+                if traits.is_empty() { "" } else { "; " },
+                traits.join(", "),
+            );
+        }
+        out
     }
 }
 

@@ -22,12 +22,16 @@ use crate::error::{Error, Result};
 use crate::impersonation::headers::{GatewayExtras, upstream_request_headers};
 use crate::impersonation::{ImpersonationConfig, decide};
 use crate::metrics::{InFlight, Metrics};
+use crate::policy::{self as policy_core, Policy, PolicyConfig, RequestAttributes};
 use crate::principal::Authenticate;
+use crate::principal::EffectiveIdentity;
 use crate::proxy::{self, Body, BoxError, OnEnd};
 use crate::stream::upgrade::classify_upgrade;
 use crate::upstream::Upstream;
+use requests::Approvals;
 
 pub mod api;
+pub mod requests;
 pub mod session;
 pub mod status;
 
@@ -54,6 +58,11 @@ pub struct GatewayParts {
     /// Members of these groups see every session and audit event through the sessions API;
     /// everyone else sees their own (`[access] auditor_groups`).
     pub auditor_groups: Vec<String>,
+    /// Who may do what (`[policy]`); `None` leaves every decision to the cluster's RBAC and
+    /// impersonation to `[impersonation] allow`.
+    pub policy: Option<PolicyConfig>,
+    /// Where approvers hear of access requests (`[approvals]`).
+    pub approvals: crate::approval::notify::ApprovalsConfig,
 }
 
 /// The gateway: the pipeline every request goes through.
@@ -67,6 +76,13 @@ pub struct Gateway {
     api: Option<custody_web::api::Api>,
     /// The login document served unauthenticated at `/.well-known/custody`, as JSON.
     login_document: Option<Bytes>,
+    /// The policy, compiled.
+    policy: Option<Arc<Policy>>,
+    /// Access requests and grants (with a policy and a data directory).
+    approvals: Option<Approvals>,
+    /// The recorder's redaction per set of role patterns, compiled once.
+    redactors:
+        std::sync::Mutex<HashMap<Vec<(String, String)>, custody_recorder::redaction::Redactor>>,
 }
 
 impl Gateway {
@@ -97,8 +113,30 @@ impl Gateway {
                 audit_json: Arc::new(crate::audit::record_to_json),
             })
         });
+        let policy = match &parts.policy {
+            Some(config) => Some(Arc::new(
+                Policy::new(config).map_err(|e| Error::GatewayConfig(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let approvals = match (&policy, &parts.recording) {
+            (Some(_), Some(recording)) => {
+                let store = crate::approval::Store::open(&recording.data_dir)
+                    .map_err(|e| Error::GatewayConfig(e.to_string()))?;
+                let notifier = crate::approval::notify::Notifier::new(&parts.approvals)
+                    .map_err(|e| Error::GatewayConfig(format!("approvals webhook: {e}")))?;
+                Some(Approvals {
+                    store: Arc::new(store),
+                    notifier: Arc::new(notifier),
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
             api,
+            policy,
+            approvals,
+            redactors: std::sync::Mutex::new(HashMap::new()),
             authenticator: parts.authenticator,
             clusters,
             impersonation: parts.impersonation,
@@ -202,6 +240,9 @@ impl Gateway {
         };
         ex.event.initiator = Some(principal.clone());
 
+        if requests::is_requests_path(parts.uri.path()) {
+            return self.requests_request(ex, &principal, &parts, body).await;
+        }
         if custody_web::api::is_api_path(parts.uri.path()) {
             let Some(api) = &self.api else {
                 let msg = "custody: the sessions API is not enabled on this gateway (no recording is configured)";
@@ -253,11 +294,62 @@ impl Gateway {
                 }
             }
         }
-        let effective = match decide(&self.impersonation, &principal, &parts.headers) {
-            Ok(identity) => identity,
-            Err(e) => {
-                let msg = format!("custody: {e}");
-                return self.refuse(ex, StatusCode::FORBIDDEN, &msg, &msg).await;
+        let mut allowed = None;
+        let effective = if let Some(policy) = &self.policy {
+            let requested = match crate::impersonation::requested(&parts.headers) {
+                Ok(requested) => requested,
+                Err(e) => {
+                    let msg = format!("custody: {e}");
+                    return self.refuse(ex, StatusCode::FORBIDDEN, &msg, &msg).await;
+                }
+            };
+            let attributes = RequestAttributes {
+                cluster,
+                info: &ex.event.request,
+                method: parts.method.as_str(),
+                upgrade: upgrade.is_some(),
+                ports: query_ports(query),
+                impersonate: requested.as_ref(),
+            };
+            match self.authorize(policy, &principal, &attributes).await {
+                Ok(policy_core::Decision::Allow(grant)) => {
+                    let mut identity = requested.unwrap_or_else(|| EffectiveIdentity {
+                        user: principal.username.clone(),
+                        groups: principal.groups.clone(),
+                        uid: String::new(),
+                    });
+                    // A grant's groups reach the cluster for its scope only, visibly: they are
+                    // in the impersonation headers and so in both audit logs.
+                    for group in &grant.grant_groups {
+                        if !identity.groups.contains(group) {
+                            identity.groups.push(group.clone());
+                        }
+                    }
+                    ex.event.allowed_by = Some(grant.reason.clone());
+                    ex.event.approval_id.clone_from(&grant.grant);
+                    allowed = Some(grant);
+                    identity
+                }
+                Ok(
+                    policy_core::Decision::Deny { reason }
+                    | policy_core::Decision::NeedsApproval { reason, .. },
+                ) => {
+                    let msg = format!("custody: {reason}");
+                    return self.refuse(ex, StatusCode::FORBIDDEN, &msg, &msg).await;
+                }
+                Err(msg) => {
+                    return self
+                        .refuse(ex, StatusCode::SERVICE_UNAVAILABLE, &msg, &msg)
+                        .await;
+                }
+            }
+        } else {
+            match decide(&self.impersonation, &principal, &parts.headers) {
+                Ok(identity) => identity,
+                Err(e) => {
+                    let msg = format!("custody: {e}");
+                    return self.refuse(ex, StatusCode::FORBIDDEN, &msg, &msg).await;
+                }
             }
         };
         ex.event.effective = Some(effective.clone());
@@ -267,12 +359,27 @@ impl Gateway {
             request_id: ex.event.id.to_string(),
             client_address: peer.to_string(),
         };
-        let headers = match upstream_request_headers(&parts.headers, &effective, &extras) {
+        let mut headers = match upstream_request_headers(&parts.headers, &effective, &extras) {
             Ok(headers) => headers,
             Err(e) => {
                 let msg = format!("custody: {e}");
                 return self.refuse(ex, StatusCode::FORBIDDEN, &msg, &msg).await;
             }
+        };
+
+        // Secret values are masked in the answer for people whose roles do not show them; the
+        // API server is asked for JSON, which custody can mask, instead of protobuf.
+        let mask = allowed
+            .as_ref()
+            .filter(|a| !a.show_secrets)
+            .and_then(|_| crate::masking::plan(&ex.event.request, false, &mut headers));
+        let body = if mask.is_some() && is_write(&ex.event.request.verb) {
+            match guard_secret_write(body).await {
+                Ok(body) => body,
+                Err(msg) => return self.refuse(ex, StatusCode::BAD_REQUEST, &msg, &msg).await,
+            }
+        } else {
+            proxy::boxed(body)
         };
 
         ex.event.decision = Decision::Allow;
@@ -303,6 +410,12 @@ impl Gateway {
                 principal: &principal,
                 effective: &effective,
                 upstream,
+                grant: allowed.as_ref().and_then(|a| {
+                    let id = a.grant.clone()?;
+                    Some((id, a.grant_expires_at?))
+                }),
+                redactor: allowed.as_ref().and_then(|a| self.redactor(&a.redact)),
+                ports: allowed.as_ref().and_then(|a| a.ports.clone()),
             };
             return recordings
                 .stream(ex, request, self.audit.clone(), self.metrics.clone())
@@ -315,7 +428,7 @@ impl Gateway {
             parts.method,
             &path_and_query,
             headers,
-            proxy::boxed(body),
+            body,
             bytes_in.clone(),
             bytes_out.clone(),
         )
@@ -335,7 +448,11 @@ impl Gateway {
                     }
                     ex.complete(status, metrics, audit);
                 });
-                Response::from_parts(head, proxy::boxed(body))
+                let response = Response::from_parts(head, proxy::boxed(body));
+                match mask {
+                    Some(plan) => crate::masking::mask_complete(plan, response).await,
+                    None => response,
+                }
             }
             Err(e) => {
                 self.metrics.upstream_failure();
@@ -356,6 +473,74 @@ impl Gateway {
                 response
             }
         }
+    }
+
+    /// The policy's decision, consulting the person's grants only when the policy holds the
+    /// request for approval (most requests never touch the approvals store). `Err` is a message
+    /// for a 503: the grants could not be read, so nothing is allowed on their strength.
+    async fn authorize(
+        &self,
+        policy: &Policy,
+        principal: &crate::principal::Principal,
+        attributes: &RequestAttributes<'_>,
+    ) -> std::result::Result<policy_core::Decision, String> {
+        let now = chrono::Utc::now();
+        let first = policy.decide(principal, attributes, &[], now.timestamp());
+        let (policy_core::Decision::NeedsApproval { .. }, Some(approvals)) =
+            (&first, &self.approvals)
+        else {
+            return Ok(first);
+        };
+        let store = approvals.store.clone();
+        let user = principal.username.clone();
+        let grants = tokio::task::spawn_blocking(move || store.active_grants(&user, now))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match grants {
+            Ok(grants) if grants.is_empty() => Ok(first),
+            Ok(grants) => Ok(policy.decide(principal, attributes, &grants, now.timestamp())),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read access grants");
+                Err(
+                    "custody: the access grants cannot be read now, so the request was not sent"
+                        .to_owned(),
+                )
+            }
+        }
+    }
+
+    /// The recorder's redaction for a role's extra patterns (added to the defaults); `None`
+    /// for none (the gateway's configured redaction applies).
+    fn redactor(
+        &self,
+        patterns: &[policy_core::RedactPattern],
+    ) -> Option<custody_recorder::redaction::Redactor> {
+        use custody_recorder::redaction::{DEFAULT_PATTERNS, DEFAULT_WINDOW, Redactor};
+        if patterns.is_empty() {
+            return None;
+        }
+        let key: Vec<(String, String)> = patterns
+            .iter()
+            .map(|p| (p.name.clone(), p.pattern.clone()))
+            .collect();
+        let mut cache = self
+            .redactors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(redactor) = cache.get(&key) {
+            return Some(redactor.clone());
+        }
+        let mut all: Vec<(String, String)> = DEFAULT_PATTERNS
+            .iter()
+            .map(|(n, p)| ((*n).to_owned(), (*p).to_owned()))
+            .collect();
+        all.extend(key.iter().cloned());
+        // The policy checked every pattern at load; a failure here would be a bug, and the
+        // session then keeps the gateway's default redaction rather than none.
+        let redactor = Redactor::new(&all, DEFAULT_WINDOW).ok()?;
+        cache.insert(key, redactor.clone());
+        Some(redactor)
     }
 
     /// Refuses the request: audits it as denied with `reason`, returns a `Status` with
@@ -426,6 +611,57 @@ impl Exchange {
             }
         });
     }
+}
+
+/// Whether `verb` writes an object (its body may carry values).
+fn is_write(verb: &str) -> bool {
+    matches!(verb, "create" | "update" | "patch")
+}
+
+/// The largest Secret write custody reads to check (the API server's limit for a Secret is
+/// 1 MiB of data; its request limit is 3 MiB).
+const MAX_SECRET_WRITE: usize = 3 * 1024 * 1024;
+
+/// Reads a masked person's Secret write and refuses one that would store custody's placeholder
+/// (a `kubectl edit` of a masked Secret would replace every value with it).
+async fn guard_secret_write<B>(body: B) -> std::result::Result<Body, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    let bytes = http_body_util::Limited::new(body, MAX_SECRET_WRITE)
+        .collect()
+        .await
+        .map_err(|_| {
+            "custody: the Secret in the request is too large or could not be read".to_owned()
+        })?
+        .to_bytes();
+    if crate::masking::writes_placeholder(&bytes) {
+        return Err(format!(
+            "custody: this would write custody's placeholder {:?} into the Secret, replacing \
+             its values; you see masked values, so set new values explicitly (kubectl create \
+             secret ... --dry-run=client -o yaml | kubectl apply -f -) or ask someone who may \
+             see them",
+            crate::masking::PLACEHOLDER
+        ));
+    }
+    Ok(proxy::full(bytes))
+}
+
+/// The `ports` query values of a port-forward request (`ports=80,8080` or repeated).
+fn query_ports(query: Option<&str>) -> Vec<u16> {
+    let Some(query) = query else {
+        return Vec::new();
+    };
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "ports")
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect::<Vec<u16>>()
+        })
+        .collect()
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -139,9 +139,11 @@ pub fn decide(
     }
 }
 
-/// The identity the client asked to impersonate, if it asked. Only the canonical header names
-/// count as a request; look-alikes (`Impersonate_User`) are stripped by [`headers`] and ignored.
-fn requested(h: &HeaderMap) -> Result<Option<EffectiveIdentity>, ImpersonationError> {
+/// The identity the client asked to impersonate (`Impersonate-User`, `-Group`, `-Uid`), if it
+/// asked; `None` means as oneself. The gateway hands it to the policy. Only the canonical
+/// header names count as a request; look-alikes (`Impersonate_User`) are stripped by
+/// [`headers`] and ignored. Refuses extras, groups or a uid without a user, and unsafe values.
+pub fn requested(h: &HeaderMap) -> Result<Option<EffectiveIdentity>, ImpersonationError> {
     if h.keys()
         .any(|k| k.as_str().starts_with("impersonate-extra-"))
     {

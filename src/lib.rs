@@ -5,6 +5,7 @@
 //! (`impersonation`), rewrite the headers and forward (`proxy`), and audit every request
 //! (`audit`). `config` is the one typed configuration; `server` owns the listeners.
 
+pub mod approval;
 pub mod audit;
 pub mod authn;
 pub mod classify;
@@ -16,7 +17,9 @@ pub mod error;
 pub mod gateway;
 pub mod impersonation;
 pub mod login;
+pub mod masking;
 pub mod metrics;
+pub mod policy;
 pub mod principal;
 pub mod proxy;
 pub mod server;

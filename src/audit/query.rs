@@ -89,7 +89,7 @@ pub fn record_to_json(r: &AuditRecord) -> serde_json::Value {
 /// The index row for an event.
 pub(super) fn to_record(e: &AuditEvent) -> AuditRecord {
     let (decision, reason) = match &e.decision {
-        Decision::Allow => ("allow", String::new()),
+        Decision::Allow => ("allow", e.allowed_by.clone().unwrap_or_default()),
         Decision::Deny(reason) => ("deny", reason.clone()),
     };
     let initiator = e.initiator.as_ref();
@@ -195,7 +195,20 @@ pub(super) fn from_record(r: &AuditRecord) -> AuditEvent {
         bytes_out: r.bytes_out,
         kubectl_session: r.kubectl_session.clone(),
         kubectl_command: r.kubectl_command.clone(),
+        allowed_by: (r.decision == "allow" && !r.reason.is_empty()).then(|| r.reason.clone()),
+        approval_id: grant_in(&r.reason),
     }
+}
+
+/// The grant id an allow reason names (`... under grant <uuid> ...`): the index keeps the
+/// reason text, which names the grant, rather than a column of its own.
+fn grant_in(reason: &str) -> Option<String> {
+    let (_, rest) = reason.split_once("grant ")?;
+    let id: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
+        .collect();
+    uuid::Uuid::parse_str(&id).ok().map(|u| u.to_string())
 }
 
 fn method_name(m: AuthMethod) -> &'static str {

@@ -85,11 +85,27 @@ impl HttpsClient {
         self.send(Method::POST, url, Some(form)).await
     }
 
+    /// `POST url` with an `application/json` body (webhooks).
+    pub(crate) async fn post_json(&self, url: &str, json: String) -> Result<HttpResponse, String> {
+        self.send_body(Method::POST, url, Some((json, "application/json")))
+            .await
+    }
+
     async fn send(
         &self,
         method: Method,
         url: &str,
         form: Option<String>,
+    ) -> Result<HttpResponse, String> {
+        let body = form.map(|form| (form, "application/x-www-form-urlencoded"));
+        self.send_body(method, url, body).await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<(String, &'static str)>,
     ) -> Result<HttpResponse, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
         if uri.scheme_str() != Some("https") {
@@ -103,11 +119,13 @@ impl HttpsClient {
                 header::USER_AGENT,
                 concat!("custody/", env!("CARGO_PKG_VERSION")),
             );
-        if form.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        let mut payload = String::new();
+        if let Some((text, content_type)) = body {
+            req = req.header(header::CONTENT_TYPE, content_type);
+            payload = text;
         }
         let req = req
-            .body(Full::new(Bytes::from(form.unwrap_or_default())))
+            .body(Full::new(Bytes::from(payload)))
             .map_err(|e| e.to_string())?;
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| {

@@ -173,10 +173,48 @@ groups_prefix = ""
 [access]
 auditor_groups = ["sre"]
 
-[[impersonation.allow]]
-users = ["oidc:bob"]
-targets_users = ["*"]
-targets_groups = ["*"]
+# Who may do what (docs/policy.md). alice (group dev) reads everything, works freely in
+# `default`, sees secret values masked, and needs someone's approval to exec into
+# `kube-system`; bob (group sre) may do everything, sees real values, approves requests and
+# may impersonate.
+[[policy.roles]]
+name = "dev"
+groups = ["dev"]
+
+[[policy.roles.rules]]
+actions = ["get", "list", "watch"]
+resources = ["*"]
+
+[[policy.roles.rules]]
+namespaces = ["default"]
+actions = ["exec", "attach", "portforward", "create", "update", "patch", "delete"]
+resources = ["*"]
+
+[[policy.roles.rules]]
+actions = ["create"]
+resources = ["selfsubjectreviews.authentication.k8s.io"]
+
+[[policy.roles.rules]]
+effect = "approval"
+namespaces = ["kube-system"]
+actions = ["exec", "attach"]
+resources = ["pods"]
+grant_groups = ["custody:jit-kube-system"]
+max_grant = "2h"
+
+[[policy.roles]]
+name = "sre"
+groups = ["sre"]
+show_secrets = true
+approve = true
+
+[[policy.roles.rules]]
+actions = ["*"]
+resources = ["*"]
+
+[[policy.roles.impersonate]]
+users = ["*"]
+groups = ["*"]
 "#,
         data = d("data"),
         cert = d("gateway.crt"),

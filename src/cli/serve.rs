@@ -142,6 +142,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             gateway_id: config.gateway_id.clone(),
         }),
         auditor_groups: config.access.auditor_groups.clone(),
+        policy: config.policy.clone(),
+        approvals: config.approvals.clone(),
     })
     .context("gateway configuration")?;
     if let Some(document) = login_document(config)? {

@@ -55,6 +55,9 @@ pub struct LiveSession {
     pub client_addr: String,
     /// When the session started.
     pub started_at: DateTime<Utc>,
+    /// The access grant (request id) that allowed the session, if it needed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 impl LiveSession {
@@ -73,6 +76,7 @@ impl LiveSession {
             tty: meta.tty,
             client_addr: meta.client_addr.clone(),
             started_at: DateTime::from_timestamp_micros(meta.started_at_us).unwrap_or_default(),
+            approval_id: meta.approval_id.clone(),
         }
     }
 }
@@ -199,6 +203,20 @@ impl LiveSessions {
         })
     }
 
+    /// Ends every live session that the access grant `grant` allowed, with `reason` as the
+    /// manifest's reason; returns how many were ended.
+    pub fn end_grant(&self, grant: &str, reason: &str) -> usize {
+        let sessions = self.lock();
+        let mut ended = 0;
+        for entry in sessions.values() {
+            if entry.summary.approval_id.as_deref() == Some(grant) {
+                entry.cancel.cancel(reason.to_owned());
+                ended += 1;
+            }
+        }
+        ended
+    }
+
     /// Attaches a viewer to a live session, from now on.
     pub async fn follow(&self, id: &str) -> Result<Follow, FollowError> {
         let (viewers, end) = {
@@ -295,6 +313,7 @@ mod tests {
             tty: true,
             client_addr: "127.0.0.1:1".into(),
             started_at: DateTime::from_timestamp(started_s, 0).unwrap(),
+            approval_id: None,
         }
     }
 

@@ -13,9 +13,11 @@
 //! (`client_closed`, `upstream_closed` when the API server's connection dropped before the
 //! process's exit status went through, `idle_timeout`, `max_duration`, `admin_kill` or
 //! `admin_kill: <text>` (an operator, through the control socket), `recording_failure`,
-//! `decode_failure`).
+//! `decode_failure`, `grant_revoked: <text>` and `grant_expired` (the access grant that allowed
+//! it ended), `credential_expired` (the token it was started with expired), `port_not_allowed`
+//! (a port-forward connection to a port the policy does not allow, which never reached the pod)).
 //! When custody ends the session itself (a kill, a recording failure, the idle timeout, the
-//! maximum duration), an exec or attach client is told why first, on its error channel
+//! maximum duration, the end of its grant or credential), an exec or attach client is told why first, on its error channel
 //! ([`Farewell`]), where its stream allows.
 //!
 //! A handshake the API server refused is still a recorded attempt: its recording is sealed as
@@ -55,6 +57,13 @@ use crate::stream::upgrade::{
     HandshakeOutcome, StreamSubresource, UpgradeProtocol, UpgradeRequest, UpstreamHandshake,
 };
 use crate::upstream::Upstream;
+
+/// The manifest reason of a port-forward ended because it opened a connection to a port the
+/// policy does not allow.
+pub const PORT_NOT_ALLOWED: &str = "port_not_allowed";
+
+/// The manifest reason of a session ended because the credential it was started with expired.
+pub const CREDENTIAL_EXPIRED: &str = "credential_expired";
 
 /// How streaming sessions are recorded. Without one, the gateway refuses upgrades (501).
 #[derive(Clone)]
@@ -109,6 +118,13 @@ pub(super) struct StreamRequest<'a> {
     pub principal: &'a Principal,
     pub effective: &'a EffectiveIdentity,
     pub upstream: &'a Upstream,
+    /// The access grant that allowed the session: its id and when it ends (Unix seconds).
+    pub grant: Option<(String, i64)>,
+    /// The recorder's redaction for this person's role (`None`: the gateway's default).
+    pub redactor: Option<custody_recorder::redaction::Redactor>,
+    /// Port-forward: the pod ports the policy allows (`None`: any). kubectl names the port of
+    /// each connection in its stream headers, so this is enforced per connection.
+    pub ports: Option<Vec<crate::policy::PortRange>>,
 }
 
 impl Recordings {
@@ -143,21 +159,16 @@ impl Recordings {
     }
 
     /// Opens the recording of a session: the file, then its index row.
-    async fn open(&self, meta: SessionMeta) -> Result<SessionHandle, String> {
+    async fn open(&self, meta: SessionMeta, writer: WriterConfig) -> Result<SessionHandle, String> {
         let dir = self.dir();
         let create = dir.clone();
         tokio::task::spawn_blocking(move || std::fs::create_dir_all(&create))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let handle = SessionHandle::open(
-            &dir,
-            meta.clone(),
-            self.config.key.clone(),
-            self.config.writer.clone(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let handle = SessionHandle::open(&dir, meta.clone(), self.config.key.clone(), writer)
+            .await
+            .map_err(|e| e.to_string())?;
         let path = handle.path().to_owned();
         if let Err(e) = self
             .with_index(move |index| index.record_open(&meta, &path))
@@ -189,7 +200,11 @@ impl Recordings {
         };
         let meta = self.meta(&ex, &request, kind);
         let summary = LiveSession::from_meta(&meta);
-        let handle = match self.open(meta).await {
+        let mut writer = self.config.writer.clone();
+        if let Some(redactor) = request.redactor.clone() {
+            writer.redactor = redactor;
+        }
+        let handle = match self.open(meta, writer).await {
             Ok(handle) => handle,
             Err(e) => {
                 tracing::error!(request_id = %id, error = %e, "recording unavailable");
@@ -255,6 +270,19 @@ impl Recordings {
             on_upgrade: request.on_upgrade,
             id,
             summary,
+            ports: request.ports.clone(),
+            deadlines: request
+                .grant
+                .as_ref()
+                .map(|(_, at)| (*at, super::requests::GRANT_EXPIRED))
+                .into_iter()
+                .chain(
+                    request
+                        .principal
+                        .expires_at
+                        .map(|at| (at, CREDENTIAL_EXPIRED)),
+                )
+                .collect(),
         };
         tokio::spawn(async move {
             let (bytes_in, bytes_out) = session.run(*up).await;
@@ -306,7 +334,7 @@ impl Recordings {
             tty,
             client_addr: ex.event.client_addr.clone(),
             user_agent: ex.event.user_agent.clone(),
-            approval_id: None,
+            approval_id: request.grant.as_ref().map(|(id, _)| id.clone()),
             gateway_id: self.config.gateway_id.clone(),
             started_at_us,
             term_size: None,
@@ -386,6 +414,12 @@ struct Session {
     id: String,
     /// What the control endpoint shows of the session while it runs.
     summary: LiveSession,
+    /// When the session must end (Unix seconds) and why: the end of the access grant that
+    /// allowed it, and the expiry of the credential it was started with. Access that is over
+    /// does not live on in a stream opened while it lasted.
+    deadlines: Vec<(i64, &'static str)>,
+    /// Port-forward: the ports allowed (`None`: any).
+    ports: Option<Vec<crate::policy::PortRange>>,
 }
 
 impl Session {
@@ -400,6 +434,8 @@ impl Session {
             on_upgrade,
             id,
             summary,
+            deadlines,
+            ports,
         } = self;
         let client = match on_upgrade.await {
             Ok(client) => client,
@@ -423,6 +459,15 @@ impl Session {
                 cancel.cancel(RECORDING_FAILURE);
             })
         };
+        let expiry = deadlines.iter().min().map(|&(at, why)| {
+            let cancel = cancel.clone();
+            let left = at.saturating_sub(chrono::Utc::now().timestamp());
+            let left = Duration::from_secs(u64::try_from(left).unwrap_or(0));
+            tokio::spawn(async move {
+                tokio::time::sleep(left).await;
+                cancel.cancel(why);
+            })
+        });
         let start = std::time::Instant::now();
         let truncated = Arc::new(AtomicBool::new(false));
         let upstream = TruncationWatch {
@@ -437,6 +482,7 @@ impl Session {
             exited: false,
             limits: relay_config,
             record_error: None,
+            ports,
         };
         let report = tokio::select! {
             report = relay(
@@ -450,6 +496,9 @@ impl Session {
             never = registration.serve_viewers(&handle) => match never {},
         };
         watchdog.abort();
+        if let Some(expiry) = expiry {
+            expiry.abort();
+        }
         let status = match &report.end {
             // An API server whose connection dropped (no TLS close_notify) before the process's
             // exit status went through did not end the session: it went away.
@@ -547,6 +596,8 @@ struct Recorder {
     limits: RelayConfig,
     /// Why queueing an event failed, quoted in the farewell.
     record_error: Option<String>,
+    /// Port-forward: the ports allowed (`None`: any).
+    ports: Option<Vec<crate::policy::PortRange>>,
 }
 
 impl Observer for Recorder {
@@ -564,6 +615,14 @@ impl Observer for Recorder {
             })?;
             for event in events {
                 self.exited |= matches!(event.kind, EventKind::Exit { .. });
+                let refused = match (&event.kind, &self.ports) {
+                    (EventKind::ConnectionOpened { port, .. }, Some(allowed))
+                        if !allowed.iter().any(|r| r.contains(*port)) =>
+                    {
+                        Some(*port)
+                    }
+                    _ => None,
+                };
                 if let Err(e) = self.sender.record(event).await {
                     self.failure = Some(RECORDING_FAILURE);
                     self.record_error = Some(match &e {
@@ -571,6 +630,14 @@ impl Observer for Recorder {
                         other => other.to_string(),
                     });
                     return Err(ObserverError(format!("the recording failed: {e}")));
+                }
+                // The connection to a port the policy does not allow is recorded as attempted
+                // and never reaches the pod: the chunk that opens it is not forwarded.
+                if let Some(port) = refused {
+                    self.failure = Some(PORT_NOT_ALLOWED);
+                    return Err(ObserverError(format!(
+                        "port {port} is not allowed by the policy"
+                    )));
                 }
             }
             Ok(())
@@ -591,6 +658,15 @@ impl Observer for Recorder {
         let farewell = match end {
             RelayEnd::Cancelled(reason) if reason == RECORDING_FAILURE => {
                 Farewell::recording_failure(cause(&self.sender.failure().unwrap_or_default()))
+            }
+            RelayEnd::Cancelled(reason)
+                if reason.starts_with(super::requests::GRANT_REVOKED)
+                    || reason == super::requests::GRANT_EXPIRED =>
+            {
+                Farewell::grant_ended(reason)
+            }
+            RelayEnd::Cancelled(reason) if reason == CREDENTIAL_EXPIRED => {
+                Farewell::credential_expired()
             }
             // `admin_kill` or `admin_kill: <text>`; any other canceller's reason as it is.
             RelayEnd::Cancelled(reason) => Farewell::ended_by_admin(Some(

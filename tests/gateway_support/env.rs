@@ -31,7 +31,8 @@ use custody_fixtures::kube_sim::{KubeSim, KubeSimConfig};
 use custody_fixtures::pki::Pki;
 use http::HeaderMap;
 
-/// Bearer tokens → principals: alice (dev) and bob (sre, allowed to impersonate).
+/// Bearer tokens → principals: alice (dev), bob (sre, allowed to impersonate) and carol (no
+/// groups).
 pub struct FakeAuth;
 
 impl Authenticate for FakeAuth {
@@ -45,15 +46,25 @@ impl Authenticate for FakeAuth {
             let (user, groups) = match token {
                 "alice-token" => ("alice", vec!["dev".to_owned()]),
                 "bob-token" => ("bob", vec!["sre".to_owned()]),
+                "carol-token" => ("carol", Vec::new()),
+                // alice with a credential that expires 3 s after it is presented.
+                "alice-brief-token" => ("alice", vec!["dev".to_owned()]),
                 _ => return Err(AuthFailure::Invalid("unknown token".into())),
             };
+            let expires_at = (token == "alice-brief-token").then(|| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                i64::try_from(now).unwrap() + 3
+            });
             Ok(Principal {
                 method: AuthMethod::Oidc,
                 issuer: "https://issuer.test".into(),
                 subject: format!("sub-{user}"),
                 username: user.into(),
                 groups,
-                expires_at: None,
+                expires_at,
             })
         })
     }
@@ -88,6 +99,10 @@ pub struct Options {
     pub upstream: Option<Upstream>,
     /// Run kube-sim on a runtime of its own, so [`Env::kill_sim`] can stop it mid-session.
     pub killable_sim: bool,
+    /// The gateway's policy (`[policy]`); `None` leaves decisions to kube-sim's RBAC.
+    pub policy: Option<custody::policy::PolicyConfig>,
+    /// `[approvals]`: the approvers' webhook.
+    pub approvals: custody::approval::notify::ApprovalsConfig,
 }
 
 /// kube-sim and the gateway, running.
@@ -178,6 +193,8 @@ impl Env {
             recording,
             // bob (group sre) audits: the sessions API shows him every session.
             auditor_groups: vec!["sre".to_owned()],
+            policy: options.policy.clone(),
+            approvals: options.approvals.clone(),
         })
         .unwrap();
         let pki = Pki::generate(&["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
@@ -216,7 +233,21 @@ impl Env {
         }
     }
 
-    /// kubectl `minor` using the gateway kubeconfig; pass `--context alice|bob`.
+    /// The gateway's URL, `https://ADDR`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.gateway_addr)
+    }
+
+    /// The gateway's CA certificate in a PEM file (for `--ca-file`).
+    pub fn ca_file(&self) -> PathBuf {
+        let path = self.dir.path().join("gateway-ca.pem");
+        if !path.exists() {
+            std::fs::write(&path, &self.ca_pem).unwrap();
+        }
+        path
+    }
+
+    /// kubectl `minor` using the gateway kubeconfig; pass `--context alice|bob|carol`.
     pub fn kubectl(&self, minor: &str) -> Kubectl {
         let home = self.dir.path().join(format!("home-{minor}"));
         std::fs::create_dir_all(&home).unwrap();
@@ -394,8 +425,8 @@ fn client_kubeconfig(addr: SocketAddr, ca_pem: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: custody\n  cluster:\n    server: https://{addr}/clusters/sim\n    certificate-authority-data: {ca}\nusers:\n{}{}contexts:\n{}{}current-context: alice\n",
         user("alice"),
-        user("bob"),
+        user("bob") + &user("carol"),
         context("alice"),
-        context("bob"),
+        context("bob") + &context("carol"),
     )
 }

@@ -62,6 +62,38 @@ impl Farewell {
         }
     }
 
+    /// The access grant that allowed the session was revoked (`grant_revoked: <reason>`) or
+    /// expired (`grant_expired`).
+    pub fn grant_ended(reason: &str) -> Self {
+        let message = match reason.strip_prefix("grant_revoked") {
+            Some(rest) => {
+                let rest = rest.trim_start_matches(':').trim();
+                if rest.is_empty() {
+                    "custody: the access grant for this session was revoked".to_owned()
+                } else {
+                    format!("custody: the access grant for this session was revoked: {rest}")
+                }
+            }
+            None => "custody: the access grant for this session expired".to_owned(),
+        };
+        Self {
+            message,
+            reason: "Forbidden",
+            code: 403,
+        }
+    }
+
+    /// The credential the session was started with expired.
+    pub fn credential_expired() -> Self {
+        Self {
+            message: "custody: the credential this session was started with expired; run the \
+                      command again to continue with a fresh one"
+                .to_owned(),
+            reason: "Unauthorized",
+            code: 401,
+        }
+    }
+
     /// Nothing flowed for `timeout`.
     pub fn idle_timeout(timeout: Duration) -> Self {
         Self {
