@@ -2,6 +2,7 @@
 //! and exec sessions over WebSocket (`v5.channel.k8s.io`) and SPDY/3.1 (`v4.channel.k8s.io`)
 //! built from custody's protocol codecs.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,7 +153,7 @@ pub fn exec_path(command: &[&str], stdin: bool) -> String {
             if b.is_ascii_alphanumeric() || b"-_./".contains(&b) {
                 path.push(char::from(b));
             } else {
-                path.push_str(&format!("%{b:02X}"));
+                let _ = write!(path, "%{b:02X}");
             }
         }
     }

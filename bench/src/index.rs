@@ -141,6 +141,9 @@ fn generate(index: &Index, sessions: u64, audit: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A named query.
+type Query<'a> = (&'a str, Box<dyn Fn(&Index) -> anyhow::Result<usize> + 'a>);
+
 /// Runs the scenario.
 pub fn run(plan: &Plan, dir: &Path, report: &mut Report) -> anyhow::Result<()> {
     let (n, audit) = (plan.index_sessions, plan.audit_rows);
@@ -150,17 +153,14 @@ pub fn run(plan: &Plan, dir: &Path, report: &mut Report) -> anyhow::Result<()> {
     let started = Instant::now();
     generate(&index, n, audit)?;
     let gen_s = started.elapsed().as_secs_f64();
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
-        + std::fs::metadata(dir.join("index-bench.sqlite-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0);
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len())
+        + std::fs::metadata(dir.join("index-bench.sqlite-wal")).map_or(0, |m| m.len());
     // A fresh connection, as a query from the CLI or the web API opens it.
     drop(index);
     let index = Index::open(&path)?;
     let day = 86_400_000_000i64;
     let mid = START_US + SPAN_US / 2;
     let last_seq = to_i64(audit).saturating_sub(50);
-    type Query<'a> = (&'a str, Box<dyn Fn(&Index) -> anyhow::Result<usize> + 'a>);
     let queries: Vec<Query> = vec![
         (
             "sessions of one user, newest 100",
