@@ -198,15 +198,47 @@ impl ApiClient {
     /// A client of the gateway at `server` (`https://HOST[:PORT]`), authenticating with
     /// `token`, trusting the PEM certificates in `ca_file` or else the system's roots.
     pub fn new(server: &str, token: &TokenSource, ca_file: Option<&Path>) -> Result<Self, Error> {
+        let pem = match ca_file {
+            Some(path) => Some((
+                path,
+                std::fs::read(path).map_err(|e| Error::CaFile {
+                    path: path.to_owned(),
+                    why: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
+        Self::build(
+            server,
+            token,
+            pem.as_ref().map(|(path, pem)| (*path, pem.as_slice())),
+        )
+    }
+
+    /// A client trusting the PEM certificates `ca_pem` (from a kubeconfig's
+    /// `certificate-authority-data`, named `origin` in errors).
+    pub fn with_ca_pem(
+        server: &str,
+        token: &TokenSource,
+        origin: &Path,
+        ca_pem: &[u8],
+    ) -> Result<Self, Error> {
+        Self::build(server, token, Some((origin, ca_pem)))
+    }
+
+    fn build(
+        server: &str,
+        token: &TokenSource,
+        ca: Option<(&Path, &[u8])>,
+    ) -> Result<Self, Error> {
         let base = parse_server(server)?;
         let mut roots = rustls::RootCertStore::empty();
-        if let Some(path) = ca_file {
+        if let Some((path, pem)) = ca {
             let ca_error = |why: String| Error::CaFile {
                 path: path.to_owned(),
                 why,
             };
-            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in rustls_pemfile::certs(&mut &pem[..]) {
                 let cert = cert.map_err(|e| ca_error(format!("not PEM: {e}")))?;
                 roots
                     .add(cert)

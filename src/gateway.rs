@@ -416,6 +416,9 @@ impl Gateway {
                 }),
                 redactor: allowed.as_ref().and_then(|a| self.redactor(&a.redact)),
                 ports: allowed.as_ref().and_then(|a| a.ports.clone()),
+                best_effort: allowed
+                    .as_ref()
+                    .is_some_and(|a| a.recording == policy_core::RecordingMode::BestEffort),
             };
             return recordings
                 .stream(ex, request, self.audit.clone(), self.metrics.clone())

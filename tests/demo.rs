@@ -132,13 +132,14 @@ fn the_demo_works_as_printed_and_both_audit_logs_name_the_real_person() {
             .unwrap();
         assert!(!refused.status.success());
         assert!(
-            String::from_utf8_lossy(&refused.stderr).contains("may not impersonate"),
+            String::from_utf8_lossy(&refused.stderr).contains("no role lets oidc:alice impersonate user carol"),
             "{}",
             String::from_utf8_lossy(&refused.stderr)
         );
     }
 
     forged_tokens_are_refused(&demo);
+    approval_as_printed(&demo);
 
     // The cluster's own audit log: the gateway identity impersonating alice, with the
     // initiator extra, and every auditID is a custody request id.
@@ -226,4 +227,99 @@ fn forged_tokens_are_refused(demo: &Demo) {
             "{stderr}"
         );
     }
+}
+
+/// The printed policy walk-through: alice's secret values are masked and bob's are not; her exec
+/// into kube-system is refused with how to ask; she asks with `custody request` (the gateway and
+/// her token from the kubeconfig context), bob approves, and her exec works.
+fn approval_as_printed(demo: &Demo) {
+    let k = kubectl(demo, "1.32");
+    let masked = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        custody::masking::PLACEHOLDER,
+    );
+    let alices = stdout_of(
+        &k.run(["--context", "alice", "get", "secret", "db-credentials", "-o", "yaml"])
+            .unwrap(),
+    );
+    assert!(alices.contains(&masked), "{alices}");
+    let bobs = stdout_of(
+        &k.run(["--context", "bob", "get", "secret", "db-credentials", "-o", "yaml"])
+            .unwrap(),
+    );
+    assert!(!bobs.contains(&masked), "{bobs}");
+
+    let exec = ["exec", "-n", "kube-system", "coredns-sim", "--", "hostname"];
+    let refused = k.run([&["--context", "alice"][..], &exec].concat()).unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("needs approval") && err.contains("ask with: custody request create"),
+        "{err}"
+    );
+
+    let printed = |needle: &str| {
+        let line = demo
+            .printed
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("the demo printed no {needle:?}"));
+        shell_words(line.split('#').next().unwrap())
+    };
+    let request = |args: Vec<String>| {
+        let out = Command::new(&args[0])
+            .args(&args[1..])
+            .env("KUBECONFIG", demo.dir.path().join("demo/kubeconfig"))
+            .env_remove("CUSTODY_SERVER")
+            .env_remove("CUSTODY_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let id = request(printed("request create --context alice"));
+    let id = id.trim();
+    let pending = request(printed("request list --context bob"));
+    assert!(pending.contains(id), "{pending}");
+    let approve: Vec<String> = printed("request approve --context bob")
+        .into_iter()
+        .map(|a| if a == "ID" { id.to_owned() } else { a })
+        .collect();
+    request(approve);
+    let host = stdout_of(&k.run([&["--context", "alice"][..], &exec].concat()).unwrap());
+    assert!(!host.trim().is_empty());
+}
+
+/// Splits a printed command line as a shell would (double quotes only).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.trim().chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            _ => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(word);
+    }
+    words
 }

@@ -295,3 +295,57 @@ fn a_recording_failure_mid_session_ends_it_with_a_message_kubectl_prints() {
         }
     }
 }
+
+/// A role with `recording = "best-effort"`: the same failure is logged and the session runs to
+/// its end, every byte delivered.
+#[test]
+fn a_best_effort_role_keeps_its_session_when_the_recording_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_demo, demo_dir) = served::demo(dir.path());
+    // The demo's policy, with alice's role (dev) recorded best-effort.
+    let config = demo_dir.join("custody.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let dev = "name = \"dev\"\n";
+    assert!(text.contains(dev));
+    // The demo's configuration names its files by absolute paths, so a copy works anywhere.
+    let best_effort = dir.path().join("best-effort");
+    std::fs::create_dir_all(&best_effort).unwrap();
+    std::fs::write(
+        best_effort.join("custody.toml"),
+        text.replacen(dev, &format!("{dev}recording = \"best-effort\"\n"), 1),
+    )
+    .unwrap();
+
+    let data = dir.path().join("serve-data");
+    let (_serve, ready, log) = serve_limited(&best_effort, &data);
+    let https = served::ready_url(&ready);
+    let (kubeconfig, home) = served::served_kubeconfig(&demo_dir, &https, dir.path());
+    let k = served::kubectl("1.32", &kubeconfig, &home);
+    let bytes = 3 * LIMIT;
+    let out = k
+        .run([
+            "exec",
+            "demo",
+            "--",
+            "sh",
+            "-c",
+            &format!("head -c {bytes} /dev/urandom"),
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len() as u64, bytes, "every byte was delivered");
+    let t0 = Instant::now();
+    while !log.text().contains("the session goes on unrecorded") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the gateway did not log the failure:\n{}",
+            log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!log.text().contains(LOGGED), "{}", log.text());
+}

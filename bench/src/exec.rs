@@ -247,7 +247,7 @@ pub async fn start_rate(
     targets: &Targets,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let window = Duration::from_millis(if plan.mode == "quick" { 1500 } else { 5000 });
+    let window = Duration::from_millis(if plan.mode == "quick" { 1000 } else { 5000 });
     let levels = [1usize, 4, 16, 64];
     let mut section = Section::new(
         "5. Session start rate",

@@ -142,33 +142,48 @@ fn run(args: &Args) -> anyhow::Result<()> {
             }
             let targets = targets(&stack)?;
             if wants("api") {
+                let t = Instant::now();
                 api::run(&plan, &stack, &targets, &mut report).await?;
+                report.timing("api", t);
             }
             if wants("throughput") {
+                let t = Instant::now();
                 exec::throughput(&plan, &stack, &targets, &mut report).await?;
+                report.timing("throughput", t);
             }
             if wants("keystroke") {
+                let t = Instant::now();
                 exec::keystrokes(&plan, &targets, &mut report).await?;
+                report.timing("keystroke", t);
             }
             if wants("start") {
+                let t = Instant::now();
                 exec::start_rate(&plan, &stack, &targets, &mut report).await?;
+                report.timing("start", t);
             }
             if wants("scale") {
+                let t = Instant::now();
                 scale::run(&plan, &stack, &targets, &mut report).await?;
+                report.timing("scale", t);
             }
             stack.sim.shutdown().await;
             anyhow::Ok(())
         })?;
     }
     if wants("recorder") {
+        let t = Instant::now();
         recorder::run(&plan, dir.path(), &runtime, &mut report)?;
+        report.timing("recorder", t);
     }
     if wants("index") {
+        let t = Instant::now();
         index::run(&plan, dir.path(), &mut report)?;
+        report.timing("index", t);
     }
     report.header.push(format!(
-        "the whole run took {:.0} s",
-        started.elapsed().as_secs_f64()
+        "the whole run took {:.0} s ({})",
+        started.elapsed().as_secs_f64(),
+        report.timings.join(", ")
     ));
     report.write(&args.out, &args.json)?;
     println!(

@@ -126,9 +126,18 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// The JSON results, by scenario.
     pub json: serde_json::Map<String, Value>,
+    /// How long each scenario took.
+    pub timings: Vec<String>,
 }
 
 impl Report {
+    /// Notes how long a scenario took since `started`.
+    pub fn timing(&mut self, scenario: &str, started: std::time::Instant) {
+        let s = started.elapsed().as_secs_f64();
+        println!("({scenario} took {s:.0} s)");
+        self.timings.push(format!("{scenario} {s:.0} s"));
+    }
+
     /// Records a target check and prints it.
     pub fn check(&mut self, target: &str, measured: String, met: Option<bool>) {
         println!("  target: {target}: {measured} -> {}", mark(met));

@@ -91,6 +91,39 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
     );
     let _ = writeln!(
         text,
+        "  kubectl --context alice get secret db-credentials -o yaml   # values masked for alice"
+    );
+    let _ = writeln!(
+        text,
+        "  kubectl --context bob get secret db-credentials -o yaml     # bob (sre) sees them"
+    );
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
+        "alice needs someone's approval to exec into kube-system (docs/policy.md):"
+    );
+    let _ = writeln!(
+        text,
+        "  kubectl --context alice exec -n kube-system coredns-sim -- hostname   # refused: how to ask"
+    );
+    let _ = writeln!(
+        text,
+        "  {} request create --context alice -n kube-system --pod coredns-sim --for 15m --reason \"INC-1: DNS\"",
+        exe.display()
+    );
+    let _ = writeln!(
+        text,
+        "  {} request list --context bob --state pending",
+        exe.display()
+    );
+    let _ = writeln!(
+        text,
+        "  {} request approve --context bob ID   # then alice's exec works, for that pod only",
+        exe.display()
+    );
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
         "  {} audit --data-dir {}",
         exe.display(),
         dir.join("data").display()

@@ -9,15 +9,22 @@ use custody::approval::{AccessRequest, NewRequest, describe_scope, human, parse_
 use custody::client::{ApiClient, TokenSource};
 use secrecy::SecretString;
 
+mod context;
+
 /// Access requests: create, list, show, approve, deny, revoke.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:
-  custody request create --server URL --cluster prod --namespace kube-system \\
-      --pod coredns-7d --for 30m --reason \"INC-1234: DNS failures\"
-  custody request list --server URL --state pending
-  custody request approve --server URL 0b6f3c1e-5d2a-4c8e-9f1a-2b3c4d5e6f70
-  custody request deny --server URL ID --reason \"use the runbook instead\"
-  custody request revoke --server URL ID --reason \"incident closed\"")]
+#[command(after_help = "Without --server, the gateway, its CA, the cluster and your token come from \
+the kubeconfig context kubectl uses (--context to choose another), as `custody kubeconfig` \
+writes it.
+
+Examples:
+  custody request create -n kube-system --pod coredns-7d --for 30m \\
+      --reason \"INC-1234: DNS failures\"
+  custody request list --state pending
+  custody request approve --context bob 0b6f3c1e-5d2a-4c8e-9f1a-2b3c4d5e6f70
+  custody request deny ID --reason \"use the runbook instead\"
+  custody request revoke ID --reason \"incident closed\"
+  custody request list --server https://custody.example:8443 --token-file token")]
 pub struct Args {
     #[command(subcommand)]
     command: Command,
@@ -28,9 +35,17 @@ pub struct Args {
 /// Which gateway, as whom.
 #[derive(Debug, clap::Args)]
 struct GatewayArgs {
-    /// The gateway (https://HOST:PORT).
+    /// The gateway (https://HOST:PORT), with --token-file or CUSTODY_TOKEN. Without it, the
+    /// kubeconfig context says.
     #[arg(long, global = true, env = "CUSTODY_SERVER", value_name = "URL")]
     server: Option<String>,
+    /// The kubeconfig context to take the gateway and your token from (default: the current
+    /// one).
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "server")]
+    context: Option<String>,
+    /// The kubeconfig file (default: KUBECONFIG's first file, else ~/.kube/config).
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "server")]
+    kubeconfig: Option<PathBuf>,
     /// The bearer token (prefer `CUSTODY_TOKEN` or --token-file: a command line is visible to
     /// other users of the host).
     #[arg(
@@ -53,9 +68,9 @@ struct GatewayArgs {
 enum Command {
     /// Ask for access; prints the request id for approvers.
     Create {
-        /// The cluster, as the gateway names it.
+        /// The cluster, as the gateway names it (default: the kubeconfig context's).
         #[arg(long)]
-        cluster: String,
+        cluster: Option<String>,
         /// The namespace.
         #[arg(long, short = 'n', default_value = "")]
         namespace: String,
@@ -117,27 +132,45 @@ enum Command {
 
 /// Runs `custody request`.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let client = client(&args.gateway)?;
+    let (client, cluster) = client(&args.gateway)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(execute(&client, &args.command))
+    runtime.block_on(execute(&client, cluster.as_deref(), &args.command))
 }
 
-fn client(gateway: &GatewayArgs) -> anyhow::Result<ApiClient> {
-    let server = gateway
-        .server
-        .as_deref()
-        .context("which gateway? pass --server https://HOST:PORT (or set CUSTODY_SERVER)")?;
+/// The API client, and the cluster the kubeconfig context points at (if one was read).
+fn client(gateway: &GatewayArgs) -> anyhow::Result<(ApiClient, Option<String>)> {
     let token = if let Some(file) = &gateway.token_file {
-        TokenSource::File(file.clone())
-    } else if let Some(token) = &gateway.token {
-        TokenSource::Value(SecretString::from(token.clone()))
+        Some(TokenSource::File(file.clone()))
     } else {
-        anyhow::bail!("no token: pass --token-file FILE or set CUSTODY_TOKEN");
+        gateway
+            .token
+            .as_ref()
+            .map(|token| TokenSource::Value(SecretString::from(token.clone())))
     };
-    Ok(ApiClient::new(server, &token, gateway.ca_file.as_deref())?)
+    if let Some(server) = &gateway.server {
+        let token =
+            token.context("no token for --server: pass --token-file FILE or set CUSTODY_TOKEN")?;
+        return Ok((
+            ApiClient::new(server, &token, gateway.ca_file.as_deref())?,
+            None,
+        ));
+    }
+    let file = context::kubeconfig_path(gateway.kubeconfig.as_deref())?;
+    let found = context::gateway(&file, gateway.context.as_deref())?;
+    let token = token.unwrap_or(TokenSource::Value(found.token));
+    let client = match (&gateway.ca_file, &found.ca_pem) {
+        (Some(ca), _) => ApiClient::new(&found.server, &token, Some(ca))?,
+        (None, Some(pem)) => ApiClient::with_ca_pem(&found.server, &token, &found.file, pem)?,
+        (None, None) => ApiClient::new(&found.server, &token, None)?,
+    };
+    Ok((client, found.cluster))
 }
 
-async fn execute(client: &ApiClient, command: &Command) -> anyhow::Result<ExitCode> {
+async fn execute(
+    client: &ApiClient,
+    context_cluster: Option<&str>,
+    command: &Command,
+) -> anyhow::Result<ExitCode> {
     match command {
         Command::Create {
             cluster,
@@ -149,8 +182,12 @@ async fn execute(client: &ApiClient, command: &Command) -> anyhow::Result<ExitCo
             duration,
             reason,
         } => {
+            let cluster = cluster
+                .as_deref()
+                .or(context_cluster)
+                .context("which cluster? pass --cluster NAME")?;
             let new = NewRequest {
-                cluster: cluster.clone(),
+                cluster: cluster.to_owned(),
                 namespace: namespace.clone(),
                 pod: pod.clone(),
                 action: Some(action.clone()),

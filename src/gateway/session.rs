@@ -125,6 +125,9 @@ pub(super) struct StreamRequest<'a> {
     /// Port-forward: the pod ports the policy allows (`None`: any). kubectl names the port of
     /// each connection in its stream headers, so this is enforced per connection.
     pub ports: Option<Vec<crate::policy::PortRange>>,
+    /// The person's role records best-effort: a recording that fails during the session no
+    /// longer ends it (one that cannot start still refuses the session).
+    pub best_effort: bool,
 }
 
 impl Recordings {
@@ -271,6 +274,7 @@ impl Recordings {
             id,
             summary,
             ports: request.ports.clone(),
+            best_effort: request.best_effort,
             deadlines: request
                 .grant
                 .as_ref()
@@ -420,6 +424,8 @@ struct Session {
     deadlines: Vec<(i64, &'static str)>,
     /// Port-forward: the ports allowed (`None`: any).
     ports: Option<Vec<crate::policy::PortRange>>,
+    /// Keep relaying when the recording fails.
+    best_effort: bool,
 }
 
 impl Session {
@@ -436,6 +442,7 @@ impl Session {
             summary,
             deadlines,
             ports,
+            best_effort,
         } = self;
         let client = match on_upgrade.await {
             Ok(client) => client,
@@ -455,6 +462,10 @@ impl Session {
             let id = id.clone();
             tokio::spawn(async move {
                 let failure = sender.fatal().await;
+                if best_effort {
+                    tracing::error!(request_id = %id, %failure, "recording failed; the session goes on unrecorded (best-effort recording)");
+                    return;
+                }
                 tracing::error!(request_id = %id, %failure, "recording failed; ending the session");
                 cancel.cancel(RECORDING_FAILURE);
             })
@@ -483,6 +494,8 @@ impl Session {
             limits: relay_config,
             record_error: None,
             ports,
+            best_effort,
+            unrecorded: false,
         };
         let report = tokio::select! {
             report = relay(
@@ -598,6 +611,10 @@ struct Recorder {
     record_error: Option<String>,
     /// Port-forward: the ports allowed (`None`: any).
     ports: Option<Vec<crate::policy::PortRange>>,
+    /// Keep relaying when the recording fails.
+    best_effort: bool,
+    /// The recording failed and the session goes on without it (best-effort only).
+    unrecorded: bool,
 }
 
 impl Observer for Recorder {
@@ -623,13 +640,21 @@ impl Observer for Recorder {
                     }
                     _ => None,
                 };
-                if let Err(e) = self.sender.record(event).await {
-                    self.failure = Some(RECORDING_FAILURE);
-                    self.record_error = Some(match &e {
-                        custody_recorder::Error::RecordingFailed(failure) => failure.clone(),
-                        other => other.to_string(),
-                    });
-                    return Err(ObserverError(format!("the recording failed: {e}")));
+                if !self.unrecorded
+                    && let Err(e) = self.sender.record(event).await
+                {
+                    if self.best_effort {
+                        // The person's role accepts sessions that outlive their recording;
+                        // the gateway's log and the manifest (recording_failure) say so.
+                        self.unrecorded = true;
+                    } else {
+                        self.failure = Some(RECORDING_FAILURE);
+                        self.record_error = Some(match &e {
+                            custody_recorder::Error::RecordingFailed(failure) => failure.clone(),
+                            other => other.to_string(),
+                        });
+                        return Err(ObserverError(format!("the recording failed: {e}")));
+                    }
                 }
                 // The connection to a port the policy does not allow is recorded as attempted
                 // and never reaches the pod: the chunk that opens it is not forwarded.
