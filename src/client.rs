@@ -226,11 +226,7 @@ impl ApiClient {
         Self::build(server, token, Some((origin, ca_pem)))
     }
 
-    fn build(
-        server: &str,
-        token: &TokenSource,
-        ca: Option<(&Path, &[u8])>,
-    ) -> Result<Self, Error> {
+    fn build(server: &str, token: &TokenSource, ca: Option<(&Path, &[u8])>) -> Result<Self, Error> {
         let base = parse_server(server)?;
         let mut roots = rustls::RootCertStore::empty();
         if let Some((path, pem)) = ca {

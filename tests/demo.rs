@@ -132,7 +132,8 @@ fn the_demo_works_as_printed_and_both_audit_logs_name_the_real_person() {
             .unwrap();
         assert!(!refused.status.success());
         assert!(
-            String::from_utf8_lossy(&refused.stderr).contains("no role lets oidc:alice impersonate user carol"),
+            String::from_utf8_lossy(&refused.stderr)
+                .contains("no role lets oidc:alice impersonate user carol"),
             "{}",
             String::from_utf8_lossy(&refused.stderr)
         );
@@ -239,18 +240,36 @@ fn approval_as_printed(demo: &Demo) {
         custody::masking::PLACEHOLDER,
     );
     let alices = stdout_of(
-        &k.run(["--context", "alice", "get", "secret", "db-credentials", "-o", "yaml"])
-            .unwrap(),
+        &k.run([
+            "--context",
+            "alice",
+            "get",
+            "secret",
+            "db-credentials",
+            "-o",
+            "yaml",
+        ])
+        .unwrap(),
     );
     assert!(alices.contains(&masked), "{alices}");
     let bobs = stdout_of(
-        &k.run(["--context", "bob", "get", "secret", "db-credentials", "-o", "yaml"])
-            .unwrap(),
+        &k.run([
+            "--context",
+            "bob",
+            "get",
+            "secret",
+            "db-credentials",
+            "-o",
+            "yaml",
+        ])
+        .unwrap(),
     );
     assert!(!bobs.contains(&masked), "{bobs}");
 
     let exec = ["exec", "-n", "kube-system", "coredns-sim", "--", "hostname"];
-    let refused = k.run([&["--context", "alice"][..], &exec].concat()).unwrap();
+    let refused = k
+        .run([&["--context", "alice"][..], &exec].concat())
+        .unwrap();
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -290,7 +309,10 @@ fn approval_as_printed(demo: &Demo) {
         .map(|a| if a == "ID" { id.to_owned() } else { a })
         .collect();
     request(approve);
-    let host = stdout_of(&k.run([&["--context", "alice"][..], &exec].concat()).unwrap());
+    let host = stdout_of(
+        &k.run([&["--context", "alice"][..], &exec].concat())
+            .unwrap(),
+    );
     assert!(!host.trim().is_empty());
 }
 

@@ -234,7 +234,14 @@ fn secret_values_are_masked_everywhere_for_alice_and_leak_nowhere() {
     // Writing the masked values back is refused; the real values stay.
     let mut replace = env
         .kubectl("1.32")
-        .command(["--context", "alice", "replace", "--validate=false", "-f", "-"])
+        .command([
+            "--context",
+            "alice",
+            "replace",
+            "--validate=false",
+            "-f",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

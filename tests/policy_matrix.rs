@@ -108,27 +108,55 @@ const CASES: &[Case] = &[
     Case {
         who: "alice",
         kubectl: &["exec", "-n", "kube-system", "coredns-sim", "--", "true"],
-        policy_test: &["--namespace", "kube-system", "--", "exec", "pod/coredns-sim"],
+        policy_test: &[
+            "--namespace",
+            "kube-system",
+            "--",
+            "exec",
+            "pod/coredns-sim",
+        ],
         decision: "needs-approval",
         reason: "custody request create --cluster sim --namespace kube-system --pod coredns-sim",
     },
     Case {
         who: "alice",
-        kubectl: &["debug", "-n", "kube-system", "coredns-sim", "--image=busybox"],
-        policy_test: &["--namespace", "kube-system", "--", "debug", "pod/coredns-sim"],
+        kubectl: &[
+            "debug",
+            "-n",
+            "kube-system",
+            "coredns-sim",
+            "--image=busybox",
+        ],
+        policy_test: &[
+            "--namespace",
+            "kube-system",
+            "--",
+            "debug",
+            "pod/coredns-sim",
+        ],
         decision: "needs-approval",
         reason: "needs approval",
     },
     Case {
         who: "alice",
         kubectl: &["delete", "secret", "db-credentials"],
-        policy_test: &["--namespace", "default", "--", "delete", "secret/db-credentials"],
+        policy_test: &[
+            "--namespace",
+            "default",
+            "--",
+            "delete",
+            "secret/db-credentials",
+        ],
         decision: "deny",
         reason: "secrets are rotated through the vault pipeline",
     },
     Case {
         who: "alice",
-        kubectl: &["get", "--raw", "/clusters/sim/api/v1/nodes/kube-sim/proxy/pods"],
+        kubectl: &[
+            "get",
+            "--raw",
+            "/clusters/sim/api/v1/nodes/kube-sim/proxy/pods",
+        ],
         policy_test: &["--", "get", "nodes/kube-sim/proxy"],
         decision: "deny",
         reason: "no role lets alice",
@@ -136,7 +164,15 @@ const CASES: &[Case] = &[
     Case {
         who: "alice",
         kubectl: &["--as=carol", "get", "pods"],
-        policy_test: &["--namespace", "default", "--as", "carol", "--", "list", "pods"],
+        policy_test: &[
+            "--namespace",
+            "default",
+            "--as",
+            "carol",
+            "--",
+            "list",
+            "pods",
+        ],
         decision: "deny",
         reason: "carol",
     },
@@ -262,7 +298,10 @@ fn the_gateway_and_custody_policy_test_decide_every_case_alike() {
 
     for (i, case) in CASES.iter().enumerate() {
         let (decision, reason) = policy_test(&file, case);
-        assert_eq!(decision, case.decision, "case {i}: policy test said {reason}");
+        assert_eq!(
+            decision, case.decision,
+            "case {i}: policy test said {reason}"
+        );
         assert!(reason.contains(case.reason), "case {i}: {reason}");
 
         let before = env.custody_audit().len();
@@ -279,9 +318,11 @@ fn the_gateway_and_custody_policy_test_decide_every_case_alike() {
             .collect();
         if case.decision == "allow" {
             assert!(!stderr.contains("custody: "), "case {i}: {stderr}");
-            let allowed = events.iter().rev().find(|e| e["decision"] == "allow").unwrap_or_else(|| {
-                panic!("case {i}: no allowed request in {events:?}")
-            });
+            let allowed = events
+                .iter()
+                .rev()
+                .find(|e| e["decision"] == "allow")
+                .unwrap_or_else(|| panic!("case {i}: no allowed request in {events:?}"));
             assert_eq!(allowed["allowed_by"].as_str().unwrap(), reason, "case {i}");
         } else {
             assert!(!out.status.success(), "case {i}");
@@ -294,7 +335,11 @@ fn the_gateway_and_custody_policy_test_decide_every_case_alike() {
             assert!(!denied.is_empty(), "case {i}");
             // Every attempt of the invocation (WebSocket, then SPDY) has the same reason.
             for e in denied {
-                assert_eq!(e["reason"].as_str().unwrap(), format!("custody: {reason}"), "case {i}");
+                assert_eq!(
+                    e["reason"].as_str().unwrap(),
+                    format!("custody: {reason}"),
+                    "case {i}"
+                );
                 assert_eq!(e["status_code"], 403, "case {i}");
             }
         }
@@ -324,7 +369,12 @@ fn websocket_and_spdy_attempts_are_decided_alike() {
         assert!(!attempts.is_empty(), "{minor} spdy={spdy}");
         for e in attempts {
             assert_eq!(e["decision"], "deny");
-            reasons.push((minor, spdy, e["request"]["verb"].clone(), e["reason"].clone()));
+            reasons.push((
+                minor,
+                spdy,
+                e["request"]["verb"].clone(),
+                e["reason"].clone(),
+            ));
         }
     }
     let first = &reasons[0].3;

@@ -62,7 +62,7 @@ async fn load(
     let mut conns = Vec::new();
     for _ in 0..concurrency {
         let mut c = target.http().await?;
-        c.get(path).await?; // warm the connection (and custody's upstream pool)
+        c.get(GET_PATH).await?; // warm the connection (and custody's upstream pool)
         conns.push(c);
     }
     let before = gateway.map(|g| g());

@@ -22,6 +22,9 @@ pub struct Args {
     /// The gateway whose stored login (`custody login --server URL`) to use.
     #[arg(long, value_name = "URL", conflicts_with_all = ["issuer", "user"])]
     server: Option<String>,
+    /// The profile of that login (`custody login --profile NAME`).
+    #[arg(long, value_name = "NAME", requires = "server", value_parser = super::login::profile_name)]
+    profile: Option<String>,
     /// Development issuer mode: the issuer URL.
     #[arg(long, requires = "user")]
     issuer: Option<String>,
@@ -50,7 +53,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .and_then(|text| serde_json::from_str::<Value>(text).ok())
             .and_then(|v| v.pointer("/spec/interactive").and_then(Value::as_bool))
             .unwrap_or(false);
-        let login = runtime.block_on(stored_token(server, interactive))?;
+        let login = runtime.block_on(stored_token(server, args.profile.as_deref(), interactive))?;
         println!(
             "{}",
             exec_credential(version, &login.id_token, Some(login.expires_at))
@@ -91,9 +94,13 @@ fn renew_margin(login: &StoredLogin) -> i64 {
 
 /// A stored login whose ID token is valid for a while yet: as stored, refreshed, or (when
 /// interactive) from a new login.
-async fn stored_token(server: &str, interactive: bool) -> anyhow::Result<StoredLogin> {
+async fn stored_token(
+    server: &str,
+    profile: Option<&str>,
+    interactive: bool,
+) -> anyhow::Result<StoredLogin> {
     let store = Store::from_env()?;
-    let Some(login) = store.load(server)? else {
+    let Some(login) = store.load(server, profile)? else {
         if interactive {
             anyhow::bail!(LoginError::NotLoggedIn {
                 server: server.to_owned(),
@@ -116,11 +123,12 @@ async fn stored_token(server: &str, interactive: bool) -> anyhow::Result<StoredL
     let _held = {
         let store = store.clone();
         let server = server.to_owned();
-        tokio::task::spawn_blocking(move || store.lock(&server))
+        let profile = profile.map(str::to_owned);
+        tokio::task::spawn_blocking(move || store.lock(&server, profile.as_deref()))
             .await
             .map_err(|e| anyhow::anyhow!("the login lock: {e}"))??
     };
-    let login = match store.load(server)? {
+    let login = match store.load(server, profile)? {
         Some(current) if fresh_enough(&current) => return Ok(current),
         Some(current) => current,
         None => login,
@@ -149,9 +157,14 @@ async fn stored_token(server: &str, interactive: bool) -> anyhow::Result<StoredL
         &login.document,
         None,
         true,
+        None,
         Duration::from_secs(300),
     )
     .await?;
+    let fresh = StoredLogin {
+        profile: profile.map(str::to_owned),
+        ..fresh
+    };
     store.save(&fresh)?;
     Ok(fresh)
 }

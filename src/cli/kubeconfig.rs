@@ -41,7 +41,8 @@ pub struct Args {
 /// Writes the kubeconfig.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let server = normalize_server(&args.server.server);
-    let stored = Store::from_env()?.load(&server)?;
+    let profile = args.server.profile.as_deref();
+    let stored = Store::from_env()?.load(&server, profile)?;
     let document = if let (Some(stored), None, None) = (
         &stored,
         &args.server.ca_file,
@@ -70,7 +71,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--context names one context: give one --cluster");
     }
     let exe = std::env::current_exe().context("cannot find the custody executable")?;
-    let generated = kubeconfig(&server, &document, &names, args.context.as_deref(), &exe);
+    let generated = kubeconfig(
+        &server,
+        &document,
+        &names,
+        args.context.as_deref(),
+        profile,
+        &exe,
+    );
     if args.merge {
         let path = default_kubeconfig()?;
         let existing = match std::fs::read_to_string(&path) {
@@ -98,13 +106,25 @@ fn kubeconfig(
     document: &LoginDocument,
     names: &[&str],
     context: Option<&str>,
+    profile: Option<&str>,
     exe: &Path,
 ) -> Value {
     let host = server
         .split_once("://")
         .map_or(server, |(_, rest)| rest)
         .trim_end_matches('/');
-    let user = format!("custody@{host}");
+    let user = match profile {
+        Some(profile) => format!("custody-{profile}@{host}"),
+        None => format!("custody@{host}"),
+    };
+    let mut plugin_args = vec![
+        "credential".to_owned(),
+        "--server".to_owned(),
+        server.to_owned(),
+    ];
+    if let Some(profile) = profile {
+        plugin_args.extend(["--profile".to_owned(), profile.to_owned()]);
+    }
     let ca = base64::engine::general_purpose::STANDARD.encode(&document.ca_pem);
     let mut clusters = Vec::new();
     let mut contexts = Vec::new();
@@ -128,7 +148,7 @@ fn kubeconfig(
         "user": {"exec": {
             "apiVersion": "client.authentication.k8s.io/v1",
             "command": exe.display().to_string(),
-            "args": ["credential", "--server", server],
+            "args": plugin_args,
             "interactiveMode": "IfAvailable",
             "provideClusterInfo": false,
         }},
@@ -253,6 +273,7 @@ mod tests {
             "https://gw:8443",
             &doc,
             &["prod"],
+            None,
             None,
             Path::new("/bin/custody"),
         );

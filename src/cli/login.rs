@@ -27,6 +27,24 @@ pub struct ServerArgs {
     /// (hex; `openssl x509 -noout -fingerprint -sha256` prints it with colons, which is fine).
     #[arg(long, value_name = "SHA256")]
     pub trust_ca_fingerprint: Option<String>,
+    /// A name for this login, to keep several identities for one gateway side by side (e.g.
+    /// an everyday and an admin account); stored, refreshed and used separately.
+    #[arg(long, value_name = "NAME", value_parser = profile_name)]
+    pub profile: Option<String>,
+}
+
+/// A profile name: short, plain characters (it is shown, and passed on kubeconfig lines).
+pub fn profile_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("a profile name is 1 to 64 letters, digits, '-', '_', '.' or '@'".into())
+    }
 }
 
 impl ServerArgs {
@@ -58,6 +76,10 @@ pub struct LoginArgs {
     /// Print the URL to open instead of starting a browser.
     #[arg(long)]
     no_browser: bool,
+    /// The account to log in as, sent to the provider as `login_hint` (it pre-fills the
+    /// username; a development issuer logs that user in without a form).
+    #[arg(long, value_name = "USER")]
+    login_hint: Option<String>,
     /// Log in on another device (RFC 8628 device authorization grant): print a URL and a code
     /// to enter there, for machines without a browser. The provider must offer the device flow.
     #[arg(long, conflicts_with = "no_browser")]
@@ -74,6 +96,9 @@ pub struct LogoutArgs {
     /// The gateway to log out of; every stored login when absent.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    /// Only this profile of --server.
+    #[arg(long, value_name = "NAME", requires = "server", value_parser = profile_name)]
+    profile: Option<String>,
 }
 
 /// `custody status`.
@@ -82,6 +107,9 @@ pub struct StatusArgs {
     /// Only this gateway.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    /// Only this profile of --server.
+    #[arg(long, value_name = "NAME", requires = "server", value_parser = profile_name)]
+    profile: Option<String>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -95,7 +123,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn login(args: &LoginArgs) -> anyhow::Result<ExitCode> {
     let server = normalize_server(&args.server.server);
     let store = Store::from_env()?;
-    let stored = store.load(&server)?;
+    let profile = args.server.profile.clone();
+    let stored = store.load(&server, profile.as_deref())?;
     let trust = args.server.trust(stored.as_ref())?;
     let secret = match &args.client_secret_file {
         Some(path) => Some(
@@ -122,10 +151,12 @@ pub fn login(args: &LoginArgs) -> anyhow::Result<ExitCode> {
             &document,
             secret,
             !args.no_browser,
+            args.login_hint.clone(),
             Duration::from_secs(args.timeout),
         )
         .await
     })?;
+    let login = StoredLogin { profile, ..login };
     store.save(&login)?;
     eprintln!("Logged in to {server}.");
     print_status(&login);
@@ -139,9 +170,12 @@ pub async fn interactive_login(
     document: &LoginDocument,
     client_secret: Option<String>,
     browser: bool,
+    login_hint: Option<String>,
     wait: Duration,
 ) -> anyhow::Result<StoredLogin> {
-    let provider = Provider::discover(document, client_secret).await?;
+    let provider = Provider::discover(document, client_secret)
+        .await?
+        .with_login_hint(login_hint);
     let show = |url: &str| {
         eprintln!("Open this URL in a browser to log in to {server}:\n\n  {url}\n");
         if browser && open_browser(url) {
@@ -200,7 +234,10 @@ fn open_browser(url: &str) -> bool {
 pub fn logout(args: &LogoutArgs) -> anyhow::Result<ExitCode> {
     let store = Store::from_env()?;
     let logins = match &args.server {
-        Some(server) => store.load(server)?.into_iter().collect(),
+        Some(server) => store
+            .load(server, args.profile.as_deref())?
+            .into_iter()
+            .collect(),
         None => store.all()?,
     };
     if logins.is_empty() {
@@ -224,7 +261,7 @@ pub fn logout(args: &LogoutArgs) -> anyhow::Result<ExitCode> {
             Ok(false) => {}
             Err(e) => eprintln!("custody: could not revoke the refresh token: {e}"),
         }
-        store.remove(&login.server)?;
+        store.remove(&login.server, login.profile.as_deref())?;
         eprintln!("Logged out of {}.", login.server);
     }
     Ok(ExitCode::SUCCESS)
@@ -234,7 +271,10 @@ pub fn logout(args: &LogoutArgs) -> anyhow::Result<ExitCode> {
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let store = Store::from_env()?;
     let logins: Vec<StoredLogin> = match &args.server {
-        Some(server) => store.load(server)?.into_iter().collect(),
+        Some(server) => store
+            .load(server, args.profile.as_deref())?
+            .into_iter()
+            .collect(),
         None => store.all()?,
     };
     if logins.is_empty() {
@@ -272,6 +312,9 @@ fn print_status(login: &StoredLogin) {
         .unwrap_or_default();
     let left = login.expires_at - now;
     println!("server:   {}", login.server);
+    if let Some(profile) = &login.profile {
+        println!("profile:  {profile}");
+    }
     println!("issuer:   {}", login.document.issuer);
     println!("user:     {who}");
     if !groups.is_empty() {

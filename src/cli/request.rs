@@ -13,7 +13,8 @@ mod context;
 
 /// Access requests: create, list, show, approve, deny, revoke.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Without --server, the gateway, its CA, the cluster and your token come from \
+#[command(
+    after_help = "Without --server, the gateway, its CA, the cluster and your token come from \
 the kubeconfig context kubectl uses (--context to choose another), as `custody kubeconfig` \
 writes it.
 
@@ -24,7 +25,8 @@ Examples:
   custody request approve --context bob 0b6f3c1e-5d2a-4c8e-9f1a-2b3c4d5e6f70
   custody request deny ID --reason \"use the runbook instead\"
   custody request revoke ID --reason \"incident closed\"
-  custody request list --server https://custody.example:8443 --token-file token")]
+  custody request list --server https://custody.example:8443 --token-file token"
+)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,

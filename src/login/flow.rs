@@ -39,6 +39,7 @@ pub struct Provider {
     revocation_endpoint: Option<String>,
     device_authorization_endpoint: Option<String>,
     http: HttpsClient,
+    login_hint: Option<String>,
 }
 
 /// The device grant's type (RFC 8628 section 3.4).
@@ -97,7 +98,15 @@ impl Provider {
             client_secret,
             issuer_ca_pem: doc.issuer_ca_pem.clone(),
             http,
+            login_hint: None,
         })
+    }
+
+    /// Sends `login_hint` with the authorization request: the account to log in as.
+    #[must_use]
+    pub fn with_login_hint(mut self, hint: Option<String>) -> Self {
+        self.login_hint = hint;
+        self
     }
 
     fn fail(&self, reason: String) -> LoginError {
@@ -138,6 +147,10 @@ impl Provider {
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
+        if let Some(hint) = &self.login_hint {
+            // OIDC Core 3.1.2.1: pre-fills (or, at a development issuer, picks) the account.
+            query.append_pair("login_hint", hint);
+        }
         if doc.scopes.iter().any(|s| s == "offline_access") {
             // OIDC Core 11: a refresh token for offline_access needs the consent prompt.
             query.append_pair("prompt", "consent");
@@ -403,6 +416,7 @@ impl Provider {
                 .get("refresh_token")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
+            profile: previous.and_then(|p| p.profile.clone()),
         })
     }
 

@@ -26,12 +26,16 @@ pub struct StoredLogin {
     /// The refresh token, if the provider gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// The profile name, when one person keeps several logins to one gateway (`--profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 impl std::fmt::Debug for StoredLogin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredLogin")
             .field("server", &self.server)
+            .field("profile", &self.profile)
             .field("issuer", &self.document.issuer)
             .field("expires_at", &self.expires_at)
             .field("refresh_token", &self.refresh_token.is_some())
@@ -66,16 +70,26 @@ impl Store {
         Store { dir }
     }
 
-    /// The file for `server`: a hash of its normalized URL, so any URL makes a safe name.
-    pub fn path_for(&self, server: &str) -> PathBuf {
-        let digest = Sha256::digest(normalize_server(server).as_bytes());
+    /// The file for `server` (and `profile`): a hash of the normalized URL (and the profile
+    /// name), so any URL and name make a safe file name.
+    pub fn path_for(&self, server: &str, profile: Option<&str>) -> PathBuf {
+        let mut key = normalize_server(server);
+        if let Some(profile) = profile {
+            key.push('#');
+            key.push_str(profile);
+        }
+        let digest = Sha256::digest(key.as_bytes());
         self.dir
             .join(format!("{}.json", &hex::encode(digest)[..32]))
     }
 
-    /// The stored login for `server`, if any.
-    pub fn load(&self, server: &str) -> Result<Option<StoredLogin>, LoginError> {
-        let path = self.path_for(server);
+    /// The stored login for `server` (and `profile`), if any.
+    pub fn load(
+        &self,
+        server: &str,
+        profile: Option<&str>,
+    ) -> Result<Option<StoredLogin>, LoginError> {
+        let path = self.path_for(server, profile);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -116,7 +130,7 @@ impl Store {
         // An existing directory keeps its mode through `create`: make sure of it.
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| store_error(&self.dir, &e.to_string()))?;
-        let path = self.path_for(&login.server);
+        let path = self.path_for(&login.server, login.profile.as_deref());
         let mut suffix = [0u8; 8];
         getrandom::fill(&mut suffix).map_err(|e| store_error(&path, &e.to_string()))?;
         let tmp = path.with_extension(format!("tmp-{}", hex::encode(suffix)));
@@ -144,13 +158,13 @@ impl Store {
     /// command, often several at once: whoever holds the lock refreshes, the others then find
     /// the fresh tokens. With a provider that rotates refresh tokens, two refreshes with the same
     /// token would end the login.
-    pub fn lock(&self, server: &str) -> Result<std::fs::File, LoginError> {
+    pub fn lock(&self, server: &str, profile: Option<&str>) -> Result<std::fs::File, LoginError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
             .map_err(|e| store_error(&self.dir, &e.to_string()))?;
-        let path = self.path_for(server).with_extension("lock");
+        let path = self.path_for(server, profile).with_extension("lock");
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -163,9 +177,9 @@ impl Store {
         Ok(file)
     }
 
-    /// Removes the login for `server`; `false` when there was none.
-    pub fn remove(&self, server: &str) -> Result<bool, LoginError> {
-        let path = self.path_for(server);
+    /// Removes the login for `server` (and `profile`); `false` when there was none.
+    pub fn remove(&self, server: &str, profile: Option<&str>) -> Result<bool, LoginError> {
+        let path = self.path_for(server, profile);
         // Nothing of the login stays behind; its lock guards nothing once the tokens are gone.
         let _ = std::fs::remove_file(path.with_extension("lock"));
         match std::fs::remove_file(&path) {
@@ -222,6 +236,7 @@ mod tests {
             id_token: "id-token-value".into(),
             expires_at: 10,
             refresh_token: Some("refresh-token-value".into()),
+            profile: None,
         }
     }
 
@@ -229,10 +244,14 @@ mod tests {
     fn a_login_is_held_by_one_process_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::at(dir.path().join("logins"));
-        let held = store.lock("https://gw.example").unwrap();
+        let held = store.lock("https://gw.example", None).unwrap();
         let again = std::fs::OpenOptions::new()
             .write(true)
-            .open(store.path_for("https://gw.example").with_extension("lock"))
+            .open(
+                store
+                    .path_for("https://gw.example", None)
+                    .with_extension("lock"),
+            )
             .unwrap();
         assert!(again.try_lock().is_err(), "a second holder must wait");
         drop(held);
@@ -243,11 +262,11 @@ mod tests {
     fn save_load_remove_with_private_modes() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::at(tmp.path().join("custody/logins"));
-        assert!(store.load("https://gw.example").unwrap().is_none());
+        assert!(store.load("https://gw.example", None).unwrap().is_none());
         store.save(&login("https://gw.example/")).unwrap();
-        let loaded = store.load("https://GW.example").unwrap().unwrap();
+        let loaded = store.load("https://GW.example", None).unwrap().unwrap();
         assert_eq!(loaded, login("https://gw.example/"));
-        let file = store.path_for("https://gw.example");
+        let file = store.path_for("https://gw.example", None);
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let dir_mode = std::fs::metadata(tmp.path().join("custody/logins"))
@@ -258,7 +277,7 @@ mod tests {
         assert_eq!(dir_mode, 0o700);
         assert_eq!(store.all().unwrap().len(), 1);
         assert!(!format!("{loaded:?}").contains("token-value"));
-        assert!(store.remove("https://gw.example").unwrap());
-        assert!(!store.remove("https://gw.example").unwrap());
+        assert!(store.remove("https://gw.example", None).unwrap());
+        assert!(!store.remove("https://gw.example", None).unwrap());
     }
 }
