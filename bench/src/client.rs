@@ -443,3 +443,14 @@ impl ExecWriter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exec_paths_escape_arguments() {
+        assert_eq!(
+            super::exec_path(&["head", "-c", "1 2"], true),
+            "/api/v1/namespaces/default/pods/demo/exec?container=main&command=head&command=-c&command=1%202&stdout=true&stderr=true&stdin=true"
+        );
+    }
+}

@@ -228,3 +228,35 @@ pub fn ratio(value: f64, base: f64) -> String {
         "—".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_is_median_and_spread() {
+        let s = Summary::of(&[3.0, 1.0, 2.0, f64::NAN]);
+        assert!((s.median - 2.0).abs() < 1e-9 && (s.min - 1.0).abs() < 1e-9);
+        assert!((s.max - 3.0).abs() < 1e-9);
+        assert!((Summary::of(&[1.0, 2.0]).median - 1.5).abs() < 1e-9);
+        assert_eq!(s.show(1), "2.0 (1.0–3.0)");
+    }
+
+    #[test]
+    fn writing_keeps_the_hand_written_part() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let md = dir.path().join("b.md");
+        std::fs::write(&md, format!("# Mine\n\nkept\n\n{MARKER}\n\nold numbers\n"))?;
+        let mut report = Report::default();
+        report.check("a target", "1 ms".into(), Some(true));
+        report.write(&md, &dir.path().join("b.json"))?;
+        let text = std::fs::read_to_string(&md)?;
+        assert!(text.starts_with("# Mine\n\nkept\n\n"));
+        assert!(!text.contains("old numbers"));
+        assert!(text.contains("| a target | 1 ms | pass |"));
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("b.json"))?)?;
+        assert_eq!(json["targets"][0]["met"], true);
+        Ok(())
+    }
+}

@@ -57,16 +57,13 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
     let running = serve::start(&config).await?;
 
     let exe = std::env::current_exe().context("cannot find the custody executable")?;
+    let gateway = format!("https://{}", running.addr);
+    let config_home = dir.join("config");
+    log_in_demo_people(&gateway, &gateway_ca, &config_home).await?;
     let kubeconfig = dir.join("kubeconfig");
     write(
         &kubeconfig,
-        &demo_kubeconfig(
-            &exe,
-            &format!("https://{}/clusters/demo", running.addr),
-            &gateway_ca,
-            issuer.url(),
-            &dir.join("issuer-ca.crt"),
-        ),
+        &demo_kubeconfig(&exe, &gateway, &gateway_ca, &config_home),
     )?;
 
     let mut text = String::new();
@@ -172,6 +169,39 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Logs alice and bob in at the gateway exactly as `custody login --server URL --profile NAME
+/// --login-hint NAME` would (the document from `/.well-known/custody`, the authorization code
+/// flow with PKCE against the development issuer, which logs the hinted user in without a form;
+/// custody follows the redirects itself), keeping their tokens under `config_home`, where the
+/// kubeconfig's `custody credential --server URL --profile NAME` finds and refreshes them.
+async fn log_in_demo_people(
+    gateway: &str,
+    gateway_ca: &str,
+    config_home: &Path,
+) -> anyhow::Result<()> {
+    use custody::login::flow::Provider;
+    use custody::login::store::{Store, StoredLogin};
+    use custody::login::trust::{GatewayTrust, fetch_document};
+    let store = Store::at(config_home.join("custody").join("logins"));
+    let document = fetch_document(gateway, &GatewayTrust::Ca(gateway_ca.to_owned()))
+        .await
+        .context("cannot read the demo gateway's login document")?;
+    for person in ["alice", "bob"] {
+        let provider = Provider::discover(&document, None)
+            .await?
+            .with_login_hint(Some(person.to_owned()));
+        let login = provider
+            .login_unattended(gateway, &document, std::time::Duration::from_secs(30))
+            .await
+            .with_context(|| format!("cannot log {person} in"))?;
+        store.save(&StoredLogin {
+            profile: Some(person.to_owned()),
+            ..login
+        })?;
+    }
+    Ok(())
+}
+
 fn demo_config(dir: &Path, listen: SocketAddr, issuer: &str) -> String {
     let d = |p: &str| toml_string(&dir.join(p));
     format!(
@@ -200,6 +230,13 @@ client_id = "custody"
 ca_file = {issuer_ca}
 # kube-sim's rules grant the groups dev and sre, so groups are not prefixed here.
 groups_prefix = ""
+
+# What `custody login` needs, published at /.well-known/custody (the demo logs alice and bob
+# in through it when it starts).
+[login]
+issuer = "{issuer}"
+client_id = "custody"
+ca_file = {gateway_ca}
 
 # bob (group sre) audits: he sees and downloads every recorded session through the sessions
 # API; alice sees only her own.
@@ -254,29 +291,24 @@ groups = ["*"]
         key = d("gateway.key"),
         cluster = d("cluster/gateway.kubeconfig"),
         issuer_ca = d("issuer-ca.crt"),
+        gateway_ca = d("gateway-ca.crt"),
     )
 }
 
-fn demo_kubeconfig(
-    exe: &Path,
-    server: &str,
-    ca_pem: &str,
-    issuer: &str,
-    issuer_ca: &Path,
-) -> String {
+fn demo_kubeconfig(exe: &Path, gateway: &str, ca_pem: &str, config_home: &Path) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let mut users = String::new();
     for user in ["alice", "bob"] {
         // Writing to a String cannot fail.
         let _ = write!(
             users,
-            "- name: {user}\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {exe}\n      args: [credential, --issuer, {issuer}, --user, {user}, --issuer-ca, {ca_file}]\n      interactiveMode: Never\n      provideClusterInfo: false\n",
+            "- name: {user}\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {exe}\n      args: [credential, --server, {gateway}, --profile, {user}]\n      env:\n      - name: XDG_CONFIG_HOME\n        value: {config_home}\n      interactiveMode: Never\n      provideClusterInfo: false\n",
             exe = yaml_string(&exe.display().to_string()),
-            ca_file = yaml_string(&issuer_ca.display().to_string()),
+            config_home = yaml_string(&config_home.display().to_string()),
         );
     }
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: custody-demo\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n{users}contexts:\n- name: alice\n  context: {{cluster: custody-demo, user: alice, namespace: default}}\n- name: bob\n  context: {{cluster: custody-demo, user: bob, namespace: default}}\ncurrent-context: alice\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: custody-demo\n  cluster:\n    server: {gateway}/clusters/demo\n    certificate-authority-data: {ca}\nusers:\n{users}contexts:\n- name: alice\n  context: {{cluster: custody-demo, user: alice, namespace: default}}\n- name: bob\n  context: {{cluster: custody-demo, user: bob, namespace: default}}\ncurrent-context: alice\n"
     )
 }
 

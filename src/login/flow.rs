@@ -176,6 +176,41 @@ impl Provider {
             .await
     }
 
+    /// Runs the authorization code flow with custody itself as the browser: it follows the
+    /// authorization URL to the provider and the provider's redirect back to the loopback
+    /// listener. Only a provider that logs the `login_hint` user in without a form (a
+    /// development issuer, as `custody demo` runs) completes it; a real provider answers with
+    /// its login page, and this fails with what it answered.
+    pub async fn login_unattended(
+        &self,
+        server: &str,
+        doc: &LoginDocument,
+        wait: Duration,
+    ) -> Result<StoredLogin, LoginError> {
+        let http = self.http.clone();
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+        let failed_tx = std::sync::Mutex::new(Some(failed_tx));
+        let show = move |url: &str| {
+            let http = http.clone();
+            let url = url.to_owned();
+            let failed = failed_tx
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            tokio::spawn(async move {
+                if let Err(why) = follow_as_browser(&http, &url).await
+                    && let Some(failed) = failed
+                {
+                    let _ = failed.send(why);
+                }
+            });
+        };
+        tokio::select! {
+            result = self.login(server, doc, &show, wait) => result,
+            Ok(why) = failed_rx => Err(self.fail(format!("unattended login: {why}"))),
+        }
+    }
+
     /// Runs the device authorization grant (RFC 8628). `show` is given what to tell the
     /// person; custody then polls the token endpoint, at the provider's `interval` (5 seconds
     /// when it names none, 5 more after each `slow_down`), for at most `wait` and never past
@@ -455,6 +490,42 @@ pub async fn validate_id_token(
 
 /// Accepts connections on the loopback listener until one brings the redirect with our
 /// `state`; answers each with a short page.
+/// What a browser does with the authorization URL when the provider asks nothing: request it,
+/// and follow its redirect to the loopback callback.
+async fn follow_as_browser(http: &HttpsClient, url: &str) -> Result<(), String> {
+    let answer = http.get(url).await?;
+    let location = answer
+        .headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| answer.status.is_redirection())
+        .ok_or_else(|| {
+            format!(
+                "the provider answered {} instead of redirecting back (it wants a person to log in)",
+                answer.status
+            )
+        })?;
+    let rest = location
+        .strip_prefix("http://127.0.0.1:")
+        .ok_or_else(|| format!("the provider redirected elsewhere: {location}"))?;
+    let (port, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("a bad redirect: {location}"))?;
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot reach the loopback listener: {e}"))?;
+    conn.write_all(
+        format!("GET /{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut sink = Vec::new();
+    let _ = conn.read_to_end(&mut sink).await;
+    Ok(())
+}
+
 async fn receive_code(listener: &TcpListener, state: &str) -> Result<String, LoginError> {
     loop {
         let (mut conn, _) = listener

@@ -280,4 +280,29 @@ mod tests {
         assert!(store.remove("https://gw.example", None).unwrap());
         assert!(!store.remove("https://gw.example", None).unwrap());
     }
+
+    #[test]
+    fn profiles_keep_logins_to_one_gateway_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::at(tmp.path().join("logins"));
+        let alice = StoredLogin {
+            profile: Some("alice".into()),
+            id_token: "alice-token".into(),
+            ..login("https://gw.example")
+        };
+        let bob = StoredLogin {
+            profile: Some("bob".into()),
+            id_token: "bob-token".into(),
+            ..login("https://gw.example")
+        };
+        store.save(&alice).unwrap();
+        store.save(&bob).unwrap();
+        assert!(store.load("https://gw.example", None).unwrap().is_none());
+        let got = |p| store.load("https://gw.example", Some(p)).unwrap().unwrap();
+        assert_eq!(got("alice").id_token, "alice-token");
+        assert_eq!(got("bob").id_token, "bob-token");
+        assert_eq!(store.all().unwrap().len(), 2);
+        assert!(store.remove("https://gw.example", Some("alice")).unwrap());
+        assert_eq!(got("bob").id_token, "bob-token");
+    }
 }
