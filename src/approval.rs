@@ -11,6 +11,7 @@
 //! The grant id is the request id, so a session's header and an audit row name the request
 //! that allowed them.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -129,11 +130,12 @@ pub fn describe_scope(scope: &Scope) -> String {
         None if scope.namespace.is_empty() => "the cluster".to_owned(),
         None => format!("namespace {}", scope.namespace),
     };
-    out.push_str(&format!(" in {place} on {}", scope.cluster));
+    // Writing to a String cannot fail.
+    let _ = write!(out, " in {place} on {}", scope.cluster);
     if let Some(user) = &scope.as_user {
-        out.push_str(&format!(" as {user}"));
+        let _ = write!(out, " as {user}");
         if !scope.as_groups.is_empty() {
-            out.push_str(&format!(" (groups {})", scope.as_groups.join(", ")));
+            let _ = write!(out, " (groups {})", scope.as_groups.join(", "));
         }
     }
     out
@@ -143,14 +145,15 @@ pub fn describe_scope(scope: &Scope) -> String {
 pub fn human(seconds: u64) -> String {
     let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
     let mut out = String::new();
+    // Writing to a String cannot fail.
     if h > 0 {
-        out.push_str(&format!("{h}h"));
+        let _ = write!(out, "{h}h");
     }
     if m > 0 {
-        out.push_str(&format!("{m}m"));
+        let _ = write!(out, "{m}m");
     }
     if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
+        let _ = write!(out, "{s}s");
     }
     out
 }

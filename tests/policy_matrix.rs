@@ -36,6 +36,10 @@ namespaces = ["default"]
 actions = ["exec", "attach", "portforward", "create", "update", "patch", "delete"]
 resources = ["*"]
 
+[[policy.roles.redact]]
+name = "ticket"
+pattern = "TICKET-[0-9]{4}"
+
 [[policy.roles.rules]]
 effect = "deny"
 actions = ["delete"]
@@ -480,4 +484,74 @@ fn forward(env: &Env, remote: &str) -> (std::process::Child, u16, Collected) {
         .parse()
         .unwrap();
     (child, port, stderr)
+}
+
+/// A role's redaction patterns apply to its members' recordings, on top of the defaults; other
+/// people's recordings keep the text.
+#[test]
+fn a_roles_redaction_patterns_apply_to_its_members_recordings() {
+    let env = start();
+    for who in ["alice", "bob"] {
+        let out = env
+            .kubectl("1.32")
+            .run([
+                "--context",
+                who,
+                "exec",
+                "demo",
+                "--",
+                "sh",
+                "-c",
+                &format!("echo {who} TICKET-1234"),
+            ])
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{who} TICKET-1234"),
+            "the person sees the output as it is"
+        );
+    }
+    let index = custody_recorder::index::Index::open(&env.data_dir.join("index.sqlite")).unwrap();
+    let t0 = std::time::Instant::now();
+    let recorded = loop {
+        let sessions = index
+            .sessions(&custody_recorder::index::SessionQuery::default())
+            .unwrap();
+        let sealed: Vec<_> = sessions
+            .into_iter()
+            .filter(|s| s.meta.kind == custody_recorder::model::SessionKind::Exec)
+            .filter(|s| s.ended_at_us.is_some())
+            .collect();
+        if sealed.len() == 2 || t0.elapsed() > Duration::from_secs(10) {
+            break sealed;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(recorded.len(), 2);
+    for row in recorded {
+        let recording = custody_recorder::reader::read_recording(&row.file_path, None).unwrap();
+        let output: Vec<u8> = recording
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                custody_recorder::model::EventKind::Output(b)
+                | custody_recorder::model::EventKind::Stderr(b) => Some(b.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let text = String::from_utf8_lossy(&output);
+        match row.meta.initiator.username.as_str() {
+            "alice" => {
+                assert!(text.contains("alice [REDACTED:ticket]"), "{text}");
+                assert!(!text.contains("TICKET-1234"), "{text}");
+            }
+            _ => assert!(text.contains("bob TICKET-1234"), "{text}"),
+        }
+    }
 }

@@ -303,9 +303,9 @@ fn from_row(row: &Row<'_>, now: DateTime<Utc>) -> rusqlite::Result<AccessRequest
         "revoked" => State::Revoked,
         _ => State::Pending,
     };
-    let stale = created_at.timestamp() <= stale_before(now);
+    let unanswered_too_long = created_at.timestamp() <= stale_before(now);
     if (state == State::Approved && expires_at.is_none_or(|at| at <= now))
-        || (state == State::Pending && stale)
+        || (state == State::Pending && unanswered_too_long)
     {
         state = State::Expired;
     }

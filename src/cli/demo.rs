@@ -66,8 +66,25 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
         &demo_kubeconfig(&exe, &gateway, &gateway_ca, &config_home),
     )?;
 
+    let text = hints(running.addr, &running.control_socket, &exe, &dir);
+
+    // A reader that went away (a closed pipe) must not stop the demo: the hints are a courtesy.
+    let mut stdout = std::io::stdout();
+    let _ = std::io::Write::write_all(&mut stdout, text.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
+
+    serve::wait_for_signal().await?;
+    eprintln!("custody demo: stopping");
+    running.shutdown().await;
+    drop(issuer);
+    sim.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the demo prints once it is ready: the `ready` line and the commands to try.
+fn hints(addr: SocketAddr, control_socket: &Path, exe: &Path, dir: &Path) -> String {
     let mut text = String::new();
-    let _ = writeln!(text, "ready https://{}", running.addr);
+    let _ = writeln!(text, "ready https://{addr}");
     let _ = writeln!(text);
     let _ = writeln!(
         text,
@@ -75,7 +92,11 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
     );
     let _ = writeln!(text, "In another terminal, try:");
     let _ = writeln!(text);
-    let _ = writeln!(text, "  export KUBECONFIG={}", kubeconfig.display());
+    let _ = writeln!(
+        text,
+        "  export KUBECONFIG={}",
+        dir.join("kubeconfig").display()
+    );
     let _ = writeln!(text, "  kubectl --context alice auth whoami");
     let _ = writeln!(text, "  kubectl --context alice get pods");
     let _ = writeln!(
@@ -130,7 +151,7 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
         "  {} sessions live --data-dir {}   # sessions running now, via {}",
         exe.display(),
         dir.join("data").display(),
-        running.control_socket.display()
+        control_socket.display()
     );
     let _ = writeln!(
         text,
@@ -140,8 +161,7 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
     let _ = writeln!(text);
     let _ = writeln!(
         text,
-        "Recorded sessions are served at https://{}/custody/v1 (docs/api.md): bob (group sre)",
-        running.addr
+        "Recorded sessions are served at https://{addr}/custody/v1 (docs/api.md): bob (group sre)"
     );
     let _ = writeln!(
         text,
@@ -155,18 +175,7 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
     );
     let _ = writeln!(text);
     let _ = writeln!(text, "Press Ctrl-C to stop.");
-
-    // A reader that went away (a closed pipe) must not stop the demo: the hints are a courtesy.
-    let mut stdout = std::io::stdout();
-    let _ = std::io::Write::write_all(&mut stdout, text.as_bytes());
-    let _ = std::io::Write::flush(&mut stdout);
-
-    serve::wait_for_signal().await?;
-    eprintln!("custody demo: stopping");
-    running.shutdown().await;
-    drop(issuer);
-    sim.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    text
 }
 
 /// Logs alice and bob in at the gateway exactly as `custody login --server URL --profile NAME

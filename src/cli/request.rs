@@ -37,7 +37,7 @@ pub struct Args {
 /// Which gateway, as whom.
 #[derive(Debug, clap::Args)]
 struct GatewayArgs {
-    /// The gateway (https://HOST:PORT), with --token-file or CUSTODY_TOKEN. Without it, the
+    /// The gateway (https://HOST:PORT), with --token-file or `CUSTODY_TOKEN`. Without it, the
     /// kubeconfig context says.
     #[arg(long, global = true, env = "CUSTODY_SERVER", value_name = "URL")]
     server: Option<String>,

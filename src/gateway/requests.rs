@@ -141,13 +141,11 @@ impl Gateway {
             let msg = "custody: no such access-requests operation; see `custody request --help`";
             return self.refuse(ex, StatusCode::NOT_FOUND, msg, msg).await;
         };
-        let body = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
-                let msg = "custody: the request body is too large or could not be read";
-                return self.refuse(ex, StatusCode::BAD_REQUEST, msg, msg).await;
-            }
+        let Ok(collected) = Limited::new(body, MAX_BODY).collect().await else {
+            let msg = "custody: the request body is too large or could not be read";
+            return self.refuse(ex, StatusCode::BAD_REQUEST, msg, msg).await;
         };
+        let body = collected.to_bytes();
         ex.event.bytes_in = Some(body.len() as u64);
         ex.event.decision = Decision::Allow;
         if let Err(e) = self.audit.record_decision(&ex.event).await {
@@ -218,45 +216,8 @@ impl Work {
     ) -> Result<(StatusCode, serde_json::Value), ApprovalError> {
         let now = Utc::now();
         let store = &self.approvals.store;
-        let me = &self.principal.username;
         match op {
-            Op::Create => {
-                let new: NewRequest = serde_json::from_slice(body).map_err(|e| {
-                    ApprovalError::Invalid(format!("the request body is not a valid request: {e}"))
-                })?;
-                let scope = new.scope()?;
-                let reason = new.reason()?;
-                if !self.clusters.contains(&scope.cluster) {
-                    return Err(ApprovalError::Invalid(format!(
-                        "cluster {:?} is not served by this gateway",
-                        scope.cluster
-                    )));
-                }
-                let terms = self
-                    .policy
-                    .requestable(&self.principal, &scope)
-                    .map_err(ApprovalError::Forbidden)?;
-                let duration = new
-                    .duration_seconds
-                    .unwrap_or(crate::approval::DEFAULT_DURATION.as_secs());
-                if duration == 0 {
-                    return Err(ApprovalError::Invalid(
-                        "the duration must be positive".into(),
-                    ));
-                }
-                if duration > terms.max.as_secs() {
-                    return Err(ApprovalError::Invalid(format!(
-                        "the policy grants this for at most {}; ask for less (--for)",
-                        crate::approval::human(terms.max.as_secs())
-                    )));
-                }
-                let request = store.create(me, &scope, &reason, duration, &terms.groups, now)?;
-                tracing::info!(request = %request.id, "{}", request.describe());
-                self.approvals
-                    .notifier
-                    .notify(Happening::Requested, &request);
-                Ok((StatusCode::CREATED, json(&request)))
-            }
+            Op::Create => self.create(body, now),
             Op::List => {
                 let state = query.and_then(|q| {
                     form_urlencoded::parse(q.as_bytes())
@@ -294,68 +255,124 @@ impl Work {
                 }
                 Ok((StatusCode::OK, json(&request)))
             }
-            Op::Decide(id, decision) => {
-                let request = store.get(id, now)?;
-                if !self.may_see(&request) {
-                    return Err(ApprovalError::NotFound(id.clone()));
-                }
-                let approver = self.policy.may_approve(&self.principal, &request.scope);
-                let reason = if body.is_empty() {
-                    ReasonBody::default()
-                } else {
-                    serde_json::from_slice::<ReasonBody>(body).map_err(|e| {
-                        ApprovalError::Invalid(format!("the body is not {{\"reason\": ...}}: {e}"))
-                    })?
-                };
-                let reason = clean_reason(&reason.reason);
-                let done = match decision {
-                    Ruling::Approve | Ruling::Deny => {
-                        if request.requester == *me {
-                            return Err(ApprovalError::Forbidden(format!(
-                                "you cannot {} your own request; someone else with approval \
-                                 rights must",
-                                decision.name()
-                            )));
-                        }
-                        if !approver {
-                            return Err(ApprovalError::Forbidden(format!(
-                                "{me} may not decide on access to {}",
-                                crate::approval::describe_scope(&request.scope)
-                            )));
-                        }
-                        if *decision == Ruling::Approve {
-                            store.approve(id, me, now)?
-                        } else {
-                            let reason = reason.ok_or_else(|| {
-                                ApprovalError::Invalid("a denial needs a reason (--reason)".into())
-                            })?;
-                            store.deny(id, me, &reason, now)?
-                        }
-                    }
-                    Ruling::Revoke => {
-                        if request.requester != *me && !approver {
-                            return Err(ApprovalError::Forbidden(format!(
-                                "{me} may not revoke access to {}",
-                                crate::approval::describe_scope(&request.scope)
-                            )));
-                        }
-                        let reason = reason.unwrap_or_else(|| "revoked".to_owned());
-                        let revoked = store.revoke(id, me, &reason, now)?;
-                        let ended = self.end_sessions(id, &reason);
-                        tracing::info!(request = %id, ended, "grant revoked");
-                        revoked
-                    }
-                };
-                let happening = match decision {
-                    Ruling::Approve => Happening::Approved,
-                    Ruling::Deny => Happening::Denied,
-                    Ruling::Revoke => Happening::Revoked,
-                };
-                tracing::info!(request = %id, by = %me, decision = decision.name(), "{}", done.describe());
-                self.approvals.notifier.notify(happening, &done);
-                Ok((StatusCode::OK, json(&done)))
-            }
+            Op::Decide(id, ruling) => self.decide(id, *ruling, body, now),
         }
+    }
+
+    /// `POST /requests`.
+    fn create(
+        &self,
+        body: &[u8],
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(StatusCode, serde_json::Value), ApprovalError> {
+        let store = &self.approvals.store;
+        let me = &self.principal.username;
+        let new: NewRequest = serde_json::from_slice(body).map_err(|e| {
+            ApprovalError::Invalid(format!("the request body is not a valid request: {e}"))
+        })?;
+        let scope = new.scope()?;
+        let reason = new.reason()?;
+        if !self.clusters.contains(&scope.cluster) {
+            return Err(ApprovalError::Invalid(format!(
+                "cluster {:?} is not served by this gateway",
+                scope.cluster
+            )));
+        }
+        let terms = self
+            .policy
+            .requestable(&self.principal, &scope)
+            .map_err(ApprovalError::Forbidden)?;
+        let duration = new
+            .duration_seconds
+            .unwrap_or(crate::approval::DEFAULT_DURATION.as_secs());
+        if duration == 0 {
+            return Err(ApprovalError::Invalid(
+                "the duration must be positive".into(),
+            ));
+        }
+        if duration > terms.max.as_secs() {
+            return Err(ApprovalError::Invalid(format!(
+                "the policy grants this for at most {}; ask for less (--for)",
+                crate::approval::human(terms.max.as_secs())
+            )));
+        }
+        let request = store.create(me, &scope, &reason, duration, &terms.groups, now)?;
+        tracing::info!(request = %request.id, "{}", request.describe());
+        self.approvals
+            .notifier
+            .notify(Happening::Requested, &request);
+        Ok((StatusCode::CREATED, json(&request)))
+    }
+
+    /// `POST /requests/{id}/approve|deny|revoke`.
+    fn decide(
+        &self,
+        id: &str,
+        decision: Ruling,
+        body: &[u8],
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(StatusCode, serde_json::Value), ApprovalError> {
+        let store = &self.approvals.store;
+        let me = &self.principal.username;
+        let request = store.get(id, now)?;
+        if !self.may_see(&request) {
+            return Err(ApprovalError::NotFound(id.to_owned()));
+        }
+        let approver = self.policy.may_approve(&self.principal, &request.scope);
+        let reason = if body.is_empty() {
+            ReasonBody::default()
+        } else {
+            serde_json::from_slice::<ReasonBody>(body).map_err(|e| {
+                ApprovalError::Invalid(format!("the body is not {{\"reason\": ...}}: {e}"))
+            })?
+        };
+        let reason = clean_reason(&reason.reason);
+        let done = match decision {
+            Ruling::Approve | Ruling::Deny => {
+                if request.requester == *me {
+                    return Err(ApprovalError::Forbidden(format!(
+                        "you cannot {} your own request; someone else with approval \
+                         rights must",
+                        decision.name()
+                    )));
+                }
+                if !approver {
+                    return Err(ApprovalError::Forbidden(format!(
+                        "{me} may not decide on access to {}",
+                        crate::approval::describe_scope(&request.scope)
+                    )));
+                }
+                if decision == Ruling::Approve {
+                    store.approve(id, me, now)?
+                } else {
+                    let reason = reason.ok_or_else(|| {
+                        ApprovalError::Invalid("a denial needs a reason (--reason)".into())
+                    })?;
+                    store.deny(id, me, &reason, now)?
+                }
+            }
+            Ruling::Revoke => {
+                if request.requester != *me && !approver {
+                    return Err(ApprovalError::Forbidden(format!(
+                        "{me} may not revoke access to {}",
+                        crate::approval::describe_scope(&request.scope)
+                    )));
+                }
+                let reason = reason.unwrap_or_else(|| "revoked".to_owned());
+                let revoked = store.revoke(id, me, &reason, now)?;
+                let ended = self.end_sessions(id, &reason);
+                tracing::info!(request = %id, ended, "grant revoked");
+                revoked
+            }
+        };
+        let happening = match decision {
+            Ruling::Approve => Happening::Approved,
+            Ruling::Deny => Happening::Denied,
+            Ruling::Revoke => Happening::Revoked,
+        };
+        tracing::info!(request = %id, by = %me, decision = decision.name(), "{}", done.describe());
+        self.approvals.notifier.notify(happening, &done);
+        Ok((StatusCode::OK, json(&done)))
     }
 
     fn may_see(&self, request: &AccessRequest) -> bool {

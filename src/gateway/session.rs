@@ -265,6 +265,7 @@ impl Recordings {
             }
         };
         let response = up.client_response();
+        let deadlines = deadlines(&request);
         let session = Session {
             recordings: self.clone_parts(),
             relay_config: self.config.relay,
@@ -275,18 +276,7 @@ impl Recordings {
             summary,
             ports: request.ports.clone(),
             best_effort: request.best_effort,
-            deadlines: request
-                .grant
-                .as_ref()
-                .map(|(_, at)| (*at, super::requests::GRANT_EXPIRED))
-                .into_iter()
-                .chain(
-                    request
-                        .principal
-                        .expires_at
-                        .map(|at| (at, CREDENTIAL_EXPIRED)),
-                )
-                .collect(),
+            deadlines,
         };
         tokio::spawn(async move {
             let (bytes_in, bytes_out) = session.run(*up).await;
@@ -470,15 +460,7 @@ impl Session {
                 cancel.cancel(RECORDING_FAILURE);
             })
         };
-        let expiry = deadlines.iter().min().map(|&(at, why)| {
-            let cancel = cancel.clone();
-            let left = at.saturating_sub(chrono::Utc::now().timestamp());
-            let left = Duration::from_secs(u64::try_from(left).unwrap_or(0));
-            tokio::spawn(async move {
-                tokio::time::sleep(left).await;
-                cancel.cancel(why);
-            })
-        });
+        let expiry = end_at(&deadlines, &cancel);
         let start = std::time::Instant::now();
         let truncated = Arc::new(AtomicBool::new(false));
         let upstream = TruncationWatch {
@@ -710,6 +692,34 @@ impl Observer for Recorder {
         };
         self.decoder.farewell(&farewell, delivered).map(Bytes::from)
     }
+}
+
+/// When a session must end and why: its grant's end and its credential's expiry.
+fn deadlines(request: &StreamRequest<'_>) -> Vec<(i64, &'static str)> {
+    let grant = request
+        .grant
+        .as_ref()
+        .map(|(_, at)| (*at, super::requests::GRANT_EXPIRED));
+    let credential = request
+        .principal
+        .expires_at
+        .map(|at| (at, CREDENTIAL_EXPIRED));
+    grant.into_iter().chain(credential).collect()
+}
+
+/// Cancels the session at the earliest deadline (Unix seconds), with its reason.
+fn end_at(
+    deadlines: &[(i64, &'static str)],
+    cancel: &CancelHandle,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let &(at, why) = deadlines.iter().min()?;
+    let cancel = cancel.clone();
+    let left = at.saturating_sub(chrono::Utc::now().timestamp());
+    let left = Duration::from_secs(u64::try_from(left).unwrap_or(0));
+    Some(tokio::spawn(async move {
+        tokio::time::sleep(left).await;
+        cancel.cancel(why);
+    }))
 }
 
 /// What the client is told of a recording failure: its cause (`File too large (os error 27)`),

@@ -10,6 +10,7 @@
     clippy::expect_used,
     clippy::needless_pass_by_value,
     clippy::struct_excessive_bools,
+    clippy::too_many_lines,
     reason = "test harness: a failure should stop the test"
 )]
 
@@ -44,11 +45,11 @@ impl Authenticate for FakeAuth {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or(AuthFailure::Missing)?;
             let (user, groups) = match token {
-                "alice-token" => ("alice", vec!["dev".to_owned()]),
+                // alice-brief-token: alice with a credential that expires 3 s after it is
+                // presented.
+                "alice-token" | "alice-brief-token" => ("alice", vec!["dev".to_owned()]),
                 "bob-token" => ("bob", vec!["sre".to_owned()]),
                 "carol-token" => ("carol", Vec::new()),
-                // alice with a credential that expires 3 s after it is presented.
-                "alice-brief-token" => ("alice", vec!["dev".to_owned()]),
                 _ => return Err(AuthFailure::Invalid("unknown token".into())),
             };
             let expires_at = (token == "alice-brief-token").then(|| {
