@@ -424,6 +424,7 @@ impl Gateway {
                 .stream(ex, request, self.audit.clone(), self.metrics.clone())
                 .await;
         }
+        let watch = ex.event.request.verb == "watch";
         let bytes_in = Arc::new(AtomicU64::new(0));
         let bytes_out = Arc::new(AtomicU64::new(0));
         let forwarded = proxy::forward(
@@ -451,7 +452,14 @@ impl Gateway {
                     }
                     ex.complete(status, metrics, audit);
                 });
-                let response = Response::from_parts(head, proxy::boxed(body));
+                let body = proxy::boxed(body);
+                // A watch ends when the access it was opened with does: the credential's
+                // expiry, or the grant's end. kubectl then comes back for a fresh decision.
+                let body = match (watch, access_ends(&principal, allowed.as_ref())) {
+                    (true, Some(at)) => proxy::boxed(proxy::Until::new(body, at)),
+                    _ => body,
+                };
+                let response = Response::from_parts(head, body);
                 match mask {
                     Some(plan) => crate::masking::mask_complete(plan, response).await,
                     None => response,
@@ -614,6 +622,23 @@ impl Exchange {
             }
         });
     }
+}
+
+/// When the access a request was allowed with ends: the earlier of the credential's expiry and
+/// the grant's end, as a timer instant.
+fn access_ends(
+    principal: &crate::principal::Principal,
+    allowed: Option<&policy_core::Allowed>,
+) -> Option<Instant> {
+    let at = [
+        principal.expires_at,
+        allowed.and_then(|a| a.grant_expires_at),
+    ]
+    .into_iter()
+    .flatten()
+    .min()?;
+    let left = at.saturating_sub(chrono::Utc::now().timestamp());
+    Some(Instant::now() + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0)))
 }
 
 /// Whether `verb` writes an object (its body may carry values).

@@ -17,7 +17,7 @@ use crate::upstream::Upstream;
 
 mod body;
 
-pub use body::{Counted, OnEnd};
+pub use body::{Counted, OnEnd, Until};
 
 /// A boxed body error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -484,6 +484,37 @@ fn a_session_ends_when_its_credential_expires() {
     );
 }
 
+/// The same for a watch: it ends at the credential's expiry instead of running on.
+#[test]
+fn a_watch_ends_when_its_credential_expires() {
+    let env = start();
+    let presented = Instant::now();
+    let mut watch = env
+        .kubectl("1.32")
+        .command([
+            "--context",
+            "alice",
+            "--token",
+            "alice-brief-token",
+            "get",
+            "pods",
+            "-w",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = custody_fixtures::harness::Collected::spawn(watch.stdout.take().unwrap());
+    let _stderr = custody_fixtures::harness::Collected::spawn(watch.stderr.take().unwrap());
+    stdout.wait_for("demo", Duration::from_secs(20)).unwrap();
+    wait(&mut watch, Duration::from_secs(20));
+    let lived = presented.elapsed();
+    assert!(
+        lived > Duration::from_secs(2) && lived < Duration::from_secs(7),
+        "the watch lived {lived:?}"
+    );
+}
+
 #[test]
 fn a_request_beyond_what_the_policy_offers_is_refused_with_reasons() {
     let env = start();

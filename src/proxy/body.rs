@@ -1,6 +1,8 @@
-//! Body adapters: one that counts the bytes passing through, and one that runs a callback
-//! exactly once when the body ends, fails or is dropped (a client that went away).
+//! Body adapters: one that counts the bytes passing through, one that runs a callback exactly
+//! once when the body ends, fails or is dropped (a client that went away), and one that ends a
+//! body at a deadline.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,5 +148,51 @@ mod tests {
         });
         drop(body);
         assert_eq!(*ended.lock().unwrap(), [false]);
+    }
+}
+
+/// A body that ends, cleanly, at a deadline: a watch opened with access that expires (a
+/// credential, a grant) does not outlive it. The client sees the stream end as a server ending
+/// a watch, and comes back with what it has now, for a fresh decision.
+pub struct Until<B> {
+    inner: B,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    ended: bool,
+}
+
+impl<B> Until<B> {
+    /// Ends `inner` at `deadline`.
+    pub fn new(inner: B, deadline: tokio::time::Instant) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            ended: false,
+        }
+    }
+}
+
+impl<B> Body for Until<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
     }
 }
