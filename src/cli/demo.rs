@@ -252,55 +252,18 @@ ca_file = {gateway_ca}
 [access]
 auditor_groups = ["sre"]
 
-# Who may do what (docs/policy.md). alice (group dev) reads everything, works freely in
-# `default`, sees secret values masked, and needs someone's approval to exec into
+# Who may do what: the example policy of docs/policy.md. alice (group dev) reads everything,
+# works in `default`, sees secret values masked, and needs someone's approval to exec into
 # `kube-system`; bob (group sre) may do everything, sees real values, approves requests and
 # may impersonate.
-[[policy.roles]]
-name = "dev"
-groups = ["dev"]
-
-[[policy.roles.rules]]
-actions = ["get", "list", "watch"]
-resources = ["*"]
-
-[[policy.roles.rules]]
-namespaces = ["default"]
-actions = ["exec", "attach", "portforward", "create", "update", "patch", "delete"]
-resources = ["*"]
-
-[[policy.roles.rules]]
-actions = ["create"]
-resources = ["selfsubjectreviews.authentication.k8s.io"]
-
-[[policy.roles.rules]]
-effect = "approval"
-namespaces = ["kube-system"]
-actions = ["exec", "attach"]
-resources = ["pods"]
-grant_groups = ["custody:jit-kube-system"]
-max_grant = "2h"
-
-[[policy.roles]]
-name = "sre"
-groups = ["sre"]
-show_secrets = true
-approve = true
-
-[[policy.roles.rules]]
-actions = ["*"]
-resources = ["*"]
-
-[[policy.roles.impersonate]]
-users = ["*"]
-groups = ["*"]
-"#,
+{policy}"#,
         data = d("data"),
         cert = d("gateway.crt"),
         key = d("gateway.key"),
         cluster = d("cluster/gateway.kubeconfig"),
         issuer_ca = d("issuer-ca.crt"),
         gateway_ca = d("gateway-ca.crt"),
+        policy = custody::policy::EXAMPLE_POLICY,
     )
 }
 
