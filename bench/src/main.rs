@@ -169,6 +169,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
             stack.sim.shutdown().await;
             anyhow::Ok(())
         })?;
+        // Free the disk for the index: the cluster's files and custody's recordings.
+        for sub in ["cluster", "data", "nginx"] {
+            let _ = std::fs::remove_dir_all(dir.path().join(sub));
+        }
     }
     if wants("recorder") {
         let t = Instant::now();

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use custody_recorder::file::{FrameEvents, RecordingFile};
+use custody_recorder::format::{self, Encoder, TimePrecision};
 use custody_recorder::keyframe::{TerminalState, build_seekpoints, replay};
 use custody_recorder::model::{
     EffectiveIdentity, Event, EventKind, Initiator, SessionKind, SessionMeta, SessionStatus,
@@ -97,9 +99,38 @@ pub fn run(
             "compression_ratio": r.json()}),
         );
     }
+    let compressor = compressor_kib(dir, key)?;
+    let _ = write!(
+        section.note,
+        " The zstd compressor a session keeps for its whole life (1 MiB frames, level 3) has {compressor:.0} KiB \
+         allocated after its first frame (`ZSTD_sizeof_CCtx`; only the pages it has touched are resident)."
+    );
     report.json.insert("recorder".into(), json!(rows));
+    report
+        .json
+        .insert("compressor_kib_per_session".into(), json!(compressor));
     report.add(section);
     seek(plan, report)
+}
+
+/// The memory of one session's zstd compressor after its first frame, sized as the writer
+/// sizes it.
+fn compressor_kib(dir: &Path, key: Arc<SigningKey>) -> anyhow::Result<f64> {
+    let meta = meta("compressor", (120, 40));
+    let header = format::encode_header(&meta)?;
+    let path = dir.join("compressor");
+    let mut file = RecordingFile::create(&path, &meta, &header, key, 3)?;
+    file.set_frame_size_hint(WriterConfig::default().frame_max_bytes)?;
+    let mut encoder = Encoder::new(TimePrecision::MICROS);
+    let mut plain = Vec::new();
+    encoder.anchor(&mut plain);
+    encoder.event(&out(1000, b"$ ls\r\n".to_vec()), &mut plain)?;
+    file.push(&plain, FrameEvents::default())?;
+    file.flush()?;
+    let kib = file.compressor_memory() as f64 / 1024.0;
+    drop(file);
+    let _ = std::fs::remove_dir_all(&path);
+    Ok(kib)
 }
 
 /// The player's seek an hour into a session.
