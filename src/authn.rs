@@ -15,6 +15,7 @@ use http::HeaderMap;
 use crate::principal::{AuthFailure, AuthFuture, AuthMethod, Authenticate, Principal};
 use crate::{Error, Result};
 
+pub mod cache;
 pub mod claims;
 pub mod config;
 pub(crate) mod https;
@@ -30,6 +31,8 @@ pub use serviceaccount::{ReviewedUser, TokenReviewer};
 pub struct Authenticator {
     issuers: Vec<Arc<oidc::IssuerVerifier>>,
     service_accounts: Option<(ServiceAccountConfig, Arc<dyn TokenReviewer>)>,
+    /// Tokens verified in the last seconds (`cache`).
+    verified: cache::TokenCache,
 }
 
 impl Authenticator {
@@ -78,11 +81,37 @@ impl Authenticator {
         Ok(Authenticator {
             issuers: verifiers,
             service_accounts,
+            verified: cache::TokenCache::default(),
         })
     }
 
-    /// Authenticates a bearer token for the named cluster.
+    /// The same authenticator, trusting a verified token for at most `ttl` without verifying
+    /// it again (default [`cache::TTL`]; zero verifies every request in full).
+    #[must_use]
+    pub fn with_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.verified = cache::TokenCache::with_ttl(ttl);
+        self
+    }
+
+    /// Authenticates a bearer token for the named cluster: from the cache of tokens verified in
+    /// the last seconds, else verified in full (and then cached).
     pub async fn authenticate_token(
+        &self,
+        token: &str,
+        cluster: &str,
+    ) -> std::result::Result<Principal, AuthFailure> {
+        let now = std::time::Instant::now();
+        if let Some(principal) = self.verified.get(cluster, token, now) {
+            return Ok(principal);
+        }
+        let principal = self.verify_token(token, cluster).await?;
+        self.verified
+            .put(cluster, token, &principal, now, unix_now());
+        Ok(principal)
+    }
+
+    /// Verifies a bearer token in full: signature, claims, or a `TokenReview`.
+    async fn verify_token(
         &self,
         token: &str,
         cluster: &str,

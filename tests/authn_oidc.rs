@@ -135,6 +135,34 @@ async fn rotation_refreshes_once_and_removed_keys_stop_verifying() {
     assert_eq!(s.issuer.jwks_fetches(), 3);
 }
 
+/// The cache of verified tokens in front of verification: a token verified once is not
+/// verified again (no JWKS fetch, no signature check) while it is cached, and a token whose key
+/// was removed stops working once its entry lives out its time (10 s by default; 1 s here).
+#[tokio::test]
+async fn a_cached_token_outlives_its_removed_key_by_the_cache_ttl_at_most() {
+    let s = Setup::start().await;
+    let mut cfg = s.config();
+    cfg.jwks_refresh_min_interval_seconds = 1;
+    let authn = support::cached_authenticator(cfg, Duration::from_secs(1));
+    let old = s.issuer.id_token_for("alice").unwrap();
+    auth(&authn, &old).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Cached again now; the key goes away.
+    auth(&authn, &old).await.unwrap();
+    s.issuer.rotate_key().unwrap();
+    let new = s.issuer.id_token_for("alice").unwrap();
+    auth(&authn, &new).await.unwrap();
+    let fetches = s.issuer.jwks_fetches();
+    assert!(
+        auth(&authn, &old).await.is_ok(),
+        "within the cache's time the entry still answers"
+    );
+    assert_eq!(s.issuer.jwks_fetches(), fetches, "and nothing was fetched");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = auth(&authn, &old).await;
+    assert!(is_invalid(&r), "after it, the removed key fails: {r:?}");
+}
+
 #[tokio::test]
 async fn a_flood_of_unknown_kids_causes_at_most_one_fetch() {
     let s = Setup::start().await;

@@ -121,8 +121,10 @@ fn the_robot_token_works_through_the_gateway_and_kube_sim_sees_the_robot_imperso
     let sim = env.sim_audit();
     let (reviews, forwarded): (Vec<&Value>, Vec<&Value>) =
         sim.iter().partition(|e| is_gateway_token_review(e));
-    // Every request was reviewed once, as the gateway, and the review succeeded.
-    assert_eq!(reviews.len(), decisions.len(), "{sim:#?}");
+    // The token was reviewed, as the gateway, and the review succeeded; requests within the
+    // authenticator's cache time (10 s) use that review instead of asking again.
+    assert!(!reviews.is_empty(), "{sim:#?}");
+    assert!(reviews.len() <= decisions.len(), "{sim:#?}");
     for r in &reviews {
         assert_eq!(r["responseStatus"]["code"], 201, "{r}");
     }

@@ -116,41 +116,6 @@ impl<B> Drop for OnEnd<B> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use http_body_util::{BodyExt, Full};
-
-    use super::*;
-
-    #[tokio::test]
-    async fn counts_and_reports_the_end_once() {
-        let count = Arc::new(AtomicU64::new(0));
-        let ended = Arc::new(Mutex::new(Vec::new()));
-        let seen = ended.clone();
-        let body = OnEnd::new(
-            Counted::new(Full::new(Bytes::from_static(b"hello")), count.clone()),
-            move |complete| seen.lock().unwrap().push(complete),
-        );
-        let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(&bytes[..], b"hello");
-        assert_eq!(count.load(Ordering::Relaxed), 5);
-        assert_eq!(*ended.lock().unwrap(), [true]);
-    }
-
-    #[test]
-    fn reports_a_drop_before_the_end() {
-        let ended = Arc::new(Mutex::new(Vec::new()));
-        let seen = ended.clone();
-        let body = OnEnd::new(Full::new(Bytes::from_static(b"x")), move |complete| {
-            seen.lock().unwrap().push(complete);
-        });
-        drop(body);
-        assert_eq!(*ended.lock().unwrap(), [false]);
-    }
-}
-
 /// A body that ends, cleanly, at a deadline: a watch opened with access that expires (a
 /// credential, a grant) does not outlive it. The client sees the stream end as a server ending
 /// a watch, and comes back with what it has now, for a fresh decision.
@@ -194,5 +159,40 @@ where
 
     fn is_end_stream(&self) -> bool {
         self.ended || self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_and_reports_the_end_once() {
+        let count = Arc::new(AtomicU64::new(0));
+        let ended = Arc::new(Mutex::new(Vec::new()));
+        let seen = ended.clone();
+        let body = OnEnd::new(
+            Counted::new(Full::new(Bytes::from_static(b"hello")), count.clone()),
+            move |complete| seen.lock().unwrap().push(complete),
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hello");
+        assert_eq!(count.load(Ordering::Relaxed), 5);
+        assert_eq!(*ended.lock().unwrap(), [true]);
+    }
+
+    #[test]
+    fn reports_a_drop_before_the_end() {
+        let ended = Arc::new(Mutex::new(Vec::new()));
+        let seen = ended.clone();
+        let body = OnEnd::new(Full::new(Bytes::from_static(b"x")), move |complete| {
+            seen.lock().unwrap().push(complete);
+        });
+        drop(body);
+        assert_eq!(*ended.lock().unwrap(), [false]);
     }
 }

@@ -35,9 +35,20 @@ impl Setup {
     }
 }
 
-/// An authenticator over one issuer.
+/// An authenticator over one issuer that verifies every token in full: these tests are about
+/// verification (keys, rotation, failures), not about the cache of verified tokens in front of
+/// it, which `cached_authenticator` and `tests/authn_oidc.rs` test on their own.
 pub fn authenticator(cfg: OidcIssuerConfig) -> Arc<Authenticator> {
-    Arc::new(Authenticator::new(&[cfg], &ServiceAccountConfig::default(), None).unwrap())
+    cached_authenticator(cfg, std::time::Duration::ZERO)
+}
+
+/// An authenticator over one issuer that trusts a verified token for `ttl`.
+pub fn cached_authenticator(cfg: OidcIssuerConfig, ttl: std::time::Duration) -> Arc<Authenticator> {
+    Arc::new(
+        Authenticator::new(&[cfg], &ServiceAccountConfig::default(), None)
+            .unwrap()
+            .with_cache_ttl(ttl),
+    )
 }
 
 pub async fn auth(authn: &Authenticator, token: &str) -> Result<Principal, AuthFailure> {

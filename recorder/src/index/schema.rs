@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_audit_request_context.sql"),
+    include_str!("migrations/0003_subject_indexes.sql"),
 ];
 
 /// The schema version this build writes and reads.
