@@ -338,29 +338,7 @@ fn revoking_a_grant_ends_the_open_exec_and_refuses_new_ones() {
     let approved = request(&env, "bob", &["approve", &id]);
     assert!(approved.status.success(), "{}", text(&approved.stderr));
 
-    let mut open = env
-        .kubectl("1.32")
-        .command([
-            "--context",
-            "alice",
-            "exec",
-            "-i",
-            "-n",
-            "kube-system",
-            "coredns-sim",
-            "--",
-            "sh",
-            "-c",
-            "echo started; sleep 60",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = custody_fixtures::harness::Collected::spawn(open.stdout.take().unwrap());
-    let stderr = custody_fixtures::harness::Collected::spawn(open.stderr.take().unwrap());
-    stdout.wait_for("started", Duration::from_secs(20)).unwrap();
+    let (mut open, stderr) = open_exec(&env, "1.32", None, "kube-system", "coredns-sim");
 
     let revoked = request(&env, "bob", &["revoke", &id, "--reason", "INC-7 closed"]);
     assert!(revoked.status.success(), "{}", text(&revoked.stderr));
@@ -398,29 +376,7 @@ fn an_expired_grant_ends_the_open_exec_and_refuses_new_ones() {
     assert!(approved.status.success(), "{}", text(&approved.stderr));
     let granted_at = Instant::now();
 
-    let mut open = env
-        .kubectl("1.28")
-        .command([
-            "--context",
-            "alice",
-            "exec",
-            "-i",
-            "-n",
-            "kube-system",
-            "coredns-sim",
-            "--",
-            "sh",
-            "-c",
-            "echo started; sleep 60",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = custody_fixtures::harness::Collected::spawn(open.stdout.take().unwrap());
-    let stderr = custody_fixtures::harness::Collected::spawn(open.stderr.take().unwrap());
-    stdout.wait_for("started", Duration::from_secs(20)).unwrap();
+    let (mut open, stderr) = open_exec(&env, "1.28", None, "kube-system", "coredns-sim");
     let status = wait(&mut open, Duration::from_secs(20));
     assert!(!status.success());
     // Grants end on whole seconds: at most ~1 s after the 4 s, plus the relay's reaction.
@@ -450,29 +406,7 @@ fn an_expired_grant_ends_the_open_exec_and_refuses_new_ones() {
 fn a_session_ends_when_its_credential_expires() {
     let env = start();
     let presented = Instant::now();
-    let mut open = env
-        .kubectl("1.32")
-        .command([
-            "--context",
-            "alice",
-            "--token",
-            "alice-brief-token",
-            "exec",
-            "-i",
-            "demo",
-            "--",
-            "sh",
-            "-c",
-            "echo started; sleep 60",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = custody_fixtures::harness::Collected::spawn(open.stdout.take().unwrap());
-    let stderr = custody_fixtures::harness::Collected::spawn(open.stderr.take().unwrap());
-    stdout.wait_for("started", Duration::from_secs(20)).unwrap();
+    let (mut open, stderr) = open_exec(&env, "1.32", Some("alice-brief-token"), "default", "demo");
     let status = wait(&mut open, Duration::from_secs(20));
     assert!(!status.success());
     let lived = presented.elapsed();
@@ -703,6 +637,44 @@ fn webhook(
         });
     });
     (url, ca, rx)
+}
+
+/// alice's `exec -i` of `echo started; sleep 60` in `ns`/`pod` with kubectl `minor` (and a
+/// `--token`), once it has started; returns it and its stderr.
+fn open_exec(
+    env: &Env,
+    minor: &str,
+    token: Option<&str>,
+    ns: &str,
+    pod: &str,
+) -> (std::process::Child, custody_fixtures::harness::Collected) {
+    let mut args = vec!["--context", "alice"];
+    if let Some(token) = token {
+        args.extend(["--token", token]);
+    }
+    args.extend([
+        "exec",
+        "-i",
+        "-n",
+        ns,
+        pod,
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 60",
+    ]);
+    let mut open = env
+        .kubectl(minor)
+        .command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = custody_fixtures::harness::Collected::spawn(open.stdout.take().unwrap());
+    let stderr = custody_fixtures::harness::Collected::spawn(open.stderr.take().unwrap());
+    stdout.wait_for("started", Duration::from_secs(20)).unwrap();
+    (open, stderr)
 }
 
 fn wait(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
