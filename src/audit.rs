@@ -116,15 +116,32 @@ impl AuditEvent {
 }
 
 /// Where audit events go: the JSON-lines file and the index. Cheap to clone.
+///
+/// One writer thread owns the file: it takes every event waiting at that moment (up to
+/// [`MAX_BATCH`]), appends their lines with one write and one `fdatasync`, commits their index
+/// rows in one transaction, and only then acknowledges each of them (group commit). A lone
+/// request waits for exactly what it waited for before; concurrent requests share the syncs
+/// instead of queueing for the disk one by one.
 #[derive(Clone)]
 pub struct AuditSink {
     inner: Arc<Inner>,
 }
 
+/// The most events written together.
+pub const MAX_BATCH: usize = 256;
+
 struct Inner {
     mode: AuditMode,
-    file: Mutex<file::JsonLines>,
-    index: Mutex<Index>,
+    jsonl: PathBuf,
+    index: Arc<Mutex<Index>>,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// One event for the writer: its stage, and who waits for it to be durable.
+struct Job {
+    stage: &'static str,
+    event: AuditEvent,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
 impl AuditSink {
@@ -137,7 +154,8 @@ impl AuditSink {
         )
     }
 
-    /// Opens the trail with explicit file and index paths.
+    /// Opens the trail with explicit file and index paths, and starts its writer thread (which
+    /// ends when the last clone of the sink is dropped).
     pub fn with_paths(jsonl: &Path, index: &Path, mode: AuditMode) -> Result<Self> {
         let file = file::JsonLines::open(jsonl)?;
         if let Some(dir) = index.parent()
@@ -148,12 +166,19 @@ impl AuditSink {
                 source,
             })?;
         }
-        let index = Index::open(index).map_err(Error::AuditIndex)?;
+        let index = Arc::new(Mutex::new(Index::open(index).map_err(Error::AuditIndex)?));
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let writer_index = index.clone();
+        std::thread::Builder::new()
+            .name("custody-audit".into())
+            .spawn(move || write_batches(&queue, file, &writer_index))
+            .map_err(|e| Error::AuditEvent(format!("cannot start the audit writer: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 mode,
-                file: Mutex::new(file),
-                index: Mutex::new(index),
+                jsonl: jsonl.to_owned(),
+                index,
+                jobs,
             }),
         })
     }
@@ -165,38 +190,33 @@ impl AuditSink {
 
     /// The JSON-lines file.
     pub fn jsonl_path(&self) -> PathBuf {
-        lock(&self.inner.file).path().to_owned()
+        self.inner.jsonl.clone()
     }
 
     /// Writes the decision (stage `decision`): a line in the file, synced, and a row in the
     /// index. Returns when both are durable, or the first error.
     pub async fn record_decision(&self, event: &AuditEvent) -> Result<()> {
-        let inner = self.inner.clone();
-        let event = event.clone();
-        run_blocking(move || {
-            lock(&inner.file).append("decision", &event)?;
-            let record = query::to_record(&event);
-            lock(&inner.index)
-                .insert_audit(&record)
-                .map_err(Error::AuditIndex)?;
-            Ok(())
-        })
-        .await
+        self.write("decision", event).await
     }
 
     /// Writes the completion (stage `complete`): the whole event again in the file, and the
     /// status, latency, bytes and upstream audit id on the index row.
     pub async fn record_completion(&self, event: &AuditEvent) -> Result<()> {
-        let inner = self.inner.clone();
-        let event = event.clone();
-        run_blocking(move || {
-            lock(&inner.file).append("complete", &event)?;
-            lock(&inner.index)
-                .complete_audit(&query::to_completion(&event))
-                .map_err(Error::AuditIndex)?;
-            Ok(())
-        })
-        .await
+        self.write("complete", event).await
+    }
+
+    async fn write(&self, stage: &'static str, event: &AuditEvent) -> Result<()> {
+        let stopped = || Error::AuditEvent("the audit writer has stopped".into());
+        let (done, durable) = tokio::sync::oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job {
+                stage,
+                event: event.clone(),
+                done,
+            })
+            .map_err(|_| stopped())?;
+        durable.await.map_err(|_| stopped())?
     }
 
     /// Runs `f` with the index (for queries in-process).
@@ -204,8 +224,76 @@ impl AuditSink {
         &self,
         f: impl FnOnce(&Index) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let inner = self.inner.clone();
-        run_blocking(move || f(&lock(&inner.index))).await
+        let index = self.inner.index.clone();
+        run_blocking(move || f(&lock(&index))).await
+    }
+}
+
+/// The writer thread: waits for an event, takes every other one already waiting, writes them
+/// together, acknowledges each with the batch's outcome.
+fn write_batches(
+    queue: &std::sync::mpsc::Receiver<Job>,
+    mut file: file::JsonLines,
+    index: &Mutex<Index>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = write_batch(&batch, &mut file, index);
+        for job in batch {
+            let result = match &outcome {
+                Ok(()) => Ok(()),
+                Err(e) => Err(replicate(e)),
+            };
+            // A waiter that went away (its request was dropped) needs no answer.
+            let _ = job.done.send(result);
+        }
+    }
+}
+
+fn write_batch(batch: &[Job], file: &mut file::JsonLines, index: &Mutex<Index>) -> Result<()> {
+    let lines: Vec<(&str, &AuditEvent)> = batch.iter().map(|j| (j.stage, &j.event)).collect();
+    file.append_all(&lines)?;
+    let records: Vec<Write> = batch
+        .iter()
+        .map(|j| {
+            if j.stage == "decision" {
+                Write::Insert(Box::new(query::to_record(&j.event)))
+            } else {
+                Write::Complete(query::to_completion(&j.event))
+            }
+        })
+        .collect();
+    let writes: Vec<custody_recorder::index::AuditWrite<'_>> = records
+        .iter()
+        .map(|w| match w {
+            Write::Insert(record) => custody_recorder::index::AuditWrite::Insert(record),
+            Write::Complete(done) => custody_recorder::index::AuditWrite::Complete(done),
+        })
+        .collect();
+    lock(index).audit_batch(&writes).map_err(Error::AuditIndex)
+}
+
+/// An index write, owned.
+enum Write {
+    Insert(Box<custody_recorder::index::AuditRecord>),
+    Complete(custody_recorder::index::AuditCompletion),
+}
+
+/// The batch's error, once for each waiter: a file error keeps its path and kind, anything
+/// else its message.
+fn replicate(e: &Error) -> Error {
+    match e {
+        Error::AuditFile { path, source } => Error::AuditFile {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => Error::AuditEvent(other.to_string()),
     }
 }
 

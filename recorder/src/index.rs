@@ -22,7 +22,7 @@ mod query;
 mod schema;
 mod transcript;
 
-pub use audit::{AuditCompletion, AuditQuery, AuditRecord};
+pub use audit::{AuditCompletion, AuditQuery, AuditRecord, AuditWrite};
 pub use builder::IndexBuilder;
 pub use query::{SearchHit, SessionQuery};
 pub use schema::latest_version;

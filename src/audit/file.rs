@@ -1,5 +1,6 @@
 //! The JSON-lines audit file: one JSON object per line, appended and `fdatasync`'d before the
-//! write returns, so a line that was acknowledged survives a crash.
+//! write returns, so a line that was acknowledged survives a crash. Lines of one batch go in
+//! one write, so processes appending to the same file never interleave inside a line.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -49,21 +50,20 @@ impl JsonLines {
         })
     }
 
-    pub(super) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends one line and syncs it. The line is written with one `write_all` so concurrent
-    /// processes appending to the same file never interleave inside a line.
-    pub(super) fn append(&mut self, stage: &str, event: &AuditEvent) -> Result<()> {
-        let mut line = serde_json::to_vec(&Line { stage, event })
-            .map_err(|e| Error::AuditEvent(e.to_string()))?;
-        line.push(b'\n');
+    /// Appends several lines with one write and one sync (the events of concurrent requests,
+    /// written together). Nothing is acknowledged unless all of them are durable.
+    pub(super) fn append_all(&mut self, lines: &[(&str, &AuditEvent)]) -> Result<()> {
+        let mut out = Vec::new();
+        for (stage, event) in lines {
+            serde_json::to_writer(&mut out, &Line { stage, event })
+                .map_err(|e| Error::AuditEvent(e.to_string()))?;
+            out.push(b'\n');
+        }
         let err = |source| Error::AuditFile {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(&line).map_err(err)?;
+        self.file.write_all(&out).map_err(err)?;
         self.file.sync_data().map_err(err)
     }
 }

@@ -124,7 +124,39 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
+/// One write of an audit batch ([`Index::audit_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub enum AuditWrite<'a> {
+    /// A new event ([`Index::insert_audit`]).
+    Insert(&'a AuditRecord),
+    /// An event's completion ([`Index::complete_audit`]).
+    Complete(&'a AuditCompletion),
+}
+
 impl Index {
+    /// Applies `writes` in one committed transaction: all of them or none, with one sync for
+    /// the lot (how the gateway writes the events of concurrent requests together).
+    pub fn audit_batch(&mut self, writes: &[AuditWrite<'_>]) -> Result<()> {
+        let db = |op: &'static str| move |source| Error::IndexDb { op, source };
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(db("begin an audit batch"))?;
+        let applied = writes.iter().try_for_each(|write| match write {
+            AuditWrite::Insert(record) => self.insert_audit(record).map(|_| ()),
+            AuditWrite::Complete(done) => self.complete_audit(done).map(|_| ()),
+        });
+        match applied {
+            Ok(()) => self
+                .conn
+                .execute_batch("COMMIT")
+                .map_err(db("commit an audit batch")),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     /// Appends an audit event in its own committed transaction (durable on return, given the
     /// index's `synchronous=FULL`). Returns its `seq`.
     pub fn insert_audit(&mut self, record: &AuditRecord) -> Result<i64> {
