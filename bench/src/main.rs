@@ -324,7 +324,7 @@ fn header(plan: &Plan, custody_bin: &Path) -> Vec<String> {
         format!("machine: {model}, {cores} cores, {mem_gib:.1} GiB, Linux {kernel}"),
         format!(
             "commit: {commit}; custody binary: {}",
-            custody_bin.display()
+            shown_path(custody_bin).display()
         ),
         format!("nginx: {nginx}"),
         format!(
@@ -336,4 +336,18 @@ fn header(plan: &Plan, custody_bin: &Path) -> Vec<String> {
                 .unwrap_or_default()
         ),
     ]
+}
+
+/// A path as the report shows it: relative to the working directory when it is inside it
+/// (`target/release/custody`), else its last two components, so a report names no machine's
+/// directories.
+fn shown_path(path: &std::path::Path) -> std::path::PathBuf {
+    if let Ok(cwd) = std::env::current_dir()
+        && let Ok(inside) = path.strip_prefix(&cwd)
+    {
+        return inside.to_owned();
+    }
+    let mut tail: Vec<_> = path.components().rev().take(2).collect();
+    tail.reverse();
+    tail.iter().collect()
 }

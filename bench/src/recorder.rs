@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use custody_recorder::file::{FrameEvents, RecordingFile};
 use custody_recorder::format::{self, Encoder, TimePrecision};
 use custody_recorder::keyframe::{TerminalState, build_seekpoints, replay};
-use custody_recorder::model::{
-    EffectiveIdentity, Event, EventKind, Initiator, SessionKind, SessionMeta, SessionStatus,
-};
+use custody_recorder::model::{Event, EventKind, SessionMeta, SessionStatus};
 use custody_recorder::writer::{SessionHandle, WriterConfig};
 use custody_replay::{Integrity, KeyOrigin, PlayOptions, Player, Session, Timeline};
 use ed25519_dalek::SigningKey;
@@ -138,7 +136,7 @@ fn seek(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     const COLS: u16 = 120;
     const ROWS: u16 = 40;
     let meta = meta("seek", (COLS, ROWS));
-    let events = one_hour_session(COLS, ROWS);
+    let events = custody_recorder::sample::one_hour_session(ROWS);
     let counts = frame_counts(&events);
     let built = Instant::now();
     let seekpoints: Vec<_> = build_seekpoints(&meta, &events, &counts)?
@@ -232,33 +230,6 @@ fn payload(event: &Event) -> usize {
     match &event.kind {
         EventKind::Output(d) | EventKind::Input(d) => d.len(),
         _ => 0,
-    }
-}
-
-fn meta(name: &str, size: (u16, u16)) -> SessionMeta {
-    SessionMeta {
-        session_id: format!(
-            "bench-{}",
-            name.split_whitespace().next().unwrap_or("session")
-        ),
-        kind: SessionKind::Exec,
-        initiator: Initiator {
-            username: "bench".into(),
-            ..Initiator::default()
-        },
-        effective: EffectiveIdentity::default(),
-        cluster: "bench".into(),
-        namespace: "default".into(),
-        pod: "pod".into(),
-        container: "c".into(),
-        command: vec!["sh".into()],
-        tty: true,
-        client_addr: "127.0.0.1:1".into(),
-        user_agent: String::new(),
-        approval_id: None,
-        gateway_id: "bench".into(),
-        started_at_us: 0,
-        term_size: Some(size),
     }
 }
 
@@ -405,44 +376,6 @@ fn logs(lines: u64) -> Vec<Event> {
     events
 }
 
-/// Ten coloured shell lines and one full-screen redraw per second, for an hour, with a typed
-/// command every ten seconds.
-fn one_hour_session(cols: u16, rows: u16) -> Vec<Event> {
-    let _ = cols;
-    let mut events = Vec::new();
-    for second in 0..3600u64 {
-        let base = second * 1_000_000;
-        if second % 10 == 0 {
-            events.push(Event {
-                time_us: base,
-                kind: EventKind::Input(format!("kubectl get pods -w {second}\r").into_bytes()),
-            });
-        }
-        for i in 0..10u64 {
-            let line = format!(
-                "\x1b[3{}m{second:>5}.{i}\x1b[0m pod/web-{:x} \x1b[1mReady\x1b[0m {}\r\n",
-                (second + i) % 8,
-                (second * 31 + i) % 4096,
-                "x".repeat(usize::try_from((second + i * 7) % 40).unwrap_or(0))
-            );
-            events.push(out(base + 1 + i * 90_000, line.into_bytes()));
-        }
-        let mut screen = String::from("\x1b[H\x1b[2J");
-        for row in 1..=rows {
-            let _ = write!(
-                screen,
-                "\x1b[{row};1H\x1b[7m{row:>3}\x1b[0m cpu {:>3}% mem {:>5} KiB \x1b[3{}m{}\x1b[0m",
-                (second + u64::from(row)) % 100,
-                (second * 7) % 99_999,
-                row % 8,
-                "#".repeat(usize::from(row) * 2)
-            );
-        }
-        events.push(out(base + 950_000, screen.into_bytes()));
-    }
-    events
-}
-
 /// Frames of 60 s or 1 MiB, as the writer cuts them (the header frame counts 0 events).
 fn frame_counts(events: &[Event]) -> Vec<usize> {
     let mut counts = vec![0];
@@ -457,4 +390,12 @@ fn frame_counts(events: &[Event]) -> Vec<usize> {
         }
     }
     counts
+}
+
+fn meta(name: &str, size: (u16, u16)) -> SessionMeta {
+    let id = format!(
+        "bench-{}",
+        name.split_whitespace().next().unwrap_or("session")
+    );
+    custody_recorder::sample::session_meta(&id, size)
 }

@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 
 use custody_recorder::file::{FileStats, FrameEvents, RecordingFile};
 use custody_recorder::format::{self, Encoder, TimePrecision};
-use custody_recorder::model::{
-    EffectiveIdentity, Event, EventKind, Initiator, SessionKind, SessionMeta, SessionStatus,
-};
+use custody_recorder::model::{Event, EventKind, SessionMeta, SessionStatus};
 use custody_recorder::writer::{SessionHandle, WriterConfig};
 use ed25519_dalek::SigningKey;
 
@@ -423,25 +421,5 @@ fn logs() -> Vec<Event> {
 }
 
 fn meta(name: &str) -> SessionMeta {
-    SessionMeta {
-        session_id: format!("bench-{name}"),
-        kind: SessionKind::Exec,
-        initiator: Initiator {
-            username: "bench".into(),
-            ..Initiator::default()
-        },
-        effective: EffectiveIdentity::default(),
-        cluster: "bench".into(),
-        namespace: "default".into(),
-        pod: "pod".into(),
-        container: "c".into(),
-        command: vec!["sh".into()],
-        tty: true,
-        client_addr: "127.0.0.1:1".into(),
-        user_agent: String::new(),
-        approval_id: None,
-        gateway_id: "bench".into(),
-        started_at_us: 0,
-        term_size: Some((160, 50)),
-    }
+    custody_recorder::sample::session_meta(&format!("bench-{name}"), (160, 50))
 }

@@ -15,6 +15,7 @@ pub mod reader;
 pub mod recovery;
 pub mod redaction;
 pub mod reindex;
+pub mod sample;
 pub mod verdict;
 pub mod writer;
 

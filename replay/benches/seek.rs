@@ -5,13 +5,10 @@
 //!
 //! Run with `cargo bench -p custody-replay --bench seek`.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use custody_recorder::keyframe::{TerminalState, build_seekpoints, replay};
-use custody_recorder::model::{
-    EffectiveIdentity, Event, EventKind, Initiator, SessionKind, SessionMeta, SessionStatus,
-};
+use custody_recorder::model::{Event, EventKind, SessionStatus};
 use custody_replay::{Integrity, KeyOrigin, PlayOptions, Player, Session, Timeline};
 
 const COLS: u16 = 120;
@@ -21,8 +18,8 @@ const ROUNDS: usize = 5;
 const TARGETS_US: [u64; 2] = [59 * 60 * 1_000_000, 3_599_900_000];
 
 fn main() -> anyhow::Result<()> {
-    let meta = meta();
-    let events = one_hour_session();
+    let meta = custody_recorder::sample::session_meta("seek-bench", (COLS, ROWS));
+    let events = custody_recorder::sample::one_hour_session(ROWS);
     let counts = frame_counts(&events);
     let started = Instant::now();
     let seekpoints: Vec<_> = build_seekpoints(&meta, &events, &counts)?
@@ -100,71 +97,6 @@ fn seek_to(player: &mut Player, events: &[Event], target_us: u64) -> anyhow::Res
     );
     anyhow::ensure!(equal, "seek and full replay disagree");
     Ok(())
-}
-
-fn meta() -> SessionMeta {
-    SessionMeta {
-        session_id: "bench".into(),
-        kind: SessionKind::Exec,
-        initiator: Initiator::default(),
-        effective: EffectiveIdentity::default(),
-        cluster: "c".into(),
-        namespace: "n".into(),
-        pod: "p".into(),
-        container: "main".into(),
-        command: vec!["bash".into()],
-        tty: true,
-        client_addr: "127.0.0.1:1".into(),
-        user_agent: String::new(),
-        approval_id: None,
-        gateway_id: "g".into(),
-        started_at_us: 0,
-        term_size: Some((COLS, ROWS)),
-    }
-}
-
-/// Ten coloured shell lines and one full-screen redraw (like `top`) per second, for an hour,
-/// with a typed command every ten seconds.
-fn one_hour_session() -> Vec<Event> {
-    let mut events = Vec::new();
-    for second in 0..3600u64 {
-        let base = second * 1_000_000;
-        if second % 10 == 0 {
-            events.push(Event {
-                time_us: base,
-                kind: EventKind::Input(format!("kubectl get pods -w {second}\r").into_bytes()),
-            });
-        }
-        for i in 0..10u64 {
-            let line = format!(
-                "\x1b[3{}m{second:>5}.{i}\x1b[0m pod/web-{:x} \x1b[1mReady\x1b[0m {}\r\n",
-                (second + i) % 8,
-                (second * 31 + i) % 4096,
-                "x".repeat(usize::try_from((second + i * 7) % 40).unwrap_or(0))
-            );
-            events.push(output(base + 1 + i * 90_000, line.into_bytes()));
-        }
-        let mut screen = String::from("\x1b[H\x1b[2J");
-        for row in 1..=ROWS {
-            let _ = write!(
-                screen,
-                "\x1b[{row};1H\x1b[7m{row:>3}\x1b[0m cpu {:>3}% mem {:>5} KiB \x1b[3{}m{}\x1b[0m",
-                (second + u64::from(row)) % 100,
-                (second * 7) % 99_999,
-                row % 8,
-                "#".repeat(usize::from(row) * 2)
-            );
-        }
-        events.push(output(base + 950_000, screen.into_bytes()));
-    }
-    events
-}
-
-fn output(time_us: u64, bytes: Vec<u8>) -> Event {
-    Event {
-        time_us,
-        kind: EventKind::Output(bytes),
-    }
 }
 
 /// Frames of 60 s or 1 MiB, as the writer cuts them (the header frame counts 0 events).
