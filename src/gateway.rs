@@ -424,7 +424,6 @@ impl Gateway {
                 .stream(ex, request, self.audit.clone(), self.metrics.clone())
                 .await;
         }
-        let watch = ex.event.request.verb == "watch";
         let bytes_in = Arc::new(AtomicU64::new(0));
         let bytes_out = Arc::new(AtomicU64::new(0));
         let forwarded = proxy::forward(
@@ -453,11 +452,13 @@ impl Gateway {
                     ex.complete(status, metrics, audit);
                 });
                 let body = proxy::boxed(body);
-                // A watch ends when the access it was opened with does: the credential's
-                // expiry, or the grant's end. kubectl then comes back for a fresh decision.
-                let body = match (watch, access_ends(&principal, allowed.as_ref())) {
-                    (true, Some(at)) => proxy::boxed(proxy::Until::new(body, at)),
-                    _ => body,
+                // No answer outlives the access it was allowed with: the credential's expiry,
+                // or the grant's end. This is what ends a watch (kubectl then comes back for a
+                // fresh decision), `logs -f`, and any other long-running answer (a proxied
+                // stream); a short answer is done long before.
+                let body = match access_ends(&principal, allowed.as_ref()) {
+                    Some(at) => proxy::boxed(proxy::Until::new(body, at)),
+                    None => body,
                 };
                 let response = Response::from_parts(head, body);
                 match mask {

@@ -73,6 +73,10 @@ pub struct AllowRule {
     /// Groups they may impersonate (`--as-group`); `"*"` matches any group except `system:`
     /// groups (such as `system:masters`), which must be listed exactly.
     pub targets_groups: Vec<String>,
+    /// UIDs they may impersonate (`--as-uid`); `"*"` matches any. A request that names a uid
+    /// is refused unless one is listed: the uid is part of the identity the cluster sees, so
+    /// it is checked like the user and the groups.
+    pub targets_uids: Vec<String>,
 }
 
 impl AllowRule {
@@ -87,6 +91,7 @@ impl AllowRule {
                 .groups
                 .iter()
                 .all(|g| matches_target(&self.targets_groups, g))
+            && (target.uid.is_empty() || matches_target(&self.targets_uids, &target.uid))
     }
 }
 

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use crate::error::{Error, Result};
 use crate::proxy::Body;
 
+pub mod credential;
 pub mod token_review;
 
 pub use token_review::ClusterReviewer;
@@ -34,7 +35,7 @@ pub use token_review::ClusterReviewer;
 pub struct Upstream {
     server: Uri,
     path_prefix: String,
-    bearer: Option<HeaderValue>,
+    bearer: Option<Arc<credential::Credential>>,
     client: Client<HttpsConnector<HttpConnector>, Body>,
     raw: RawDialer,
 }
@@ -138,8 +139,8 @@ impl Upstream {
         mut headers: HeaderMap,
         body: Body,
     ) -> std::result::Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        if let Some(token) = &self.bearer {
-            headers.insert(http::header::AUTHORIZATION, token.clone());
+        if let Some(credential) = &self.bearer {
+            headers.insert(http::header::AUTHORIZATION, credential.header());
         }
         let uri = format!(
             "{}://{}{}{}",
@@ -175,8 +176,8 @@ impl Upstream {
 
     /// The gateway's `Authorization` header for this API server, if it authenticates with a
     /// bearer token (a client certificate is presented by [`Self::connect_raw`] instead).
-    pub fn authorization(&self) -> Option<&HeaderValue> {
-        self.bearer.as_ref()
+    pub fn authorization(&self) -> Option<HeaderValue> {
+        self.bearer.as_ref().map(|credential| credential.header())
     }
 
     /// The server URL's path prefix, without a trailing slash (often empty); request paths
@@ -274,19 +275,22 @@ fn config_err(what: &str, e: &dyn std::fmt::Display) -> Error {
     }
 }
 
-fn bearer_token(auth: &kube::config::AuthInfo) -> std::result::Result<Option<HeaderValue>, String> {
-    let token = match (&auth.token, &auth.token_file) {
-        (Some(token), _) => token.expose_secret().to_owned(),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map_err(|e| format!("reading the token file {file}: {e}"))?
-            .trim()
-            .to_owned(),
+fn bearer_token(
+    auth: &kube::config::AuthInfo,
+) -> std::result::Result<Option<Arc<credential::Credential>>, String> {
+    let credential = match (&auth.token, &auth.token_file) {
+        (Some(token), _) => {
+            credential::Credential::Fixed(credential::bearer(token.expose_secret().trim())?)
+        }
+        // A token file (an in-cluster ServiceAccount token) rotates: it is read again as it
+        // changes, not once at start.
+        (None, Some(file)) => credential::Credential::File(credential::TokenFile::open(
+            file.into(),
+            credential::REREAD_AFTER,
+        )?),
         (None, None) => return Ok(None),
     };
-    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| "the token contains characters not allowed in a header".to_owned())?;
-    value.set_sensitive(true);
-    Ok(Some(value))
+    Ok(Some(Arc::new(credential)))
 }
 
 type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);

@@ -151,9 +151,16 @@ fn client_impersonation_headers_are_refused_unless_allowed() {
             403,
         ),
         ("bob-token", ("Impersonate-Group", "system:masters"), 403),
+        // bob may impersonate carol, but only with the uid his rule lists.
+        ("bob-token", ("Impersonate-Uid", "0"), 403),
     ] {
         let auth = format!("Bearer {token}");
-        let (status, headers, body) = raw(&env, "GET", PODS, &[("Authorization", &auth), extra]);
+        let as_carol = ("Impersonate-User", "carol");
+        let mut sent = vec![("Authorization", auth.as_str()), extra];
+        if token == "bob-token" && extra.0 == "Impersonate-Uid" {
+            sent.push(as_carol);
+        }
+        let (status, headers, body) = raw(&env, "GET", PODS, &sent);
         assert_eq!(status, want, "{extra:?}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["kind"], "Status");
@@ -193,7 +200,7 @@ fn client_impersonation_headers_are_refused_unless_allowed() {
         .into_iter()
         .filter(|e| e["decision"] == "deny")
         .count();
-    assert_eq!(denied, 7);
+    assert_eq!(denied, 8);
 }
 
 #[test]

@@ -449,6 +449,37 @@ fn a_watch_ends_when_its_credential_expires() {
     );
 }
 
+/// And for `kubectl logs -f`: the stream of a running container's log ends at the
+/// credential's expiry instead of running on.
+#[test]
+fn logs_follow_ends_when_its_credential_expires() {
+    let env = start();
+    let presented = Instant::now();
+    let mut logs = env
+        .kubectl("1.32")
+        .command([
+            "--context",
+            "alice",
+            "--token",
+            "alice-brief-token",
+            "logs",
+            "-f",
+            "demo",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdout = custody_fixtures::harness::Collected::spawn(logs.stdout.take().unwrap());
+    let _stderr = custody_fixtures::harness::Collected::spawn(logs.stderr.take().unwrap());
+    wait(&mut logs, Duration::from_secs(20));
+    let lived = presented.elapsed();
+    assert!(
+        lived > Duration::from_secs(2) && lived < Duration::from_secs(7),
+        "logs -f lived {lived:?}"
+    );
+}
+
 #[test]
 fn a_request_beyond_what_the_policy_offers_is_refused_with_reasons() {
     let env = start();

@@ -654,3 +654,53 @@ fn a_terminal_session_downloads_as_its_rendered_screen() {
         );
     }
 }
+
+#[test]
+fn a_session_detail_shows_only_its_initiators_requests_whatever_kubectl_session_others_send() {
+    let env = Env::start(Options {
+        recording: true,
+        ..Options::default()
+    });
+    let alice_id = recorded_exec(&env, "alice", "echo mine", 0);
+    let detail: serde_json::Value = get(
+        &env,
+        Some("alice-token"),
+        &api(&format!("/sessions/{alice_id}")),
+        &[],
+    )
+    .json();
+    let invocation = detail["audit"][0]["kubectl_session"]
+        .as_str()
+        .expect("kubectl sends Kubectl-Session")
+        .to_owned();
+    let before = detail["audit"].as_array().unwrap().len();
+
+    // bob, and someone without a token, send requests claiming alice's kubectl invocation.
+    let path = "/clusters/sim/api/v1/namespaces/default/pods";
+    let forged = [("kubectl-session", invocation.as_str())];
+    assert_eq!(get(&env, Some("bob-token"), path, &forged).status, 200);
+    assert_eq!(get(&env, None, path, &forged).status, 401);
+    // The forged rows exist in the trail (so the filter below is what hides them).
+    let trail = env.custody_audit();
+    let claiming: std::collections::BTreeSet<&str> = trail
+        .iter()
+        .filter(|e| e["kubectl_session"] == invocation.as_str())
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert!(claiming.len() >= before + 2, "{trail:?}");
+
+    for viewer in ["alice-token", "bob-token"] {
+        let detail: serde_json::Value = get(
+            &env,
+            Some(viewer),
+            &api(&format!("/sessions/{alice_id}")),
+            &[],
+        )
+        .json();
+        let audit = detail["audit"].as_array().unwrap();
+        assert_eq!(audit.len(), before, "{viewer}: {audit:?}");
+        for e in audit {
+            assert_eq!(e["initiator"]["subject"], "sub-alice", "{e}");
+        }
+    }
+}

@@ -70,6 +70,15 @@ pub enum Error {
     /// A recording already has a final manifest, so it cannot be sealed again.
     #[error("recording is already sealed")]
     AlreadySealed,
+    /// The index file could not be created or made owner-only.
+    #[error("index file {path}: {source}")]
+    IndexFile {
+        /// The index database's path.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A statement against the `SQLite` index failed (`op` names what was being done).
     #[error("index database, {op}: {source}")]
     IndexDb {

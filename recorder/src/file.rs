@@ -135,12 +135,12 @@ impl RecordingFile {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::permissions::create_dir(dir).map_err(io)?;
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create_new(true)
-            .mode(0o640)
+            .mode(crate::permissions::FILE_MODE)
             .open(&path)
             .map_err(io)?;
         let resume = Resume {

@@ -41,6 +41,11 @@ impl Index {
     /// a database fails with [`Error::IndexDb`] and can be rebuilt from the recordings.
     pub fn open(path: &Path) -> Result<Self> {
         let db = |source| Error::IndexDb { op: "open", source };
+        // Owner-only before SQLite creates it (its WAL and shared-memory files take its mode).
+        crate::permissions::private_file(path).map_err(|source| Error::IndexFile {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
         // WAL lets readers (the web API) run while the gateway writes; FULL syncs the WAL on

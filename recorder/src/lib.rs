@@ -11,6 +11,7 @@ pub mod index;
 pub mod integrity;
 pub mod keyframe;
 pub mod model;
+pub mod permissions;
 pub mod reader;
 pub mod recovery;
 pub mod redaction;

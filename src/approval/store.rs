@@ -62,9 +62,11 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating) the store under `data_dir`, readable by the gateway's user only.
     pub fn open(data_dir: &Path) -> Result<Store, ApprovalError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| ApprovalError::StoreDir {
-            path: data_dir.to_owned(),
-            source,
+        custody_recorder::permissions::create_dir(data_dir).map_err(|source| {
+            ApprovalError::StoreDir {
+                path: data_dir.to_owned(),
+                source,
+            }
         })?;
         let path = data_dir.join(FILE_NAME);
         let conn = Connection::open(&path)?;

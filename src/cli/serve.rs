@@ -89,7 +89,7 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
     reason = "start-up reads top to bottom in the order the parts depend on each other"
 )]
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&config.data_dir)
+    custody_recorder::permissions::create_dir(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     // First: a data directory another gateway is serving must not be recovered under it.
     let control_socket = ControlSocket::bind(&config.data_dir)

@@ -165,7 +165,7 @@ impl Recordings {
     async fn open(&self, meta: SessionMeta, writer: WriterConfig) -> Result<SessionHandle, String> {
         let dir = self.dir();
         let create = dir.clone();
-        tokio::task::spawn_blocking(move || std::fs::create_dir_all(&create))
+        tokio::task::spawn_blocking(move || custody_recorder::permissions::create_dir(&create))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

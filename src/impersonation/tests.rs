@@ -32,6 +32,7 @@ fn config() -> ImpersonationConfig {
                 groups: vec!["sre".into()],
                 targets_users: vec!["*".into()],
                 targets_groups: vec!["*".into()],
+                targets_uids: vec!["uid-carol".into()],
                 ..AllowRule::default()
             },
             AllowRule {
@@ -173,4 +174,25 @@ fn config_rejects_unknown_keys_and_bad_domains() {
     };
     assert!(nobody.validate().is_err());
     assert!(config().validate().is_ok());
+}
+
+#[test]
+fn a_uid_is_checked_like_the_user_and_groups() {
+    let bob = principal("bob", &["sre"]);
+    let as_carol = |uid: &str| headers(&[("Impersonate-User", "carol"), ("Impersonate-Uid", uid)]);
+    assert_eq!(
+        decide(&config(), &bob, &as_carol("uid-carol")).unwrap().uid,
+        "uid-carol"
+    );
+    let err = decide(&config(), &bob, &as_carol("0")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bob may not impersonate user \"carol\" and uid \"0\""
+    );
+    // root-admin's rule lists no uids: any uid is refused, none is fine.
+    let root = principal("root-admin", &[]);
+    let admin = headers(&[("Impersonate-User", "admin"), ("Impersonate-Uid", "1")]);
+    assert!(decide(&config(), &root, &admin).is_err());
+    let admin = headers(&[("Impersonate-User", "admin")]);
+    assert_eq!(decide(&config(), &root, &admin).unwrap().user, "admin");
 }

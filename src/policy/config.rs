@@ -37,6 +37,11 @@ pub struct Role {
     pub redact: Vec<RedactPattern>,
     /// Members may approve other people's access requests.
     pub approve: bool,
+    /// With `approve`: the clusters whose requests members may decide (patterns; empty: any).
+    pub approve_clusters: Vec<String>,
+    /// With `approve`: the namespaces whose requests members may decide (patterns; empty:
+    /// any). As in rules, only `*` reaches a request for a cluster-scoped action.
+    pub approve_namespaces: Vec<String>,
     /// Members may be handed `system:` identities (impersonation targets, grant groups).
     pub break_glass: bool,
 }
@@ -297,6 +302,12 @@ impl Role {
                     "{at}.{key}: names are matched exactly; patterns and empty names are not allowed"
                 ));
             }
+        }
+        let scoped = !(self.approve_clusters.is_empty() && self.approve_namespaces.is_empty());
+        if scoped && !self.approve {
+            problems.push(format!(
+                "{at}: approve_clusters and approve_namespaces need approve = true"
+            ));
         }
         for (j, rule) in self.rules.iter().enumerate() {
             rule.problems(&format!("{at}.rules[{j}]"), self.break_glass, problems);

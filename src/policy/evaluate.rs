@@ -174,10 +174,25 @@ impl Policy {
         }
     }
 
-    /// Whether `approver` may approve access requests (for `scope`): a role of theirs says
-    /// `approve = true`. The caller also checks that the approver is not the requester.
-    pub fn may_approve(&self, approver: &Principal, _scope: &Scope) -> bool {
-        self.applying(approver).any(|role| role.approve)
+    /// Whether `approver` may decide on access requests for `scope`: a role of theirs says
+    /// `approve = true` and its `approve_clusters` and `approve_namespaces` (empty: any) reach
+    /// the scope's cluster and namespace, so an approver for one team's namespaces cannot
+    /// approve access to another's. The caller also checks that the approver is not the
+    /// requester.
+    pub fn may_approve(&self, approver: &Principal, scope: &Scope) -> bool {
+        let reaches = |patterns: &[String], value: &str| {
+            patterns.is_empty()
+                || if value.is_empty() {
+                    patterns.iter().any(|p| p == "*")
+                } else {
+                    pattern::any(patterns, value)
+                }
+        };
+        self.applying(approver).any(|role| {
+            role.approve
+                && reaches(&role.approve_clusters, &scope.cluster)
+                && reaches(&role.approve_namespaces, &scope.namespace)
+        })
     }
 
     /// The terms an approval of `scope` for `requester` would get, or why it cannot be asked

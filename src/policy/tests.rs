@@ -868,3 +868,40 @@ fn requestable_and_may_approve() {
     assert!(p.may_approve(&bob(), &coredns_scope()));
     assert!(!p.may_approve(&alice(), &coredns_scope()));
 }
+
+#[test]
+fn approvers_decide_only_within_their_clusters_and_namespaces() {
+    let p = policy(
+        r#"[policy]
+        [[policy.roles]]
+        name = "team-a-leads"
+        groups = ["leads-a"]
+        approve = true
+        approve_clusters = ["prod-*"]
+        approve_namespaces = ["team-a", "team-a-*"]
+
+        [[policy.roles]]
+        name = "sre"
+        groups = ["sre"]
+        approve = true
+        "#,
+    );
+    let scope = |cluster: &str, namespace: &str| Scope {
+        cluster: cluster.into(),
+        namespace: namespace.into(),
+        pod: None,
+        action: "exec".into(),
+        as_user: None,
+        as_groups: Vec::new(),
+    };
+    let lead = person("oidc:lea", &["leads-a"]);
+    assert!(p.may_approve(&lead, &scope("prod-eu", "team-a")));
+    assert!(p.may_approve(&lead, &scope("prod-us", "team-a-jobs")));
+    assert!(!p.may_approve(&lead, &scope("prod-eu", "team-b")));
+    assert!(!p.may_approve(&lead, &scope("staging", "team-a")));
+    // A cluster-scoped action is reached only by `*`.
+    assert!(!p.may_approve(&lead, &scope("prod-eu", "")));
+    let sre = person("oidc:sam", &["sre"]);
+    assert!(p.may_approve(&sre, &scope("staging", "team-b")));
+    assert!(p.may_approve(&sre, &scope("prod-eu", "")));
+}

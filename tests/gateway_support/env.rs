@@ -185,6 +185,7 @@ impl Env {
                     users: vec!["bob".into()],
                     targets_users: vec!["*".into()],
                     targets_groups: vec!["*".into()],
+                    targets_uids: vec!["uid-c".into()],
                     ..AllowRule::default()
                 }],
                 ..ImpersonationConfig::default()

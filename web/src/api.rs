@@ -18,6 +18,7 @@
 //! the request, and that path must lie in `<data_dir>/recordings` with the name
 //! `<id>.cast.zst`.
 
+mod downloads;
 mod range;
 
 use std::path::{Path, PathBuf};
@@ -104,6 +105,7 @@ pub struct Outcome {
 pub struct Api {
     config: ApiConfig,
     index: Arc<Mutex<Option<Index>>>,
+    downloads: downloads::Downloads,
 }
 
 impl std::fmt::Debug for Api {
@@ -135,6 +137,7 @@ impl Api {
         Self {
             config,
             index: Arc::new(Mutex::new(None)),
+            downloads: downloads::Downloads::default(),
         }
     }
 
@@ -324,9 +327,15 @@ impl Api {
                     if let Some(kubectl) = own.kubectl_session.clone() {
                         records = index.audit_events(&AuditQuery {
                             kubectl_session: Some(kubectl),
+                            initiator: Some(own.initiator_username.clone()),
+                            cluster: Some(own.cluster.clone()),
                             limit: Some(MAX_LIMIT),
                             ..AuditQuery::default()
                         })?;
+                        // `Kubectl-Session` is chosen by the client: anyone can send another
+                        // person's. Only the same person's requests (same issuer and subject)
+                        // to the same cluster belong to this session's invocation.
+                        records.retain(|r| same_invocation(&own, r));
                     }
                     if !records.iter().any(|r| r.id == own.id) {
                         records.push(own);
@@ -363,8 +372,10 @@ impl Api {
         let row = self.session_row(caller, raw_id).await?;
         let path = self.file_of(&row)?;
         let id = row.meta.session_id.clone();
+        let slot = self.downloads.start(&caller.username)?;
         let Some(export) = export else {
-            return range::serve_file(&path, &format!("{id}.cast.zst"), headers).await;
+            let response = range::serve_file(&path, &format!("{id}.cast.zst"), headers).await?;
+            return Ok(response.map(|body| holding(body, slot)));
         };
         let key = self.config.key;
         let (bytes, verdict) = blocking(move || {
@@ -384,13 +395,14 @@ impl Api {
             Ok((bytes, Verdict::of(&recording).name()))
         })
         .await?;
-        let mut response = Response::new(full(bytes.clone()));
+        let len = bytes.len();
+        let mut response = Response::new(holding(full(bytes), slot));
         let h = response.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(export.content_type()),
         );
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         insert_disposition(h, &format!("{id}.{}", export.extension()));
         h.insert("x-custody-integrity", HeaderValue::from_static(verdict));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -685,6 +697,20 @@ fn insert_disposition(headers: &mut HeaderMap, filename: &str) {
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.
+/// `body`, holding its download slot until it has been sent.
+fn holding(body: Body, slot: downloads::Slot) -> Body {
+    UnsyncBoxBody::new(downloads::Holding::new(body, slot))
+}
+
+/// Whether `other` was sent by the same person to the same cluster as `own`: the only audit
+/// rows a session's detail may show beside its own (see [`Api::detail`]).
+pub fn same_invocation(own: &AuditRecord, other: &AuditRecord) -> bool {
+    other.initiator_issuer == own.initiator_issuer
+        && other.initiator_subject == own.initiator_subject
+        && other.initiator_username == own.initiator_username
+        && other.cluster == own.cluster
+}
+
 fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {

@@ -25,6 +25,9 @@ pub enum Error {
     /// The recording cannot be converted (its header does not verify) (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// The caller has too many downloads in flight, or the gateway does (429).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The index, a file or a task failed (500); the detail is logged, not returned.
     #[error("{0}")]
     Internal(String),
@@ -41,6 +44,7 @@ impl Error {
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

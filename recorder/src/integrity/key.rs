@@ -71,7 +71,7 @@ fn create(path: &Path) -> Result<SigningKey, String> {
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| e.to_string())?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        crate::permissions::create_dir(dir).map_err(|e| e.to_string())?;
     }
     let file = OpenOptions::new()
         .write(true)

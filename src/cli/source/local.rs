@@ -142,6 +142,17 @@ impl Local {
             )?,
             None => Vec::new(),
         };
+        // `Kubectl-Session` is chosen by the client: only the same person's requests (issuer,
+        // subject, username) to the same cluster belong to the session's kubectl invocation.
+        if let Some(own) = &own {
+            let person = |e: &AuditEvent| {
+                e.initiator
+                    .as_ref()
+                    .map(|p| (p.issuer.clone(), p.subject.clone(), p.username.clone()))
+            };
+            let mine = person(own);
+            events.retain(|e| mine.is_some() && person(e) == mine && e.cluster == own.cluster);
+        }
         if let Some(own) = own
             && !events.iter().any(|e| e.id == own.id)
         {
