@@ -105,6 +105,9 @@ impl Gateway {
                 )));
             }
         }
+        parts
+            .metrics
+            .serve_clusters(clusters.keys().map(String::as_str));
         let api = parts.recording.as_ref().map(|recording| {
             custody_web::api::Api::new(custody_web::api::ApiConfig {
                 data_dir: recording.data_dir.clone(),
@@ -572,12 +575,21 @@ impl Gateway {
         mut ex: Exchange,
         code: StatusCode,
         message: &str,
-        write: bool,
+        mut write: bool,
     ) -> Response<Body> {
         ex.event.status_code = Some(code.as_u16());
         ex.event.latency_ms = Some(ex.elapsed_ms());
         ex.event.bytes_in = Some(0);
         ex.event.bytes_out = Some(0);
+        // Refused before authentication: anyone can send these, so they are audited cut short
+        // and at a bounded rate (the rest counted), never as much as a client cares to send.
+        if write && ex.event.initiator.is_none() {
+            crate::audit::truncate_unauthenticated(&mut ex.event);
+            if !self.audit.admit_unauthenticated() {
+                self.metrics.audit_dropped_rate_limited();
+                write = false;
+            }
+        }
         if write && let Err(e) = self.audit.record_decision(&ex.event).await {
             self.metrics.audit_write_failure();
             tracing::error!(request_id = %ex.event.id, error = %e, "audit write failed");

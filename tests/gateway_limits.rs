@@ -1,0 +1,509 @@
+//! What a client without a token can cost the gateway, through the real TLS front door: metrics
+//! series, open connections, request head and body sizes, and audit trail volume. Each test
+//! configures short `[limits]` to stay fast; time bounds are generous.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::too_many_lines,
+    reason = "tests: a failure should stop the test"
+)]
+
+#[path = "gateway_support/env.rs"]
+mod env;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use custody::config::LimitsConfig;
+use env::{Env, Options, ok};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+fn tls_config(env: &Env) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut env.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+/// A TLS connection to the gateway (HTTP/1.1: no ALPN).
+async fn connect(env: &Env) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(env.gateway_addr).await?;
+    tokio_rustls::TlsConnector::from(tls_config(env))
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+}
+
+/// An HTTP/1.1 client on a new connection.
+async fn client(env: &Env) -> SendRequest<Full<Bytes>> {
+    let tls = connect(env).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// Sends one request on `sender`; returns its status and body.
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> hyper::Result<(StatusCode, String)> {
+    sender.ready().await?;
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "127.0.0.1");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `n` bytes of random letters and digits: a valid cluster name no one configured.
+fn random_name(n: usize) -> String {
+    let mut s = String::new();
+    while s.len() < n {
+        s.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    s.truncate(n);
+    s
+}
+
+fn limits(f: impl FnOnce(&mut LimitsConfig)) -> LimitsConfig {
+    let mut limits = LimitsConfig::default();
+    f(&mut limits);
+    limits
+}
+
+/// The value of the series `name` in a Prometheus text exposition.
+fn series(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn unknown_cluster_names_add_no_metrics_series() {
+    let env = Env::start(Options {
+        recording: true,
+        ..Options::default()
+    });
+    // A recorded session that succeeds: no event lost.
+    let k = env.kubectl("1.32");
+    let hi = ok(&k
+        .run(["--context", "alice", "exec", "demo", "--", "echo", "hi"])
+        .unwrap());
+    assert_eq!(hi, "hi\n");
+    let before = env.metrics.render();
+    env.rt.block_on(async {
+        let mut sender = client(&env).await;
+        for _ in 0..200 {
+            let path = format!("/clusters/{}/api", random_name(4096));
+            let (status, _) = send(&mut sender, "GET", &path, &[], b"").await.unwrap();
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        // Unknown methods and verbs, authenticated or not, make no series either.
+        for method in ["FOOBAR", "BAZQUUX", "PROPFIND"] {
+            for token in ["Bearer alice-token", "Bearer nobody"] {
+                let path = format!("/clusters/{}/api", random_name(64));
+                let _ = send(&mut sender, method, &path, &[("authorization", token)], b"")
+                    .await
+                    .unwrap();
+                let _ = send(
+                    &mut sender,
+                    method,
+                    "/clusters/sim/api",
+                    &[("authorization", token)],
+                    b"",
+                )
+                .await
+                .unwrap();
+            }
+        }
+    });
+    let after = env.metrics.render();
+    assert!(
+        after.len() < before.len() + 2048,
+        "/metrics grew from {} to {} bytes:\n{after}",
+        before.len(),
+        after.len()
+    );
+    let unknown = series(
+        &after,
+        "custody_requests_total{cluster=\"unknown\",verb=\"\",code=\"401\"}",
+    );
+    assert!(unknown.is_some_and(|n| n >= 200), "{after}");
+    for line in after
+        .lines()
+        .filter(|l| l.starts_with("custody_requests_total"))
+    {
+        let labels = line.split('}').next().unwrap();
+        assert!(labels.len() < 100, "a label took a client's value: {line}");
+        assert!(!line.to_lowercase().contains("foobar") && !line.contains("propfind"));
+    }
+    assert_eq!(
+        series(&after, "custody_recording_events_lost_total"),
+        Some(0),
+        "{after}"
+    );
+}
+
+/// Reads until the server closes the connection or `within` passes; `true` if it closed.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[test]
+fn a_half_sent_request_head_is_closed_at_the_header_timeout() {
+    let env = Env::start(Options {
+        limits: Some(limits(|l| {
+            l.header_read_timeout_seconds = 1;
+            l.idle_timeout_seconds = 60;
+        })),
+        ..Options::default()
+    });
+    env.rt.block_on(async {
+        // Half a head, then nothing.
+        let mut tls = connect(&env).await.unwrap();
+        tls.write_all(b"GET /clusters/sim/api HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        let start = Instant::now();
+        assert!(
+            closed_within(&mut tls, Duration::from_secs(20)).await,
+            "a connection with half a request head was still open after 20 s"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // A head sent a byte every 300 ms never completes within the timeout either.
+        let mut tls = connect(&env).await.unwrap();
+        let start = Instant::now();
+        let slow = async {
+            for byte in b"GET /clusters/sim/api HTTP/1.1\r\nHost: 127.0.0.1\r\n" {
+                if tls.write_all(&[*byte]).await.is_err() || tls.flush().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), slow)
+            .await
+            .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // A connection that completes TLS and sends nothing is closed too.
+        let mut tls = connect(&env).await.unwrap();
+        let start = Instant::now();
+        assert!(closed_within(&mut tls, Duration::from_secs(20)).await);
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // So is a TCP connection that never starts TLS.
+        let mut tcp = TcpStream::connect(env.gateway_addr).await.unwrap();
+        let start = Instant::now();
+        assert!(closed_within(&mut tcp, Duration::from_secs(20)).await);
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // A complete request on the same settings is answered.
+        let mut sender = client(&env).await;
+        let (status, _) = send(
+            &mut sender,
+            "GET",
+            "/clusters/sim/api",
+            &[("authorization", "Bearer alice-token")],
+            b"",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, StatusCode::OK);
+    });
+}
+
+#[test]
+fn refused_unauthenticated_requests_are_audited_truncated_and_rate_limited() {
+    let env = Env::start(Options {
+        limits: Some(limits(|l| {
+            l.unauthenticated_audit_per_second = 1;
+            l.unauthenticated_audit_burst = 5;
+        })),
+        ..Options::default()
+    });
+    let long_path = format!("/clusters/sim/api/v1/namespaces/{}", "n".repeat(4096));
+    let agent = "a".repeat(1024);
+    let session = "s".repeat(1024);
+    let command = "c".repeat(1024);
+    let flood = 60;
+    let start = Instant::now();
+    env.rt.block_on(async {
+        let mut sender = client(&env).await;
+        for _ in 0..flood {
+            let (status, _) = send(
+                &mut sender,
+                "GET",
+                &long_path,
+                &[
+                    ("user-agent", &agent),
+                    ("kubectl-session", &session),
+                    ("kubectl-command", &command),
+                ],
+                b"",
+            )
+            .await
+            .unwrap();
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+    });
+    let elapsed = start.elapsed().as_secs();
+    let anonymous: Vec<serde_json::Value> = env
+        .custody_audit()
+        .into_iter()
+        .filter(|e| e["initiator"].is_null())
+        .collect();
+    let written = anonymous.len() as u64;
+    assert!(
+        (5..=5 + elapsed + 1).contains(&written),
+        "{written} audit lines for {flood} refusals in {elapsed} s at 1/s, burst 5"
+    );
+    assert_eq!(env.metrics.audit_dropped(), flood - written);
+    assert!(env.metrics.render().contains(&format!(
+        "custody_audit_dropped_total{{reason=\"rate_limited\"}} {}",
+        flood - written
+    )));
+    for event in &anonymous {
+        let path = event["request"]["path"].as_str().unwrap();
+        assert!(
+            path.len() <= 1024 + 32 && path.ends_with("bytes]"),
+            "{path}"
+        );
+        for field in ["user_agent", "kubectl_session", "kubectl_command"] {
+            let value = event[field].as_str().unwrap();
+            assert!(
+                value.len() <= 256 + 32 && value.ends_with("bytes]"),
+                "{field}: {value}"
+            );
+        }
+    }
+
+    // Authenticated requests are all audited, whole, whatever the rate of refusals.
+    env.rt.block_on(async {
+        let mut sender = client(&env).await;
+        for _ in 0..10 {
+            let (status, _) = send(
+                &mut sender,
+                "GET",
+                &long_path,
+                &[
+                    ("authorization", "Bearer alice-token"),
+                    ("user-agent", &agent),
+                ],
+                b"",
+            )
+            .await
+            .unwrap();
+            assert!(status.is_client_error(), "{status}");
+        }
+    });
+    let alice: Vec<serde_json::Value> = env
+        .custody_audit()
+        .into_iter()
+        .filter(|e| e["initiator"]["username"] == "alice" && e["stage"] == "decision")
+        .collect();
+    assert_eq!(alice.len(), 10);
+    assert!(alice.iter().all(|e| e["user_agent"] == agent.as_str()));
+}
+
+#[test]
+fn a_listener_closes_connections_beyond_its_cap() {
+    let env = Env::start(Options {
+        limits: Some(limits(|l| l.max_connections = 2)),
+        ..Options::default()
+    });
+    env.rt.block_on(async {
+        let auth = [("authorization", "Bearer alice-token")];
+        let mut first = client(&env).await;
+        let mut second = client(&env).await;
+        for sender in [&mut first, &mut second] {
+            let (status, _) = send(sender, "GET", "/clusters/sim/api", &auth, b"")
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK);
+        }
+        // The third is accepted and closed at once: its TLS handshake fails.
+        let third = tokio::time::timeout(Duration::from_secs(10), connect(&env))
+            .await
+            .expect("the third connection neither failed nor succeeded within 10 s");
+        assert!(
+            third.is_err(),
+            "a third connection was served with a cap of 2"
+        );
+        let text = env.metrics.render();
+        assert!(
+            series(
+                &text,
+                "custody_connections_refused_total{listener=\"gateway\"}"
+            )
+            .is_some_and(|n| n >= 1),
+            "{text}"
+        );
+        assert_eq!(
+            series(&text, "custody_connections_open{listener=\"gateway\"}"),
+            Some(2),
+            "{text}"
+        );
+        // The open ones are still served.
+        let (status, _) = send(&mut first, "GET", "/clusters/sim/api", &auth, b"")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        // Once one closes, a new connection is served.
+        drop(second);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(tls) = connect(&env).await {
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                if let Ok((status, _)) =
+                    send(&mut sender, "GET", "/clusters/sim/api", &auth, b"").await
+                {
+                    assert_eq!(status, StatusCode::OK);
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no slot came free after a connection closed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+#[test]
+fn oversized_heads_get_431_and_oversized_bodies_413() {
+    let env = Env::start(Options {
+        limits: Some(limits(|l| {
+            l.max_header_bytes = 16 * 1024;
+            l.max_body_bytes = 4096;
+        })),
+        ..Options::default()
+    });
+    env.rt.block_on(async {
+        let big = "x".repeat(32 * 1024);
+        let mut sender = client(&env).await;
+        let (status, _) = send(
+            &mut sender,
+            "GET",
+            "/clusters/sim/api",
+            &[("x-big", &big)],
+            b"",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+        let path = "/clusters/sim/api/v1/namespaces/default/configmaps";
+        let headers = [
+            ("authorization", "Bearer alice-token"),
+            ("content-type", "application/json"),
+        ];
+        let configmap = |name: &str, pad: usize| {
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name},
+                "data": {"pad": "p".repeat(pad)},
+            })
+            .to_string()
+        };
+        let mut sender = client(&env).await;
+        let (status, body) = send(
+            &mut sender,
+            "POST",
+            path,
+            &headers,
+            configmap("big", 8192).as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        let status_object: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status_object["kind"], "Status");
+        assert_eq!(status_object["code"], 413);
+
+        // Under the limit, the same request goes through.
+        let mut sender = client(&env).await;
+        let (status, body) = send(
+            &mut sender,
+            "POST",
+            path,
+            &headers,
+            configmap("small", 100).as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    });
+    assert!(
+        series(
+            &env.metrics.render(),
+            "custody_requests_body_too_large_total"
+        )
+        .is_some_and(|n| n >= 1)
+    );
+    // The cluster never saw the large one.
+    assert!(
+        !env.sim_audit()
+            .iter()
+            .any(|e| e["objectRef"]["name"] == "big"),
+    );
+}
