@@ -790,6 +790,66 @@ client_id = "custody"
     }
 
     #[test]
+    fn limits_have_defaults_overrides_and_checks() {
+        let config = Config::parse(MINIMAL, &no_env).unwrap();
+        assert_eq!(config.limits, LimitsConfig::default());
+        assert_eq!(config.limits.header_read_timeout(), Duration::from_secs(10));
+        assert_eq!(
+            config.limits.http2_keepalive(),
+            Some((Duration::from_secs(30), Duration::from_secs(20)))
+        );
+        assert!(
+            config.explain().contains(
+                "limits: request head 65536 B within 10s, body 3145728 B, idle connections \
+                 closed after 90s"
+            ),
+            "{}",
+            config.explain()
+        );
+
+        let text = format!(
+            "{MINIMAL}\n[limits]\nmax_connections = 10\nhttp2_keepalive_interval_seconds = 0\n"
+        );
+        let config = Config::parse(&text, &no_env).unwrap();
+        assert_eq!(config.limits.max_connections, 10);
+        assert_eq!(config.limits.http2_keepalive(), None);
+        assert_eq!(config.limits.idle_timeout_seconds, 90);
+        let env = |k: &str| (k == "CUSTODY_LIMITS_MAX_BODY_BYTES").then(|| "1048576".to_owned());
+        assert_eq!(
+            Config::parse(&text, &env).unwrap().limits.max_body_bytes,
+            1024 * 1024
+        );
+
+        let text = format!(
+            "{MINIMAL}\n[limits]\nheader_read_timeout_seconds = 0\nmax_header_bytes = 100\n\
+             max_connections = 0\nunauthenticated_audit_per_second = 5\n\
+             unauthenticated_audit_burst = 0\n"
+        );
+        let err = Config::parse(&text, &no_env).unwrap_err();
+        for key in [
+            "limits.header_read_timeout_seconds",
+            "limits.max_header_bytes",
+            "limits.max_connections",
+            "limits.unauthenticated_audit_burst",
+        ] {
+            assert!(
+                err.problems.iter().any(|p| p.starts_with(key)),
+                "{key}: {err}"
+            );
+        }
+        let bad = |k: &str| (k == "CUSTODY_LIMITS_IDLE_TIMEOUT_SECONDS").then(|| "soon".to_owned());
+        let err = Config::parse(MINIMAL, &bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CUSTODY_LIMITS_IDLE_TIMEOUT_SECONDS: \"soon\" is not a whole number"),
+            "{err}"
+        );
+        let err =
+            Config::parse(&format!("{MINIMAL}\n[limits]\nmax_conns = 1\n"), &no_env).unwrap_err();
+        assert!(err.to_string().contains("max_conns"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let err = Config::parse(&format!("{MINIMAL}\nlisten_port = 1\n"), &no_env).unwrap_err();
         assert!(err.to_string().contains("listen_port"), "{err}");

@@ -359,6 +359,7 @@ mod tests {
     #[test]
     fn renders_counters_and_gauge() {
         let m = Metrics::new();
+        m.serve_clusters(["sim", "s\"im"]);
         m.observe_request("sim", "list", 200);
         m.observe_request("sim", "list", 200);
         m.observe_request("s\"im", "get", 404);
