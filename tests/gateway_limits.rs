@@ -507,3 +507,68 @@ fn oversized_heads_get_431_and_oversized_bodies_413() {
             .any(|e| e["objectRef"]["name"] == "big"),
     );
 }
+
+#[test]
+fn the_admin_listener_is_bounded_too() {
+    let env = Env::start(Options::default());
+    let limits = limits(|l| {
+        l.header_read_timeout_seconds = 5;
+        l.admin_max_connections = 1;
+    });
+    let listener = env
+        .rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    env.rt.spawn(custody::server::serve_admin(
+        listener,
+        custody::server::Health::new(),
+        env.metrics.clone(),
+        custody::server::ListenerLimits::admin(&limits),
+        std::future::pending(),
+    ));
+    env.rt.block_on(async {
+        // Half a head holds the only slot...
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        first.write_all(b"GET /metrics HTTP/1.1\r\n").await.unwrap();
+        let start = Instant::now();
+        // ...so a second connection is closed at once, long before the header timeout.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut second, Duration::from_secs(3)).await);
+        // The first is closed at the header timeout.
+        assert!(closed_within(&mut first, Duration::from_secs(20)).await);
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            start.elapsed()
+        );
+        // Then the slot is free again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text).await;
+            if text.starts_with("HTTP/1.1 200") {
+                break text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the admin listener never served again"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            series(
+                &text,
+                "custody_connections_refused_total{listener=\"admin\"}"
+            )
+            .is_some_and(|n| n >= 1),
+            "{text}"
+        );
+    });
+}
