@@ -572,3 +572,92 @@ fn the_admin_listener_is_bounded_too() {
         );
     });
 }
+
+/// An HTTP/2 client on a new connection (ALPN `h2`), and the connection's task.
+async fn h2_client(
+    env: &Env,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let mut config = (*tls_config(env)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(env.gateway_addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+#[test]
+fn long_responses_outlive_the_timeouts_and_idle_connections_close() {
+    let env = Env::start(Options {
+        limits: Some(limits(|l| {
+            l.header_read_timeout_seconds = 1;
+            l.idle_timeout_seconds = 2;
+        })),
+        ..Options::default()
+    });
+    let watch = "/clusters/sim/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=30";
+    env.rt.block_on(async {
+        let auth = ("authorization", "Bearer alice-token");
+        // HTTP/1.1: a watch is in flight for longer than both timeouts.
+        let mut sender = client(&env).await;
+        let request = Request::get(watch)
+            .header("host", "127.0.0.1")
+            .header(auth.0, auth.1)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let held = tokio::time::timeout(Duration::from_secs(5), body.frame()).await;
+        assert!(held.is_err(), "the HTTP/1.1 watch ended early: {held:?}");
+
+        // HTTP/2: the same, then the connection, idle, is closed.
+        let (mut sender, conn) = h2_client(&env).await;
+        let request = Request::get(watch)
+            .header(auth.0, auth.1)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let held = tokio::time::timeout(Duration::from_secs(5), body.frame()).await;
+        assert!(held.is_err(), "the HTTP/2 watch ended early: {held:?}");
+        drop(body);
+        let start = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(20), conn).await;
+        assert!(
+            ended.is_ok(),
+            "an idle HTTP/2 connection was open after 20 s"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // An HTTP/2 connection that never sends a request is closed at the header timeout.
+        let (_sender, conn) = h2_client(&env).await;
+        let start = Instant::now();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(20), conn)
+                .await
+                .is_ok()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+    });
+}
