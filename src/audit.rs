@@ -5,6 +5,9 @@
 //! index. In [`AuditMode::Strict`] the decision is durable in both before the request is
 //! forwarded; if it cannot be written the request is refused with 503. A completion record
 //! (status, latency, bytes, upstream `Audit-Id`) follows when the response ends.
+//!
+//! Requests refused before authentication carry only what an anonymous client sent: they are
+//! written with their fields cut short and at a bounded rate ([`refusal`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,12 @@
 //! The request pipeline: request id → authenticate → cluster prefix → classify → impersonation
 //! decision → audit (durable in strict mode) → rewrite headers → forward → complete the audit.
 //!
-//! Every request produces exactly one audit event, refusals included, and every error custody
-//! itself returns is a Kubernetes `Status`. Upgrade requests (exec, attach, port-forward) go
-//! through the same steps, are checked by `classify_upgrade`, and become recorded sessions
-//! ([`session`]); a gateway built without a [`RecordingConfig`] refuses them with 501.
+//! Every request produces exactly one audit event, refusals included (those refused before
+//! authentication with their fields cut short, and beyond a configured rate only counted:
+//! [`crate::audit::refusal`]), and every error custody itself returns is a Kubernetes `Status`.
+//! Upgrade requests (exec, attach, port-forward) go through the same steps, are checked by
+//! `classify_upgrade`, and become recorded sessions ([`session`]); a gateway built without a
+//! [`RecordingConfig`] refuses them with 501.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
