@@ -144,6 +144,7 @@ fn unknown_cluster_names_add_no_metrics_series() {
         }
     });
     let after = env.metrics.render();
+    eprintln!("/metrics: {} -> {} bytes", before.len(), after.len());
     assert!(
         after.len() < before.len() + 2048,
         "/metrics grew from {} to {} bytes:\n{after}",
@@ -308,6 +309,11 @@ fn refused_unauthenticated_requests_are_audited_truncated_and_rate_limited() {
         .filter(|e| e["initiator"].is_null())
         .collect();
     let written = anonymous.len() as u64;
+    let bytes: usize = anonymous.iter().map(|e| e.to_string().len()).sum();
+    eprintln!(
+        "{flood} refusals in {elapsed} s: {written} audit lines, {} bytes each on average",
+        bytes / anonymous.len().max(1)
+    );
     assert!(
         (5..=5 + elapsed + 1).contains(&written),
         "{written} audit lines for {flood} refusals in {elapsed} s at 1/s, burst 5"
@@ -450,6 +456,20 @@ fn oversized_heads_get_431_and_oversized_bodies_413() {
         .await
         .unwrap();
         assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        // HTTP/2: the header list is refused (431 from the server, or the client's own refusal
+        // to send more than the server's SETTINGS_MAX_HEADER_LIST_SIZE).
+        let (mut h2, _conn) = h2_client(&env).await;
+        let request = Request::get("/clusters/sim/api")
+            .header("x-big", &big)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        match h2.send_request(request).await {
+            Ok(response) => assert_eq!(
+                response.status(),
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            ),
+            Err(e) => eprintln!("HTTP/2 client refused the header list: {e}"),
+        }
 
         let path = "/clusters/sim/api/v1/namespaces/default/configmaps";
         let headers = [
