@@ -5,6 +5,9 @@
 //! index. In [`AuditMode::Strict`] the decision is durable in both before the request is
 //! forwarded; if it cannot be written the request is refused with 503. A completion record
 //! (status, latency, bytes, upstream `Audit-Id`) follows when the response ends.
+//!
+//! Requests refused before authentication carry only what an anonymous client sent: they are
+//! written with their fields cut short and at a bounded rate ([`refusal`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,8 +23,10 @@ use crate::principal::{EffectiveIdentity, Principal};
 
 mod file;
 mod query;
+pub mod refusal;
 
 pub use query::{AuditFilter, event, follow, query, record_to_json};
+pub use refusal::truncate_unauthenticated;
 
 /// Whether a request waits for its audit event to be durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +140,8 @@ struct Inner {
     jsonl: PathBuf,
     index: Arc<Mutex<Index>>,
     jobs: std::sync::mpsc::Sender<Job>,
+    /// How many requests refused before authentication are written.
+    refusals: refusal::RefusalLimit,
 }
 
 /// One event for the writer: its stage, and who waits for it to be durable.
@@ -179,8 +186,24 @@ impl AuditSink {
                 jsonl: jsonl.to_owned(),
                 index,
                 jobs,
+                refusals: refusal::RefusalLimit::default(),
             }),
         })
+    }
+
+    /// Sets the rate (events per second, and burst) at which requests refused before
+    /// authentication are written (`[limits] unauthenticated_audit_per_second` and
+    /// `unauthenticated_audit_burst`); the default is the configuration's default.
+    pub fn limit_unauthenticated(&self, per_second: u64, burst: u64) {
+        self.inner.refusals.set(per_second, burst);
+    }
+
+    /// Whether the audit event of one more request refused before authentication may be
+    /// written now. Such events carry only what an anonymous client sent, so they are written
+    /// at a bounded rate and with [`truncate_unauthenticated`] fields; a `false` is a dropped
+    /// event the caller counts. Authenticated requests never ask: all of theirs are written.
+    pub fn admit_unauthenticated(&self) -> bool {
+        self.inner.refusals.admit()
     }
 
     /// The configured mode.

@@ -102,6 +102,9 @@ pub struct Config {
     /// Where approvers hear of access requests (`[approvals]`).
     #[serde(default)]
     pub approvals: crate::approval::notify::ApprovalsConfig,
+    /// What a connection or request may cost before anyone is authenticated (`[limits]`).
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// Access to recordings and the audit trail through the sessions API (`/custody/v1`). A
@@ -186,6 +189,212 @@ fn default_idle_timeout_seconds() -> u64 {
     4 * 3600
 }
 
+/// What a connection or a request may cost the gateway, most of it before authentication:
+/// the time to send a request head, idle connections, the number of connections, the size of
+/// a request head and body, and how many refused unauthenticated requests reach the audit
+/// trail. Every key has a default; all apply to the HTTPS listener, and all but the body limit
+/// and the audit rate to the admin listener (with its own connection cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Seconds a client has for the TLS handshake, and for each request head once it starts
+    /// sending one or after the previous response (HTTP/1.1); a connection that does not make
+    /// it is closed (default 10; at most 300).
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request in flight before it is closed
+    /// (default 90, the kube-apiserver's; at most 86400).
+    pub idle_timeout_seconds: u64,
+    /// Seconds between HTTP/2 pings the gateway sends to find dead clients (default 30; 0: no
+    /// pings).
+    pub http2_keepalive_interval_seconds: u64,
+    /// Seconds a ping's answer may take before the connection is closed (default 20).
+    pub http2_keepalive_timeout_seconds: u64,
+    /// Open connections the HTTPS listener keeps at most, exec/attach/port-forward sessions
+    /// included; one more is accepted and closed at once (default 4096).
+    pub max_connections: u64,
+    /// The same for the admin listener (default 64).
+    pub admin_max_connections: u64,
+    /// Bytes of a request head (request line and headers; HTTP/2: the header list) at most;
+    /// a larger head is answered 431 (default 65536; at least 8192).
+    pub max_header_bytes: u64,
+    /// Bytes of a request body at most; a larger `Content-Length` is answered 413, a chunked
+    /// body is cut off there (default 3 MiB, the kube-apiserver's limit).
+    pub max_body_bytes: u64,
+    /// Audit events per second, on average, for requests refused before authentication (a
+    /// token bucket; the rest are counted in `custody_audit_dropped_total`). Default 10; 0:
+    /// none are written, all are counted.
+    pub unauthenticated_audit_per_second: u64,
+    /// How many such events may be written in a burst (default 100).
+    pub unauthenticated_audit_burst: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 90,
+            http2_keepalive_interval_seconds: 30,
+            http2_keepalive_timeout_seconds: 20,
+            max_connections: 4096,
+            admin_max_connections: 64,
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 3 * 1024 * 1024,
+            unauthenticated_audit_per_second: 10,
+            unauthenticated_audit_burst: 100,
+        }
+    }
+}
+
+/// The smallest request head limit: hyper's smallest HTTP/1.1 read buffer.
+pub const MIN_HEADER_BYTES: u64 = 8192;
+
+impl LimitsConfig {
+    /// Each key with its `CUSTODY_LIMITS_*` override name and a mutable reference to its value.
+    fn keys_mut(&mut self) -> [(&'static str, &mut u64); 10] {
+        [
+            (
+                "header_read_timeout_seconds",
+                &mut self.header_read_timeout_seconds,
+            ),
+            ("idle_timeout_seconds", &mut self.idle_timeout_seconds),
+            (
+                "http2_keepalive_interval_seconds",
+                &mut self.http2_keepalive_interval_seconds,
+            ),
+            (
+                "http2_keepalive_timeout_seconds",
+                &mut self.http2_keepalive_timeout_seconds,
+            ),
+            ("max_connections", &mut self.max_connections),
+            ("admin_max_connections", &mut self.admin_max_connections),
+            ("max_header_bytes", &mut self.max_header_bytes),
+            ("max_body_bytes", &mut self.max_body_bytes),
+            (
+                "unauthenticated_audit_per_second",
+                &mut self.unauthenticated_audit_per_second,
+            ),
+            (
+                "unauthenticated_audit_burst",
+                &mut self.unauthenticated_audit_burst,
+            ),
+        ]
+    }
+
+    /// Applies `CUSTODY_LIMITS_<KEY>` overrides (e.g. `CUSTODY_LIMITS_MAX_CONNECTIONS`).
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) {
+        for (key, value) in self.keys_mut() {
+            let var = format!("CUSTODY_LIMITS_{}", key.to_ascii_uppercase());
+            if let Some(v) = env(&var) {
+                match v.trim().parse() {
+                    Ok(n) => *value = n,
+                    Err(_) => problems.push(format!("{var}: {v:?} is not a whole number")),
+                }
+            }
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut range = |key: &str, value: u64, min: u64, max: u64| {
+            if value < min || value > max {
+                problems.push(format!(
+                    "limits.{key}: {value} must be between {min} and {max}"
+                ));
+            }
+        };
+        range(
+            "header_read_timeout_seconds",
+            self.header_read_timeout_seconds,
+            1,
+            300,
+        );
+        range("idle_timeout_seconds", self.idle_timeout_seconds, 1, 86_400);
+        range(
+            "http2_keepalive_interval_seconds",
+            self.http2_keepalive_interval_seconds,
+            0,
+            86_400,
+        );
+        range(
+            "http2_keepalive_timeout_seconds",
+            self.http2_keepalive_timeout_seconds,
+            1,
+            3600,
+        );
+        range("max_connections", self.max_connections, 1, 1_000_000);
+        range(
+            "admin_max_connections",
+            self.admin_max_connections,
+            1,
+            1_000_000,
+        );
+        range(
+            "max_header_bytes",
+            self.max_header_bytes,
+            MIN_HEADER_BYTES,
+            16 * 1024 * 1024,
+        );
+        range("max_body_bytes", self.max_body_bytes, 1024, 1 << 40);
+        range(
+            "unauthenticated_audit_per_second",
+            self.unauthenticated_audit_per_second,
+            0,
+            100_000,
+        );
+        range(
+            "unauthenticated_audit_burst",
+            self.unauthenticated_audit_burst,
+            u64::from(self.unauthenticated_audit_per_second > 0),
+            1_000_000,
+        );
+        problems
+    }
+
+    /// The header read timeout.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_seconds)
+    }
+
+    /// The idle connection timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_seconds)
+    }
+
+    /// The HTTP/2 ping interval and answer timeout, `None` without pings.
+    pub fn http2_keepalive(&self) -> Option<(Duration, Duration)> {
+        seconds(self.http2_keepalive_interval_seconds).map(|interval| {
+            (
+                interval,
+                Duration::from_secs(self.http2_keepalive_timeout_seconds),
+            )
+        })
+    }
+
+    fn explain(&self) -> String {
+        format!(
+            "limits: request head {} B within {}s, body {} B, idle connections closed after {}s, \
+             HTTP/2 pings {}, at most {} connections (admin {}), refused unauthenticated \
+             requests audited at {}/s (burst {})",
+            self.max_header_bytes,
+            self.header_read_timeout_seconds,
+            self.max_body_bytes,
+            self.idle_timeout_seconds,
+            match self.http2_keepalive() {
+                Some((every, timeout)) => format!(
+                    "every {}s (answer within {}s)",
+                    every.as_secs(),
+                    timeout.as_secs()
+                ),
+                None => "off".to_owned(),
+            },
+            self.max_connections,
+            self.admin_max_connections,
+            self.unauthenticated_audit_per_second,
+            self.unauthenticated_audit_burst,
+        )
+    }
+}
+
 /// The HTTPS listener.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,7 +463,8 @@ pub struct ConfigError {
 impl Config {
     /// Parses and validates a configuration. `env` looks up environment variables; the
     /// overrides are `CUSTODY_DATA_DIR`, `CUSTODY_GATEWAY_ID`, `CUSTODY_LISTEN`,
-    /// `CUSTODY_ADMIN_LISTEN`, `CUSTODY_AUDIT_MODE` and `CUSTODY_AUDITOR_GROUPS` (comma-separated).
+    /// `CUSTODY_ADMIN_LISTEN`, `CUSTODY_AUDIT_MODE`, `CUSTODY_AUDITOR_GROUPS` (comma-separated)
+    /// and `CUSTODY_LIMITS_<KEY>` for each `[limits]` key (e.g. `CUSTODY_LIMITS_MAX_CONNECTIONS`).
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
             problems: vec![e.to_string().trim_end().to_owned()],
@@ -299,6 +509,7 @@ impl Config {
                 .map(str::to_owned)
                 .collect();
         }
+        config.limits.apply_env(env, &mut problems);
         problems.extend(config.problems());
         if problems.is_empty() {
             Ok(config)
@@ -372,6 +583,7 @@ impl Config {
         }
         problems.extend(self.approvals.problems());
         problems.extend(self.streams.problems());
+        problems.extend(self.limits.problems());
         if let Some(login) = &self.login {
             if !self.oidc.iter().any(|o| o.issuer == login.issuer) {
                 problems.push(format!(
@@ -418,7 +630,7 @@ impl Config {
             .collect();
         let issuers: Vec<&str> = self.oidc.iter().map(|o| o.issuer.as_str()).collect();
         format!(
-            "listens on https://{} (admin http://{})\nclusters: {}\nOIDC issuers: {}\nServiceAccount tokens: {}\nimpersonation rules: {}\naudit: {} in {}\n{}\nauditor groups (see every session): {}\n",
+            "listens on https://{} (admin http://{})\nclusters: {}\nOIDC issuers: {}\nServiceAccount tokens: {}\nimpersonation rules: {}\naudit: {} in {}\n{}\n{}\nauditor groups (see every session): {}\n",
             self.server.listen,
             self.admin.listen,
             clusters.join(", "),
@@ -439,6 +651,7 @@ impl Config {
             },
             self.data_dir.display(),
             self.streams.explain(),
+            self.limits.explain(),
             if self.access.auditor_groups.is_empty() {
                 "none".to_owned()
             } else {
@@ -574,6 +787,66 @@ client_id = "custody"
         let text = format!("{MINIMAL}\n[streams]\nidle_timeout = 5\n");
         let err = Config::parse(&text, &no_env).unwrap_err();
         assert!(err.to_string().contains("idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn limits_have_defaults_overrides_and_checks() {
+        let config = Config::parse(MINIMAL, &no_env).unwrap();
+        assert_eq!(config.limits, LimitsConfig::default());
+        assert_eq!(config.limits.header_read_timeout(), Duration::from_secs(10));
+        assert_eq!(
+            config.limits.http2_keepalive(),
+            Some((Duration::from_secs(30), Duration::from_secs(20)))
+        );
+        assert!(
+            config.explain().contains(
+                "limits: request head 65536 B within 10s, body 3145728 B, idle connections \
+                 closed after 90s"
+            ),
+            "{}",
+            config.explain()
+        );
+
+        let text = format!(
+            "{MINIMAL}\n[limits]\nmax_connections = 10\nhttp2_keepalive_interval_seconds = 0\n"
+        );
+        let config = Config::parse(&text, &no_env).unwrap();
+        assert_eq!(config.limits.max_connections, 10);
+        assert_eq!(config.limits.http2_keepalive(), None);
+        assert_eq!(config.limits.idle_timeout_seconds, 90);
+        let env = |k: &str| (k == "CUSTODY_LIMITS_MAX_BODY_BYTES").then(|| "1048576".to_owned());
+        assert_eq!(
+            Config::parse(&text, &env).unwrap().limits.max_body_bytes,
+            1024 * 1024
+        );
+
+        let text = format!(
+            "{MINIMAL}\n[limits]\nheader_read_timeout_seconds = 0\nmax_header_bytes = 100\n\
+             max_connections = 0\nunauthenticated_audit_per_second = 5\n\
+             unauthenticated_audit_burst = 0\n"
+        );
+        let err = Config::parse(&text, &no_env).unwrap_err();
+        for key in [
+            "limits.header_read_timeout_seconds",
+            "limits.max_header_bytes",
+            "limits.max_connections",
+            "limits.unauthenticated_audit_burst",
+        ] {
+            assert!(
+                err.problems.iter().any(|p| p.starts_with(key)),
+                "{key}: {err}"
+            );
+        }
+        let bad = |k: &str| (k == "CUSTODY_LIMITS_IDLE_TIMEOUT_SECONDS").then(|| "soon".to_owned());
+        let err = Config::parse(MINIMAL, &bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CUSTODY_LIMITS_IDLE_TIMEOUT_SECONDS: \"soon\" is not a whole number"),
+            "{err}"
+        );
+        let err =
+            Config::parse(&format!("{MINIMAL}\n[limits]\nmax_conns = 1\n"), &no_env).unwrap_err();
+        assert!(err.to_string().contains("max_conns"), "{err}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The request pipeline: request id → authenticate → cluster prefix → classify → impersonation
 //! decision → audit (durable in strict mode) → rewrite headers → forward → complete the audit.
 //!
-//! Every request produces exactly one audit event, refusals included, and every error custody
-//! itself returns is a Kubernetes `Status`. Upgrade requests (exec, attach, port-forward) go
-//! through the same steps, are checked by `classify_upgrade`, and become recorded sessions
-//! ([`session`]); a gateway built without a [`RecordingConfig`] refuses them with 501.
+//! Every request produces exactly one audit event, refusals included (those refused before
+//! authentication with their fields cut short, and beyond a configured rate only counted:
+//! [`crate::audit::refusal`]), and every error custody itself returns is a Kubernetes `Status`.
+//! Upgrade requests (exec, attach, port-forward) go through the same steps, are checked by
+//! `classify_upgrade`, and become recorded sessions ([`session`]); a gateway built without a
+//! [`RecordingConfig`] refuses them with 501.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -105,6 +107,9 @@ impl Gateway {
                 )));
             }
         }
+        parts
+            .metrics
+            .serve_clusters(clusters.keys().map(String::as_str));
         let api = parts.recording.as_ref().map(|recording| {
             custody_web::api::Api::new(custody_web::api::ApiConfig {
                 data_dir: recording.data_dir.clone(),
@@ -573,12 +578,21 @@ impl Gateway {
         mut ex: Exchange,
         code: StatusCode,
         message: &str,
-        write: bool,
+        mut write: bool,
     ) -> Response<Body> {
         ex.event.status_code = Some(code.as_u16());
         ex.event.latency_ms = Some(ex.elapsed_ms());
         ex.event.bytes_in = Some(0);
         ex.event.bytes_out = Some(0);
+        // Refused before authentication: anyone can send these, so they are audited cut short
+        // and at a bounded rate (the rest counted), never as much as a client cares to send.
+        if write && ex.event.initiator.is_none() {
+            crate::audit::truncate_unauthenticated(&mut ex.event);
+            if !self.audit.admit_unauthenticated() {
+                self.metrics.audit_dropped_rate_limited();
+                write = false;
+            }
+        }
         if write && let Err(e) = self.audit.record_decision(&ex.event).await {
             self.metrics.audit_write_failure();
             tracing::error!(request_id = %ex.event.id, error = %e, "audit write failed");

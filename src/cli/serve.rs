@@ -13,7 +13,7 @@ use custody::control::{self, ControlSocket};
 use custody::gateway::{Gateway, GatewayParts, RecordingConfig};
 use custody::login::LoginDocument;
 use custody::metrics::Metrics;
-use custody::server::{self, Health};
+use custody::server::{self, Health, ListenerLimits};
 use custody::stream::relay::RelayConfig;
 use custody::upstream::{ClusterReviewer, Upstream};
 use custody_recorder::index::Index;
@@ -123,6 +123,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             config.data_dir.display()
         )
     })?;
+    audit.limit_unauthenticated(
+        config.limits.unauthenticated_audit_per_second,
+        config.limits.unauthenticated_audit_burst,
+    );
     let metrics = Metrics::new();
     let mut gateway = Gateway::new(GatewayParts {
         authenticator: Arc::new(authenticator),
@@ -173,16 +177,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             }
             Ok(())
         }),
-        tokio::spawn(server::serve(
+        tokio::spawn(server::serve_with(
             gateway,
             listener,
             tls,
+            ListenerLimits::gateway(&config.limits),
             until_stopped(stopped.clone()),
         )),
         tokio::spawn(server::serve_admin(
             admin,
             health.clone(),
             metrics,
+            ListenerLimits::admin(&config.limits),
             until_stopped(stopped),
         )),
     ];

@@ -279,6 +279,7 @@ impl Recordings {
             deadlines,
         };
         tokio::spawn(async move {
+            let _losses = metrics.recording_losses(session.handle.sender());
             let (bytes_in, bytes_out) = session.run(*up).await;
             ex.event.bytes_in = Some(bytes_in);
             ex.event.bytes_out = Some(bytes_out);

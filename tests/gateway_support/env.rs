@@ -104,6 +104,9 @@ pub struct Options {
     pub policy: Option<custody::policy::PolicyConfig>,
     /// `[approvals]`: the approvers' webhook.
     pub approvals: custody::approval::notify::ApprovalsConfig,
+    /// `[limits]` for the HTTPS listener and the audit of unauthenticated refusals (default:
+    /// the configuration's defaults).
+    pub limits: Option<custody::config::LimitsConfig>,
 }
 
 /// kube-sim and the gateway, running.
@@ -166,6 +169,11 @@ impl Env {
         };
         std::fs::create_dir_all(&data_dir).unwrap();
         let audit = audit.unwrap();
+        let limits = options.limits.unwrap_or_default();
+        audit.limit_unauthenticated(
+            limits.unauthenticated_audit_per_second,
+            limits.unauthenticated_audit_burst,
+        );
         let metrics = Metrics::new();
         let authenticator: Arc<dyn Authenticate> = if options.service_accounts {
             service_account_authenticator(&rt, &options, &upstream, &gw_kubeconfig, dir.path())
@@ -207,10 +215,11 @@ impl Env {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let gateway = Arc::new(gateway);
         let control_socket = start_control(&rt, &gateway, &data_dir);
-        rt.spawn(custody::server::serve(
+        rt.spawn(custody::server::serve_with(
             gateway,
             listener,
             pki.server_config().unwrap(),
+            custody::server::ListenerLimits::gateway(&limits),
             async move {
                 let _ = rx.await;
             },
