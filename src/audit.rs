@@ -168,7 +168,7 @@ impl AuditSink {
         if let Some(dir) = index.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|source| Error::AuditFile {
+            custody_recorder::permissions::create_dir(dir).map_err(|source| Error::AuditFile {
                 path: dir.to_owned(),
                 source,
             })?;

@@ -36,7 +36,7 @@ impl JsonLines {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            custody_recorder::permissions::create_dir(dir).map_err(err)?;
         }
         let file = OpenOptions::new()
             .create(true)
