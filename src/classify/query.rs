@@ -173,7 +173,7 @@ fn utf8<'a>(key: &str, value: &'a [u8]) -> Result<&'a str, ClassifyError> {
 
 /// The options of an exec or attach request custody records, read as
 /// `Convert_url_Values_To_v1_PodExecOptions` / `..._PodAttachOptions` read them
-/// (k8s.io/kubernetes pkg/apis/core/v1/zz_generated.conversion.go): `container` and the bools
+/// (`k8s.io/kubernetes` `pkg/apis/core/v1/zz_generated.conversion.go`): `container` and the bools
 /// take the first value, `command` every value in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamOptions {
