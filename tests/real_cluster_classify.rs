@@ -27,6 +27,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use custody::upstream::Upstream;
 use custody_fixtures::real_cluster::{CUSTODY_USER, RealCluster};
@@ -537,6 +538,7 @@ fn rng_kind(rng: &mut Rng) -> &'static Kind {
 struct Sent {
     status: u16,
     audit_id: Option<String>,
+    body: Vec<u8>,
 }
 
 /// Sends one request line as alice over a fresh TLS connection, without a body.
@@ -570,9 +572,18 @@ async fn send(
             .get("audit-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        // Read (and drop) the body, so the exchange completes in both audit trails.
-        let _ = resp.into_body().collect().await;
-        Sent { status, audit_id }
+        // Read the body, so the exchange completes in both audit trails.
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes().to_vec())
+            .unwrap_or_default();
+        Sent {
+            status,
+            audit_id,
+            body,
+        }
     };
     let sent = tokio::time::timeout(Duration::from_secs(30), attempt)
         .await
@@ -655,9 +666,8 @@ fn apiserver_reading(event: &Value) -> String {
     }
 }
 
-#[test]
-fn custody_classifies_every_request_as_the_real_apiserver_does() {
-    let lines = corpus();
+/// Starts the real cluster, reporting a failure loudly rather than skipping.
+fn start_cluster() -> RealCluster {
     let started = Instant::now();
     let cluster = RealCluster::start()
         .unwrap_or_else(|e| panic!("the real-cluster tier could not start a kube-apiserver: {e}"));
@@ -666,6 +676,11 @@ fn custody_classifies_every_request_as_the_real_apiserver_does() {
         cluster.version(),
         started.elapsed().as_secs_f64()
     );
+    cluster
+}
+
+/// custody in front of `cluster`, with `policy` if any.
+fn gateway(cluster: &RealCluster, policy: Option<custody::policy::PolicyConfig>) -> Env {
     let upstream = {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -677,10 +692,18 @@ fn custody_classifies_every_request_as_the_real_apiserver_does() {
         ))
         .unwrap()
     };
-    let env = Env::start(Options {
+    Env::start(Options {
         upstream: Some(upstream),
+        policy,
         ..Options::default()
-    });
+    })
+}
+
+#[test]
+fn custody_classifies_every_request_as_the_real_apiserver_does() {
+    let lines = corpus();
+    let cluster = start_cluster();
+    let env = gateway(&cluster, None);
 
     let sending = Instant::now();
     let tls = client_config(&env.ca_pem);
@@ -816,4 +839,110 @@ fn custody_classifies_every_request_as_the_real_apiserver_does() {
         "the corpus should exercise refusals too; only {} were refused",
         refused.len()
     );
+}
+
+/// alice's role reads everything in `default` but does not show Secret values.
+const MASKING_POLICY: &str = r#"
+[[roles]]
+name = "dev"
+groups = ["dev"]
+
+[[roles.rules]]
+actions = ["*"]
+resources = ["*"]
+namespaces = ["default"]
+"#;
+
+/// The bypass this module's reading closes: `watch=f`, `watch=`, a bare `watch` and every
+/// other spelling apimachinery reads as true are watches to the API server. custody used to
+/// call them lists and did not mask the watch stream, so a person whose role hides Secret
+/// values read them. Each spelling must now come back masked, and be audited as a watch.
+#[test]
+fn every_watch_spelling_of_a_secret_is_masked_on_the_real_apiserver() {
+    const CANARY: &str = "canary-c1a551fy-w4tch";
+    let cluster = start_cluster();
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "default"},
+        "stringData": {"password": CANARY}
+    });
+    // The `default` namespace appears shortly after the API server is ready.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = cluster.create("/api/v1/namespaces/default/secrets", &secret) {
+        assert!(Instant::now() < deadline, "cannot seed the Secret: {e}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cluster
+        .create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            &serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": "secret-reader"},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]
+            }),
+        )
+        .unwrap();
+    cluster
+        .bind_cluster_role(
+            "alice-reads-secrets",
+            "secret-reader",
+            "alice",
+            ("watch", "secrets"),
+        )
+        .unwrap();
+    let env = gateway(&cluster, Some(toml::from_str(MASKING_POLICY).unwrap()));
+    let tls = client_config(&env.ca_pem);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let masked = b64(custody::masking::PLACEHOLDER);
+
+    let spellings = [
+        "watch=f",
+        "watch=",
+        "watch",
+        "watch=no",
+        "watch=F",
+        "watch=0x",
+        "watch=1",
+        "watch=true",
+        "watch=%20",
+        "watch=f&watch=false",
+        "wat%63h=off",
+    ];
+    let lines: Vec<Line> = spellings
+        .iter()
+        .map(|w| Line {
+            method: "GET",
+            target: format!(
+                "/api/v1/namespaces/default/secrets?{w}&fieldSelector=metadata.name%3Ddb&timeoutSeconds=1"
+            ),
+        })
+        .collect();
+    let results: Vec<(Line, Sent)> = env.rt.block_on(
+        futures_util::stream::iter(lines)
+            .map(|line| send(env.gateway_addr, tls.clone(), line))
+            .buffer_unordered(CONCURRENCY)
+            .collect(),
+    );
+    let custody: HashMap<String, Value> = env
+        .custody_audit()
+        .into_iter()
+        .filter(|e| e["stage"] == "decision")
+        .map(|e| (e["id"].as_str().unwrap().to_owned(), e))
+        .collect();
+    for (line, sent) in &results {
+        let body = String::from_utf8_lossy(&sent.body);
+        assert_eq!(sent.status, 200, "{line}: {body}");
+        assert!(
+            !body.contains(CANARY) && !body.contains(&b64(CANARY)),
+            "{line}: the Secret's value reached a person whose role masks it: {body}"
+        );
+        // The Secret did arrive, as a watch event, masked.
+        assert!(body.contains("\"type\":\"ADDED\""), "{line}: {body}");
+        assert!(body.contains(&masked), "{line}: {body}");
+        let id = sent.audit_id.as_deref().unwrap();
+        assert_eq!(custody[id]["request"]["verb"], "watch", "{line}");
+        assert_eq!(custody[id]["request"]["name"], "db", "{line}");
+    }
 }
