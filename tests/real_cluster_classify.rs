@@ -367,6 +367,68 @@ const REFUSED_PATHS: &[&str] = &[
     "/healthz/%2F",
 ];
 
+/// Queries every run sends on a collection `GET`, whatever the generator draws: the cases where
+/// Go's and apimachinery's reading is least obvious (the unit tests in `src/classify/tests.rs`
+/// hold the same table).
+const FIXED_QUERIES: &[&str] = &[
+    "watch=f&fieldSelector=metadata.name%3Ddb",
+    "watch=",
+    "watch",
+    "watch=no",
+    "watch=00",
+    "watch=+",
+    "watch=fAlSe",
+    "watch=fal%C5%BFe",
+    "watch=false&watch=true",
+    "watch=true&watch=false",
+    "wat%63h=1",
+    "%77atch",
+    "watch=1;x=y",
+    "x=y;watch=1",
+    "a=1;b=2&watch=1",
+    "watch;=1",
+    "watch=true;&watch=false",
+    "watch=%zz",
+    "watch=%zz&watch=1",
+    "x=%4&watch=1",
+    "watch=%&watch=0",
+    "&&watch=1&&",
+    "watch=FALSE&limit=x",
+    "watch=f&limit=x",
+    "watch=&fieldSelector=bogus",
+    "watch=fal%C5%BFe&limit=x",
+    "watch=fal%C5%BFe&timeoutSeconds=1.5",
+    "watch=fal%C5%BFe&fieldSelector=a%3Db%3Dc",
+    "watch=fal%C5%BFe&limit=%2B5",
+    "watch=fal%C5%BFe&labelSelector=app%3Dweb",
+    "watch=f&labelSelector=app+in+%28web%29",
+    "fieldSelector=metadata.name%3Ddb",
+    "fieldSelector=metadata.name%3D%3Ddb",
+    "fieldSelector=metadata.name%21%3Ddb",
+    "fieldSelector=+metadata.name%3Ddb",
+    "fieldSelector=metadata.name+%3Ddb",
+    "fieldSelector=metadata.name%3D+db",
+    "fieldSelector=metadata.name%3Db,metadata.name%3Da",
+    "fieldSelector=metadata.name%3Db,metadata.namespace%3Dx",
+    "fieldSelector=metadata.name%3Da%5C%2Cb",
+    "fieldSelector=metadata.name%3Ddb&fieldSelector=metadata.name%3Dother",
+    "fieldSelector=metadata.name%3D..",
+    "fieldSelector=metadata.name%3Da%2Fb",
+    "fieldSelector=metadata.name%3Da%25b",
+    "fieldSelector=metadata.name%3D",
+    "fieldSelector=metadata.name%3Ddb,bogus",
+    "fieldSelector=metadata.name%3Da%3Db",
+    "fieldSelector=metadata.name%3Da%5C",
+    "fieldSelector=metadata.name%3Da%5Cx",
+    "fieldSelector=metadata.name%3Ddb&limit=ten",
+    "fieldSelector=metadata.name%3Ddb&timeoutSeconds=99999999999999999999",
+    "fieldSelector=metadata.name%3Ddb&limit=-5",
+    "fieldSelector=metadata.name%3Ddb&labelSelector=app%3Dweb,%21gone",
+    "fieldSelector=metadata.name%3Ddb&labelSelector=",
+    "fieldSelector=metadata.name%3Ddb;",
+    "fieldSelector=metadata.name%3Ddb&labelSelector=app+in+%28a%29",
+];
+
 /// One request line: method, and the path with its query after `/clusters/<name>`.
 #[derive(Debug, Clone)]
 struct Line {
@@ -525,6 +587,17 @@ fn corpus() -> Vec<Line> {
             "the corpus holds an unsendable request target: {target}"
         );
         lines.push(Line { method, target });
+    }
+    for query in FIXED_QUERIES {
+        for path in [
+            "/api/v1/namespaces/default/secrets",
+            "/apis/apps/v1/deployments",
+        ] {
+            lines.push(Line {
+                method: "GET",
+                target: format!("{path}?{query}"),
+            });
+        }
     }
     lines
 }
