@@ -268,7 +268,9 @@ impl Gateway {
         match classify(parts.method.as_str(), rest, query) {
             Ok(info) => ex.event.request = info,
             Err(e) => {
-                let msg = format!("custody: the request path is ambiguous and was refused: {e}");
+                let msg = format!(
+                    "custody: cannot read this request as the API server would, so it was refused: {e}"
+                );
                 return self.refuse(ex, StatusCode::BAD_REQUEST, &msg, &msg).await;
             }
         }

@@ -299,9 +299,11 @@ impl Recordings {
     fn meta(&self, ex: &Exchange, request: &StreamRequest<'_>, kind: SessionKind) -> SessionMeta {
         let info = &ex.event.request;
         let exec = kind == SessionKind::Exec;
-        let tty = query_values(request.query, "tty")
-            .iter()
-            .any(|v| v == "true" || v == "1");
+        // Read as the API server reads `PodExecOptions`/`PodAttachOptions` (`tty=yes` is a
+        // terminal, the first `container` wins). `classify` already refused a query these
+        // cannot be read from, so the default is never used for a forwarded session.
+        let options = crate::classify::StreamOptions::read(request.query).unwrap_or_default();
+        let tty = options.tty;
         let started_at_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
@@ -316,16 +318,9 @@ impl Recordings {
             container: if kind == SessionKind::PortForward {
                 String::new()
             } else {
-                query_values(request.query, "container")
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default()
+                options.container
             },
-            command: if exec {
-                query_values(request.query, "command")
-            } else {
-                Vec::new()
-            },
+            command: if exec { options.command } else { Vec::new() },
             tty,
             client_addr: ex.event.client_addr.clone(),
             user_agent: ex.event.user_agent.clone(),
