@@ -140,6 +140,23 @@ fn streams_are_mapped_by_type_not_id_and_tty_resizes_decode() {
     );
 }
 
+/// A 0x0 pseudo-terminal's resize over SPDY is a marker, as over WebSocket.
+#[test]
+fn a_spdy_resize_of_0x0_is_a_marker_not_a_size() {
+    let mut spdy = Spdy::new();
+    let script: Script = vec![
+        (C2S, spdy.syn_stream(1, &[("streamtype", "resize")])),
+        (S2C, spdy.syn_reply(1)),
+        (C2S, data(1, b"{\"Width\":0,\"Height\":0}\n", false)),
+    ];
+    let events = decode_every_way(|| decoder("v4.channel.k8s.io"), &script);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        matches!(&events[0], EventKind::Marker(text) if text.starts_with("resize ignored: 0x0 ")),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn a_status_still_buffered_at_the_end_is_recorded() {
     let mut spdy = Spdy::new();
