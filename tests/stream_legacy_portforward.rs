@@ -74,7 +74,10 @@ fn sim_port_forwards(env: &Env) -> usize {
 fn wait_sim_port_forwards(env: &Env, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while sim_port_forwards(env) < count {
-        assert!(Instant::now() < deadline, "kube-sim audited no port-forward");
+        assert!(
+            Instant::now() < deadline,
+            "kube-sim audited no port-forward"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -99,7 +102,10 @@ fn repeated_and_listed_ports_are_each_a_recorded_connection() {
     assert!(!cut, "the session was cut: {forwards:?}");
     for (index, forward) in forwards.iter().enumerate() {
         assert_eq!(forward.port, Some(8080), "pair {index}");
-        assert!(forward.received == forward.sent, "pair {index}: the echo differs");
+        assert!(
+            forward.received == forward.sent,
+            "pair {index}: the echo differs"
+        );
     }
     let recordings = sealed_recordings(&env, 1);
     let recording = &recordings[0];
@@ -162,7 +168,11 @@ fn unreadable_ports_are_refused_before_the_cluster() {
         assert_eq!(status, 400, "{query}: {body}");
         assert!(body.contains("port"), "{query}: {body}");
     }
-    assert_eq!(sim_port_forwards(&env), 0, "a refused request reached kube-sim");
+    assert_eq!(
+        sim_port_forwards(&env),
+        0,
+        "a refused request reached kube-sim"
+    );
 }
 
 const ALICE_FORWARDS_8080: &str = r#"
@@ -194,7 +204,11 @@ fn the_policy_sees_every_listed_port() {
         panic!("not refused: {outcome:?}");
     };
     assert_eq!(status, 403, "{body}");
-    assert_eq!(sim_port_forwards(&env), 0, "a refused request reached kube-sim");
+    assert_eq!(
+        sim_port_forwards(&env),
+        0,
+        "a refused request reached kube-sim"
+    );
     let outcome = env.rt.block_on(attack::run(
         env.gateway_addr,
         &env.ca_pem,

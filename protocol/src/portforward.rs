@@ -345,7 +345,14 @@ mod tests {
         ));
         let many = vec!["a=1"; MAX_QUERY_PARAMS].join("&");
         assert!(query_ports(&format!("ports=80&{many}")).is_err());
-        assert_eq!(query_ports(&format!("ports=80&{}", vec!["a=1"; MAX_QUERY_PARAMS - 1].join("&"))).unwrap(), [80]);
+        assert_eq!(
+            query_ports(&format!(
+                "ports=80&{}",
+                vec!["a=1"; MAX_QUERY_PARAMS - 1].join("&")
+            ))
+            .unwrap(),
+            [80]
+        );
     }
 
     #[test]

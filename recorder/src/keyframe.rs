@@ -135,9 +135,8 @@ impl TranscriptState {
                 });
             }
             // As in `TerminalState::apply`: a 0-column or 0-row resize leaves the size alone.
-            EventKind::Resize { cols, rows } if *cols > 0 && *rows > 0 => lines.extend(
-                term.resize_with(usize::from(*cols), usize::from(*rows), &mut *observer),
-            ),
+            EventKind::Resize { cols, rows } if *cols > 0 && *rows > 0 => lines
+                .extend(term.resize_with(usize::from(*cols), usize::from(*rows), &mut *observer)),
             _ => {}
         }
     }

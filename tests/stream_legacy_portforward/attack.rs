@@ -94,7 +94,10 @@ pub async fn run(
         .unwrap();
     let headers = request.headers_mut();
     headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-    headers.insert("sec-websocket-protocol", "v4.channel.k8s.io".parse().unwrap());
+    headers.insert(
+        "sec-websocket-protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
     let mut ws = match tokio_tungstenite::client_async(request, tls).await {
         Ok((ws, response)) => {
             assert_eq!(
@@ -124,11 +127,7 @@ pub async fn run(
         ws.send(Message::Binary(message.into())).await.unwrap();
     }
     let mut prefixes: Vec<[Vec<u8>; 2]> = vec![[Vec::new(), Vec::new()]; pairs];
-    let done = |forwards: &[Forwarded]| {
-        forwards
-            .iter()
-            .all(|f| f.received.len() >= f.sent.len())
-    };
+    let done = |forwards: &[Forwarded]| forwards.iter().all(|f| f.received.len() >= f.sent.len());
     // With `extra` messages the session may end at any point: read until it does.
     let until_closed = !extra.is_empty();
     let mut cut = false;

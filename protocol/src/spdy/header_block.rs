@@ -246,7 +246,10 @@ mod tests {
         assert!(
             matches!(
                 refused,
-                Err(Error::TooManyHeaders { count: 100_000, max: MAX_HEADERS })
+                Err(Error::TooManyHeaders {
+                    count: 100_000,
+                    max: MAX_HEADERS
+                })
             ),
             "{refused:?}"
         );
@@ -254,7 +257,11 @@ mod tests {
         // seconds on such a block).
         assert!(took < std::time::Duration::from_millis(50), "{took:?}");
         assert_eq!(
-            Error::TooManyHeaders { count: 100_000, max: MAX_HEADERS }.to_string(),
+            Error::TooManyHeaders {
+                count: 100_000,
+                max: MAX_HEADERS
+            }
+            .to_string(),
             "SPDY header block names 100000 headers, more than the limit of 100"
         );
     }

@@ -314,7 +314,14 @@ fn legacy_duplicate_ports_are_each_a_recorded_connection() {
         (S2C, server_frame(&Frame::close(CLOSE_NORMAL, ""))),
     ]);
     let events = decode_every_way(
-        || decoder(Transport::WebSocket, "v4.channel.k8s.io", false, &[8080, 8080, 8080]),
+        || {
+            decoder(
+                Transport::WebSocket,
+                "v4.channel.k8s.io",
+                false,
+                &[8080, 8080, 8080],
+            )
+        },
         &script,
     );
     let opened = |connection| EventKind::ConnectionOpened {
