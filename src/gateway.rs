@@ -303,8 +303,8 @@ impl Gateway {
                     return self.refuse(ex, StatusCode::FORBIDDEN, &msg, &msg).await;
                 }
             };
-            let ports = match query_ports(&ex.event.request, query) {
-                Ok(ports) => ports,
+            let forwarded_ports = match query_ports(&ex.event.request, query) {
+                Ok(listed) => listed,
                 Err(e) => {
                     let msg = format!("custody: the port-forward cannot be read: {e}");
                     return self.refuse(ex, StatusCode::BAD_REQUEST, &msg, &msg).await;
@@ -315,7 +315,7 @@ impl Gateway {
                 info: &ex.event.request,
                 method: parts.method.as_str(),
                 upgrade: upgrade.is_some(),
-                ports,
+                ports: forwarded_ports,
                 impersonate: requested.as_ref(),
             };
             match self.authorize(policy, &principal, &attributes).await {

@@ -71,7 +71,7 @@ async fn connect(
 /// The bytes sent on the data channel of the `index`-th pair.
 pub fn payload(index: usize) -> Vec<u8> {
     let mut bytes = format!("connection {index} through channel {}: ", 2 * index).into_bytes();
-    bytes.extend((0..4000u32).map(|i| u8::try_from((i * 7 + index as u32 * 13) % 256).unwrap()));
+    bytes.extend((0..4000usize).map(|i| u8::try_from((i * 7 + index * 13) % 256).unwrap()));
     bytes
 }
 
