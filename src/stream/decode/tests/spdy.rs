@@ -281,3 +281,34 @@ fn frames_the_recorder_cannot_account_for_are_errors() {
     let err = feed_all(&mut decoder("v4.channel.k8s.io"), &[(C2S, &garbage[..])]);
     assert!(matches!(err, Err(Error::StreamDecode { .. })));
 }
+
+/// A `SYN_STREAM` whose header block names more headers than the cap ends the session with
+/// the codec's reason; one at the cap is decoded.
+#[test]
+fn a_header_block_over_the_cap_ends_the_session() {
+    let names: Vec<String> = (0..custody_protocol::spdy::MAX_HEADERS)
+        .map(|i| format!("x-{i}"))
+        .collect();
+    let mut headers: Vec<(&str, &str)> = vec![("streamtype", "stdout")];
+    headers.extend(names.iter().skip(1).map(|n| (n.as_str(), "")));
+    let mut spdy = Spdy::new();
+    let at_cap = spdy.syn_stream(1, &headers);
+    let mut exec = decoder("v4.channel.k8s.io");
+    assert!(feed_all(&mut exec, &[(C2S, &at_cap[..])]).is_ok());
+
+    headers.push(("x-one-more", ""));
+    let mut spdy = Spdy::new();
+    let over = spdy.syn_stream(1, &headers);
+    let mut exec = decoder("v4.channel.k8s.io");
+    let refused = feed_all(&mut exec, &[(C2S, &over[..])]);
+    assert!(
+        matches!(
+            &refused,
+            Err(Error::StreamDecode {
+                direction: Direction::ClientToServer,
+                source: custody_protocol::Error::TooManyHeaders { count: 101, .. },
+            })
+        ),
+        "{refused:?}"
+    );
+}
