@@ -310,12 +310,19 @@ impl Gateway {
                     return self.refuse(ex, StatusCode::FORBIDDEN, &msg, &msg).await;
                 }
             };
+            let forwarded_ports = match query_ports(&ex.event.request, query) {
+                Ok(listed) => listed,
+                Err(e) => {
+                    let msg = format!("custody: the port-forward cannot be read: {e}");
+                    return self.refuse(ex, StatusCode::BAD_REQUEST, &msg, &msg).await;
+                }
+            };
             let attributes = RequestAttributes {
                 cluster,
                 info: &ex.event.request,
                 method: parts.method.as_str(),
                 upgrade: upgrade.is_some(),
-                ports: query_ports(query),
+                ports: forwarded_ports,
                 impersonate: requested.as_ref(),
             };
             match self.authorize(policy, &principal, &attributes).await {
@@ -694,19 +701,19 @@ where
     Ok(proxy::full(bytes))
 }
 
-/// The `ports` query values of a port-forward request (`ports=80,8080` or repeated).
-fn query_ports(query: Option<&str>) -> Vec<u16> {
-    let Some(query) = query else {
-        return Vec::new();
-    };
-    form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, _)| k == "ports")
-        .flat_map(|(_, v)| {
-            v.split(',')
-                .filter_map(|p| p.trim().parse().ok())
-                .collect::<Vec<u16>>()
-        })
-        .collect()
+/// The ports a port-forward request names in its query, read exactly as the API server and the
+/// kubelet read them (repeated values, comma lists, duplicates kept: see
+/// [`custody_protocol::portforward::query_ports`]), so that the policy sees every port that
+/// reaches the pod. A query they would refuse, or that custody cannot read with certainty, is an
+/// error and the request is refused. Other requests have no ports.
+fn query_ports(
+    info: &crate::classify::RequestInfo,
+    query: Option<&str>,
+) -> Result<Vec<u16>, custody_protocol::Error> {
+    if info.subresource != "portforward" {
+        return Ok(Vec::new());
+    }
+    custody_protocol::portforward::query_ports(query.unwrap_or_default())
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {

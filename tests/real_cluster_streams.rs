@@ -3,7 +3,9 @@
 //! translates to SPDY for the kubelet; 1.33; 1.32 forced to SPDY; 1.28 over SPDY) with output,
 //! exit codes and piped stdin, logs, port-forward and attach; every session recorded, the
 //! recording verified against what kubectl printed, and the API server's audit log showing the
-//! exec as custody's identity impersonating alice with custody's extras.
+//! exec as custody's identity impersonating alice with custody's extras. Also issue 15's legacy
+//! WebSocket port-forward attack (`ports` repeated and as comma lists), which the API server
+//! proxies to the kubelet: every channel pair it opens is recorded.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,6 +14,8 @@
     reason = "tests: a failure should stop the test"
 )]
 
+#[path = "stream_legacy_portforward/attack.rs"]
+mod attack;
 #[path = "gateway_support/env.rs"]
 mod env;
 #[path = "support/real_cluster.rs"]
@@ -508,4 +512,41 @@ fn kubectl_logs_port_forward_attach_and_a_terminal_through_a_real_kube_apiserver
         interactive_exec(&stack, k, variants.len() + 1 + i);
         eprintln!("exec -it {name}: {:.1} s", started.elapsed().as_secs_f64());
     }
+}
+
+/// Issue 15's legacy WebSocket port-forward through custody to the real kube-apiserver, which
+/// reads `ports=8080&ports=8080,8080` as three ports (apimachinery
+/// `Convert_Slice_string_To_Slice_int32`) and proxies the `v4.channel.k8s.io` upgrade to its
+/// kubelet (kube-sim) with `port=8080,8080,8080`: three channel pairs to the pod's echo server.
+/// The bytes sent on channels 2 and 4 come back, and the recording holds all three connections
+/// with exactly those bytes (today's main records connection 0 only).
+#[test]
+fn legacy_websocket_port_forward_with_repeated_and_listed_ports_through_a_real_kube_apiserver_records_every_connection()
+ {
+    let stack = Stack::start();
+    let outcome = stack.env.rt.block_on(attack::run(
+        stack.env.gateway_addr,
+        &stack.env.ca_pem,
+        "/clusters/sim/api/v1/namespaces/default/pods/demo/portforward?ports=8080&ports=8080,8080",
+        "alice-token",
+        3,
+        &[],
+    ));
+    let attack::Outcome::Ran { forwards, cut } = outcome else {
+        panic!(
+            "refused: {outcome:?}\n--- kube-apiserver ---\n{}",
+            stack.cluster.apiserver_log_tail()
+        );
+    };
+    assert!(!cut, "the session was cut: {forwards:?}");
+    for (index, forward) in forwards.iter().enumerate() {
+        assert_eq!(forward.port, Some(8080), "pair {index}");
+        assert!(
+            forward.received == forward.sent,
+            "pair {index}: the echo differs"
+        );
+    }
+    let recordings = stack.sealed_recordings(1);
+    check_identity(&recordings[0], SessionKind::PortForward, "demo");
+    attack::assert_recorded(&recordings[0], &forwards, 8080);
 }

@@ -1,6 +1,7 @@
 //! Interactive streams through the gateway to kube-sim, recorded: `kubectl exec -it` driven
 //! through a pseudo-terminal (typing, a resize, Ctrl-D) over WebSocket and SPDY, its recording
-//! rendered by the real asciinema CLI; `kubectl attach`; kube-rs exec and port-forward.
+//! rendered by the real asciinema CLI, also from a 0x0 pseudo-terminal; `kubectl attach`;
+//! kube-rs exec and port-forward.
 
 #![allow(
     clippy::unwrap_used,
@@ -210,6 +211,127 @@ fn kubectl_1_32_spdy_interactive_exec_is_recorded() {
 fn kubectl_1_28_spdy_interactive_exec_is_recorded() {
     let env = recording_env();
     interactive_exec(&env.kubectl("1.28"), &env);
+}
+
+/// `kubectl exec -it demo -- sh` from a pseudo-terminal of 0x0 (CI jobs, `script`): kubectl
+/// sends a resize to 0x0, which is not a size. The recording holds no size of 0 columns or rows
+/// anywhere (header, `r` lines), names the request in a marker, plays in custody's player at the
+/// header's 80x24 with the output on screen, and converts with the real asciinema 3, both the
+/// file itself and its `cast` export.
+fn exec_from_a_0x0_terminal(k: &Kubectl, env: &Env) {
+    let (mut pty, pts) = pty_process::blocking::open().unwrap();
+    pty.resize(pty_process::Size::new(0, 0)).unwrap();
+    let cmd = k.command(["--context", "alice", "exec", "-it", "demo", "--", "sh"]);
+    let mut pcmd = pty_process::blocking::Command::new(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            pcmd = pcmd.env(key, value);
+        }
+    }
+    let mut child = pcmd.env("TERM", "xterm").spawn(pts).unwrap();
+    let read_side =
+        std::fs::File::from(std::os::fd::AsFd::as_fd(&pty).try_clone_to_owned().unwrap());
+    let screen = Collected::spawn(read_side);
+    pty.write_all(b"echo ready-$((1+1))\r").unwrap();
+    if let Err(e) = screen.wait_for("ready-2", TIMEOUT) {
+        let _ = child.kill();
+        panic!("{e}");
+    }
+    pty.write_all(&[0x04]).unwrap();
+    let code = wait_exit(
+        &mut child,
+        "kubectl exec -it from a 0x0 terminal after Ctrl-D",
+    );
+    assert_eq!(code, Some(0), "screen:\n{}", screen.text());
+
+    // The output line (the prompt may come before it, depending on timing), not the typed one.
+    let output_line = |l: &str| l.trim_end().ends_with("ready-2") && !l.contains("echo");
+
+    let (path, recording) = recording_of(env, 1, SessionKind::Exec);
+    assert!(recording.meta.tty, "the session was recorded without a tty");
+    let resizes: Vec<&EventKind> = recording
+        .events
+        .iter()
+        .map(|e| &e.kind)
+        .filter(|k| matches!(k, EventKind::Resize { .. }))
+        .collect();
+    assert!(
+        resizes
+            .iter()
+            .all(|k| matches!(k, EventKind::Resize { cols, rows } if *cols > 0 && *rows > 0)),
+        "a size of 0 was recorded: {resizes:?}"
+    );
+    assert!(
+        recording.events.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::Marker(text)
+                if text.starts_with(custody::stream::decode::RESIZE_IGNORED_PREFIX)
+                    && text.contains(r#"{"Width":0,"Height":0}"#)
+        )),
+        "the 0x0 request is not in the recording: {:?}",
+        recording.events
+    );
+
+    // The file itself, decompressed: asciicast v3 whose sizes are all real.
+    let raw = recording_support::decompress(&path);
+    let text = String::from_utf8(raw.clone()).unwrap();
+    let mut lines = text.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert!(header["term"]["cols"].as_u64().unwrap() > 0, "{header}");
+    assert!(header["term"]["rows"].as_u64().unwrap() > 0, "{header}");
+    for line in lines {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        if line[1] == "r" {
+            let size = line[2].as_str().unwrap();
+            let (cols, rows) = size.split_once('x').unwrap();
+            let (cols, rows): (u16, u16) = (cols.parse().unwrap(), rows.parse().unwrap());
+            assert!(cols > 0 && rows > 0, "resize line {line}");
+        }
+    }
+
+    // custody's player: the header's size, the output on screen.
+    let session = custody_replay::Session::from_recording(
+        &recording,
+        custody_replay::KeyOrigin::NamedInFile,
+        None,
+    )
+    .unwrap();
+    let mut player =
+        custody_replay::Player::new(session, &custody_replay::PlayOptions::default()).unwrap();
+    let end = player.end_us();
+    player.seek_to(end).unwrap();
+    let (cols, rows) = player.screen().size();
+    assert!(cols > 0 && rows > 0, "the player's screen is {cols}x{rows}");
+    assert!(
+        player.screen().lines().iter().any(|l| output_line(l)),
+        "the player shows: {:?}",
+        player.screen().lines()
+    );
+
+    // The real asciinema 3 converts the file and its `cast` export.
+    let cast = env.dir().join("zero.cast");
+    std::fs::write(&cast, &raw).unwrap();
+    let shown = recording_support::asciinema_screen(&cast);
+    assert!(shown.lines().any(output_line), "asciinema text:\n{shown}");
+    let export = env.dir().join("zero-export.cast");
+    std::fs::write(&export, custody_recorder::export::cast(&recording).unwrap()).unwrap();
+    let shown = recording_support::asciinema_screen(&export);
+    assert!(
+        shown.lines().any(output_line),
+        "asciinema text of the export:\n{shown}"
+    );
+}
+
+#[test]
+fn kubectl_1_32_websocket_exec_from_a_0x0_terminal_records_no_0x0_size() {
+    let env = recording_env();
+    exec_from_a_0x0_terminal(&env.kubectl("1.32"), &env);
+}
+
+#[test]
+fn kubectl_1_28_spdy_exec_from_a_0x0_terminal_records_no_0x0_size() {
+    let env = recording_env();
+    exec_from_a_0x0_terminal(&env.kubectl("1.28"), &env);
 }
 
 /// `kubectl attach -i` to a pod made through the gateway whose main process echoes its stdin.

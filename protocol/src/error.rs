@@ -74,6 +74,15 @@ pub enum Error {
     /// A SPDY header name was empty.
     #[error("empty SPDY header name")]
     HeaderNameEmpty,
+    /// A SPDY header block named more headers than allowed (a cost bomb: custody's bound, see
+    /// [`crate::spdy::MAX_HEADERS`]).
+    #[error("SPDY header block names {count} headers, more than the limit of {max}")]
+    TooManyHeaders {
+        /// The count the block announced.
+        count: u32,
+        /// The limit.
+        max: usize,
+    },
     /// A SPDY header name appeared twice in one block (spdystream's `DuplicateHeaders`).
     #[error("duplicate SPDY header {0:?}")]
     DuplicateHeader(String),
@@ -103,6 +112,30 @@ pub enum Error {
     /// A port number was not an integer in 1..=65535.
     #[error("invalid port {0:?}: must be an integer in 1-65535")]
     InvalidPort(String),
+    /// A port-forward named more ports than its channels can address.
+    #[error("{count} ports requested; a port-forward carries at most {max}")]
+    TooManyPorts {
+        /// The number of ports requested.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A query had more parameters than Go's `url.ParseQuery` reads (it then reads none).
+    #[error("the query has {count} parameters, more than the {max} the API server reads")]
+    TooManyQueryParameters {
+        /// The number of `&`-separated parameters.
+        count: usize,
+        /// Go's limit.
+        max: usize,
+    },
+    /// A legacy WebSocket port-forward message used a channel beyond the pairs of its ports.
+    #[error("port-forward channel {channel} is beyond the {ports} ports requested")]
+    UnknownPortChannel {
+        /// The channel id.
+        channel: u8,
+        /// The number of ports requested.
+        ports: usize,
+    },
     /// A required stream header was absent.
     #[error("missing stream header {0:?}")]
     MissingHeader(&'static str),

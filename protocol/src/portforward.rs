@@ -52,6 +52,108 @@ pub fn parse_port(value: &str) -> Result<u16> {
     }
 }
 
+/// The most ports one legacy WebSocket port-forward may name. The kubelet numbers the channels of
+/// the i-th port `2i` and `2i+1` with a byte (`wsstream.Conn.initialize`: `byte(i)`), so the
+/// channels of a 129th port would wrap onto the first port's and could not be told apart.
+pub const MAX_LEGACY_PORTS: usize = 128;
+
+/// Go's bound on the parameters of one query (`net/url` `defaultMaxParams`): beyond it
+/// `url.ParseQuery` returns no value at all.
+pub const MAX_QUERY_PARAMS: usize = 10_000;
+
+/// The ports of a port-forward request as the API server and the kubelet read its `ports`
+/// query parameter, or an error for a query they would refuse or that custody cannot read with
+/// certainty. Empty when the query names no `ports` (SPDY clients name none: their ports are in
+/// stream headers).
+///
+/// The API server parses the query with Go's `url.ParseQuery` (`net/url` `parseQuery`: pairs
+/// split on `&`, a pair containing `;` or a bad `%` escape dropped, `+` a space, every value of a
+/// repeated key kept in order), converts every `ports` value with
+/// `metav1.Convert_Slice_string_To_Slice_int32` (apimachinery `pkg/apis/meta/v1/conversion.go`:
+/// each value split on `,`, each part `strconv.ParseUint(part, 10, 16)`), and passes the list to
+/// the kubelet joined with `,` as `port` (kubernetes `pkg/registry/core/pod/strategy.go`
+/// `streamParams`). The kubelet splits it again, refuses a port below 1, and opens one channel
+/// pair per listed port, in order, duplicates included (cri-streaming
+/// `pkg/streaming/portforward/websocket.go` `NewV4Options`, `handleWebSocketStreams`).
+///
+/// Refused here: a query with more than [`MAX_QUERY_PARAMS`] parameters (Go then reads none),
+/// an invalid port, and more than [`MAX_LEGACY_PORTS`] ports.
+pub fn query_ports(raw_query: &str) -> Result<Vec<u16>> {
+    let params = raw_query.matches('&').count() + 1;
+    if params > MAX_QUERY_PARAMS {
+        return Err(Error::TooManyQueryParameters {
+            count: params,
+            max: MAX_QUERY_PARAMS,
+        });
+    }
+    let values = go_query_values(raw_query, b"ports");
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values: Vec<String> = values
+        .into_iter()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .collect();
+    let ports = parse_ports(values.iter().map(String::as_str))?;
+    if ports.len() > MAX_LEGACY_PORTS {
+        return Err(Error::TooManyPorts {
+            count: ports.len(),
+            max: MAX_LEGACY_PORTS,
+        });
+    }
+    Ok(ports)
+}
+
+/// Every value of `key` in `raw_query`, in order, read as Go's `url.ParseQuery` reads them
+/// (`net/url` `parseQuery` and `unescape` in `encodeQueryComponent` mode). Values are bytes:
+/// Go does not check UTF-8.
+fn go_query_values(raw_query: &str, key: &[u8]) -> Vec<Vec<u8>> {
+    let mut values = Vec::new();
+    for pair in raw_query.split('&') {
+        if pair.contains(';') || pair.is_empty() {
+            continue;
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (Some(k), Some(v)) = (go_query_unescape(k), go_query_unescape(v)) else {
+            continue;
+        };
+        if k == key {
+            values.push(v);
+        }
+    }
+    values
+}
+
+/// Go's `url.QueryUnescape`: `%XX` (either case) is a byte, `+` a space; a `%` not followed by
+/// two hex digits makes the whole component invalid (`None`).
+fn go_query_unescape(component: &str) -> Option<Vec<u8>> {
+    let bytes = component.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Parses the legacy `port` query values: each may be a comma list; at least one port overall.
 pub fn parse_ports<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<u16>> {
     let mut ports = Vec::new();
@@ -191,6 +293,66 @@ mod tests {
         assert_eq!(parse_ports(["80,8080", "443"]).unwrap(), [80, 8080, 443]);
         assert!(parse_ports(["80,"]).is_err());
         assert!(parse_ports([]).is_err());
+    }
+
+    #[test]
+    fn reads_ports_like_the_api_server_and_the_kubelet() {
+        // Repeated values and comma lists, duplicates kept, in order.
+        assert_eq!(
+            query_ports("ports=8080&ports=8080,8080").unwrap(),
+            [8080, 8080, 8080]
+        );
+        assert_eq!(
+            query_ports("ports=80%2C443&x=1&ports=0053").unwrap(),
+            [80, 443, 53]
+        );
+        // Keys are unescaped too; `+` is a space (not a digit).
+        assert_eq!(query_ports("%70orts=9090").unwrap(), [9090]);
+        assert!(query_ports("ports=+80").is_err());
+        // No `ports`: SPDY and the tunnel name ports per stream.
+        assert_eq!(query_ports("").unwrap(), Vec::<u16>::new());
+        assert_eq!(query_ports("port=80").unwrap(), Vec::<u16>::new());
+        // Pairs Go drops: a `;` anywhere in the pair, a bad escape in key or value.
+        assert_eq!(
+            query_ports("ports=1;x=2&ports=9090&ports=80%zz&%zzports=7").unwrap(),
+            [9090]
+        );
+        assert_eq!(query_ports("ports=1;&a=b").unwrap(), Vec::<u16>::new());
+        // Values the API server or the kubelet refuse.
+        for bad in [
+            "ports=",
+            "ports=80,",
+            "ports=,80",
+            "ports=0",
+            "ports=65536",
+            "ports=80&ports=x",
+            "ports=%FF",
+        ] {
+            assert!(query_ports(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_more_ports_than_channels_and_queries_go_would_not_read() {
+        let at_cap = vec!["1"; MAX_LEGACY_PORTS].join(",");
+        assert_eq!(
+            query_ports(&format!("ports={at_cap}")).unwrap().len(),
+            MAX_LEGACY_PORTS
+        );
+        assert!(matches!(
+            query_ports(&format!("ports={at_cap}&ports=2")),
+            Err(Error::TooManyPorts { count: 129, .. })
+        ));
+        let many = vec!["a=1"; MAX_QUERY_PARAMS].join("&");
+        assert!(query_ports(&format!("ports=80&{many}")).is_err());
+        assert_eq!(
+            query_ports(&format!(
+                "ports=80&{}",
+                vec!["a=1"; MAX_QUERY_PARAMS - 1].join("&")
+            ))
+            .unwrap(),
+            [80]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use frame::{
     RST_INVALID_STREAM, RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, RST_STREAM_ALREADY_CLOSED,
     RST_STREAM_IN_USE, RST_UNSUPPORTED_VERSION, Setting, VERSION,
 };
-pub use header_block::HeaderBlock;
+pub use header_block::{HeaderBlock, MAX_HEADERS};
 
 use crate::{Error, Result};
 

@@ -9,7 +9,8 @@
 //!   `command` and `title`, without custody's `custody` key; then only standard events, with
 //!   intervals. Output and stderr are both `o` lines with the text a terminal shows (invalid
 //!   UTF-8 as U+FFFD, a character split across chunks joined, binary chunks left out); input is
-//!   `i`, resizes `r`, markers `m`, an exit with a code `x`. An exit without a code and
+//!   `i`, resizes `r` (a size of 0 columns or rows, which older recordings may hold, a marker),
+//!   markers `m`, an exit with a code `x`. An exit without a code and
 //!   port-forward connections opening and closing become markers (`m`); port-forward payload
 //!   and custody's extension lines (`e`, `b`, `X`, `a`, `q`, `c`, `C`, `d`) are dropped.
 //! - **cast-v2** (asciicast v2): a header with `width`, `height`, `timestamp`, `title` (and
@@ -279,6 +280,13 @@ fn for_each_standard(
                     line(t, code, &text)?;
                 }
             }
+            // asciinema 3 panics on a 0-column or 0-row size; such a request (in files
+            // recorded before the gateway turned it into a marker) stays a marker.
+            EventKind::Resize { cols, rows } if *cols == 0 || *rows == 0 => line(
+                t,
+                "m",
+                &format!("resize ignored: {cols}x{rows} is not a size"),
+            )?,
             EventKind::Resize { cols, rows } => line(t, "r", &format!("{cols}x{rows}"))?,
             EventKind::Marker(label) => line(t, "m", label)?,
             EventKind::Exit {

@@ -51,9 +51,11 @@ impl TerminalState {
     pub fn apply(&mut self, event: &Event) {
         match &event.kind {
             EventKind::Output(bytes) | EventKind::Stderr(bytes) => self.feed(bytes),
-            EventKind::Resize { cols, rows } => {
-                self.term
-                    .resize(usize::from((*cols).max(1)), usize::from((*rows).max(1)));
+            // A size of 0 columns or rows is not a size (a 0x0 pseudo-terminal's request, in
+            // files recorded before the gateway turned such requests into markers): the
+            // terminal keeps its size.
+            EventKind::Resize { cols, rows } if *cols > 0 && *rows > 0 => {
+                self.term.resize(usize::from(*cols), usize::from(*rows));
             }
             _ => {}
         }
@@ -132,11 +134,9 @@ impl TranscriptState {
                     lines.extend(term.feed_with(text, &mut *observer));
                 });
             }
-            EventKind::Resize { cols, rows } => lines.extend(term.resize_with(
-                usize::from((*cols).max(1)),
-                usize::from((*rows).max(1)),
-                &mut *observer,
-            )),
+            // As in `TerminalState::apply`: a 0-column or 0-row resize leaves the size alone.
+            EventKind::Resize { cols, rows } if *cols > 0 && *rows > 0 => lines
+                .extend(term.resize_with(usize::from(*cols), usize::from(*rows), &mut *observer)),
             _ => {}
         }
     }

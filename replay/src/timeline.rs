@@ -137,6 +137,9 @@ impl Timeline {
         if self.events.is_empty()
             && self.meta.term_size.is_none()
             && let EventKind::Resize { cols, rows } = event.kind
+            // 0 columns or rows is not a size (older recordings of a 0x0 pseudo-terminal).
+            && cols > 0
+            && rows > 0
         {
             self.size = (cols, rows);
         }

@@ -263,3 +263,40 @@ fn a_live_session_follows_its_new_events_unverified() {
     assert!(!player.session().live);
     assert_eq!(player.message(), Some("the session ended"));
 }
+
+/// A recording made before the gateway turned 0x0 resizes into markers, with no size in its
+/// header and a 0x0 resize as its first event (kubectl `exec -it` from a 0x0 pseudo-terminal):
+/// the player keeps 80x24 and shows the output, instead of an empty screen.
+#[test]
+fn a_first_resize_of_0x0_does_not_empty_the_screen() {
+    let mut meta = meta(true);
+    meta.term_size = None;
+    let mut timeline = Timeline::new(meta, Vec::new());
+    timeline.push_verified(Event {
+        time_us: 0,
+        kind: EventKind::Resize { cols: 0, rows: 0 },
+    });
+    timeline.push_verified(out(1_000, "hello\r\n"));
+    timeline.push_verified(Event {
+        time_us: 2_000,
+        kind: EventKind::Resize { cols: 0, rows: 9 },
+    });
+    timeline.push_verified(out(3_000, "world"));
+    assert_eq!(timeline.size(), (80, 24));
+    let session = Session {
+        timeline,
+        status: SessionStatus::Complete,
+        integrity: Integrity::Intact,
+        key: KeyOrigin::NamedInFile,
+        live: false,
+    };
+    let mut player = Player::new(session, &PlayOptions::default()).unwrap();
+    player.seek_to(3_000).unwrap();
+    assert_eq!(player.screen().size(), (80, 24));
+    let lines = player.screen().lines();
+    assert_eq!(
+        (lines[0].trim_end(), lines[1].trim_end()),
+        ("hello", "world"),
+        "{lines:?}"
+    );
+}

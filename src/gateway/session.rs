@@ -201,6 +201,20 @@ impl Recordings {
             StreamSubresource::Attach => SessionKind::Attach,
             StreamSubresource::PortForward => SessionKind::PortForward,
         };
+        // The channel pairs a legacy WebSocket port-forward will carry: one per listed port, as
+        // the kubelet opens them. Read before any upstream contact; a query the API server would
+        // refuse, or custody cannot read with certainty, never reaches it.
+        let ports = if kind == SessionKind::PortForward {
+            match custody_protocol::portforward::query_ports(request.query.unwrap_or_default()) {
+                Ok(ports) => ports,
+                Err(e) => {
+                    let msg = format!("custody: the port-forward cannot be read: {e}");
+                    return refuse(ex, StatusCode::BAD_REQUEST, &msg, metrics, audit);
+                }
+            }
+        } else {
+            Vec::new()
+        };
         let meta = self.meta(&ex, &request, kind);
         let summary = LiveSession::from_meta(&meta);
         let mut writer = self.config.writer.clone();
@@ -244,10 +258,7 @@ impl Recordings {
             UpgradeProtocol::Spdy => Transport::Spdy,
         };
         let decoder_config = DecoderConfig {
-            ports: query_values(request.query, "ports")
-                .iter()
-                .filter_map(|p| p.parse().ok())
-                .collect(),
+            ports,
             ..DecoderConfig::default()
         };
         let decoder = match SessionDecoder::new(kind, transport, &up.subprotocol, &decoder_config) {

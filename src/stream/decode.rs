@@ -274,6 +274,32 @@ fn event(time_us: u64, kind: EventKind) -> Event {
     Event { time_us, kind }
 }
 
+/// The event of one resize request. A size of 0 columns or 0 rows is not a size (kubectl sends
+/// one from a 0x0 pseudo-terminal, as in CI jobs or under `script`): recorded as a `Resize`, it
+/// would give players an empty screen and make asciinema 3 panic converting the file. It is
+/// recorded as a `Marker` naming the request instead, so the recording keeps its last size (the
+/// header's when there was none) and every reader, old ones included, reads the file.
+fn resize_event(size: custody_protocol::TerminalSize) -> EventKind {
+    if size.width == 0 || size.height == 0 {
+        let request = String::from_utf8_lossy(&size.to_json_line())
+            .trim_end()
+            .to_owned();
+        EventKind::Marker(format!(
+            "{RESIZE_IGNORED_PREFIX}{}x{} is not a size; the terminal keeps its last size \
+             (request {request})",
+            size.width, size.height
+        ))
+    } else {
+        EventKind::Resize {
+            cols: size.width,
+            rows: size.height,
+        }
+    }
+}
+
+/// How the marker of an ignored resize request starts.
+pub const RESIZE_IGNORED_PREFIX: &str = "resize ignored: ";
+
 /// Wraps a codec error with the direction it came from.
 fn codec(direction: Direction) -> impl Fn(custody_protocol::Error) -> Error {
     move |source| Error::StreamDecode { direction, source }

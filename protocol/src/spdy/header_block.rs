@@ -2,10 +2,22 @@
 //!
 //! Names are lowercase on the wire and unique within a block; several values of one name are
 //! joined with NUL (k8s-protocols §2.3, spdystream `parseHeaderValueBlock`).
+//!
+//! A block names at most [`MAX_HEADERS`] headers: Kubernetes streams carry three or four, and
+//! the bound (checked before any pair is read) keeps one frame from costing more than a few
+//! hundred string comparisons. Duplicates are found with a set, never by rescanning the pairs.
+
+use std::collections::HashSet;
 
 use bytes::Buf;
 
 use crate::{Error, Result};
+
+/// The most headers one block may name. exec, attach and port-forward streams use at most four
+/// (`streamtype`, `port`, `requestid`, ...) and Kubernetes servers send empty replies; spdystream
+/// itself has no bound, so this is custody's, generous for any client and small enough that a
+/// hostile block is refused on its count alone.
+pub const MAX_HEADERS: usize = 100;
 
 /// The name/value pairs of one header block, in wire order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,14 +31,21 @@ impl HeaderBlock {
         Self::default()
     }
 
-    /// Parses a decompressed block, refusing uppercase, empty and duplicate names and any byte
-    /// after the last pair.
+    /// Parses a decompressed block, refusing more than [`MAX_HEADERS`] names, uppercase, empty
+    /// and duplicate names, and any byte after the last pair.
     pub fn parse(raw: &[u8]) -> Result<Self> {
         let mut rest = raw;
         let count = read_u32(&mut rest)?;
+        if u64::from(count) > MAX_HEADERS as u64 {
+            return Err(Error::TooManyHeaders {
+                count,
+                max: MAX_HEADERS,
+            });
+        }
         // Every pair takes at least 8 bytes, which bounds the allocation by the input size.
         let mut pairs: Vec<(String, Vec<String>)> =
             Vec::with_capacity((count as usize).min(rest.len() / 8));
+        let mut seen: HashSet<String> = HashSet::with_capacity(pairs.capacity());
         for _ in 0..count {
             let name = read_string(&mut rest)?;
             if name.is_empty() {
@@ -35,7 +54,7 @@ impl HeaderBlock {
             if name.bytes().any(|b| b.is_ascii_uppercase()) {
                 return Err(Error::HeaderNameNotLowercase(name));
             }
-            if pairs.iter().any(|(existing, _)| *existing == name) {
+            if !seen.insert(name.clone()) {
                 return Err(Error::DuplicateHeader(name));
             }
             let value = read_string(&mut rest)?;
@@ -208,11 +227,70 @@ mod tests {
         ));
     }
 
+    /// A block of `count` distinct headers `h0`, `h1`, ... with empty values.
+    fn block_of(count: usize) -> Vec<u8> {
+        let mut raw = u32::try_from(count).unwrap().to_be_bytes().to_vec();
+        for i in 0..count {
+            put_string(&mut raw, format!("h{i}").as_bytes()).unwrap();
+            put_string(&mut raw, b"").unwrap();
+        }
+        raw
+    }
+
+    #[test]
+    fn a_block_of_100000_headers_is_refused_at_once() {
+        let raw = block_of(100_000);
+        let start = std::time::Instant::now();
+        let refused = HeaderBlock::parse(&raw);
+        let took = start.elapsed();
+        assert!(
+            matches!(
+                refused,
+                Err(Error::TooManyHeaders {
+                    count: 100_000,
+                    max: MAX_HEADERS
+                })
+            ),
+            "{refused:?}"
+        );
+        // Refused on the count, before a pair is read (a quadratic duplicate check takes
+        // seconds on such a block).
+        assert!(took < std::time::Duration::from_millis(50), "{took:?}");
+        assert_eq!(
+            Error::TooManyHeaders {
+                count: 100_000,
+                max: MAX_HEADERS
+            }
+            .to_string(),
+            "SPDY header block names 100000 headers, more than the limit of 100"
+        );
+    }
+
+    #[test]
+    fn a_block_at_the_cap_is_accepted_and_one_more_is_refused() {
+        let block = HeaderBlock::parse(&block_of(MAX_HEADERS)).unwrap();
+        assert_eq!(block.len(), MAX_HEADERS);
+        assert_eq!(block.get("h99"), Some(""));
+        assert!(matches!(
+            HeaderBlock::parse(&block_of(MAX_HEADERS + 1)),
+            Err(Error::TooManyHeaders { .. })
+        ));
+        // A duplicate at the end of a full block is still found.
+        let mut raw = block_of(MAX_HEADERS - 1);
+        raw[..4].copy_from_slice(&u32::try_from(MAX_HEADERS).unwrap().to_be_bytes());
+        put_string(&mut raw, b"h0").unwrap();
+        put_string(&mut raw, b"x").unwrap();
+        assert!(matches!(
+            HeaderBlock::parse(&raw),
+            Err(Error::DuplicateHeader(name)) if name == "h0"
+        ));
+    }
+
     #[test]
     fn huge_count_does_not_allocate() {
         assert!(matches!(
             HeaderBlock::parse(b"\xff\xff\xff\xff"),
-            Err(Error::HeaderBlockTruncated)
+            Err(Error::TooManyHeaders { .. })
         ));
     }
 }

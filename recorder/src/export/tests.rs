@@ -215,3 +215,43 @@ fn formats_parse_by_name() {
     assert_eq!(seconds(1_000_001), "1.000001");
     assert_eq!(seconds(0), "0.0");
 }
+
+/// A recording made before the gateway turned 0-column or 0-row resizes into markers: the
+/// exports never hold such a size (asciinema 3 panics on one) and the transcript keeps the
+/// last real size.
+#[test]
+fn a_recorded_resize_of_0_columns_or_rows_is_exported_as_a_marker() {
+    let old = recording(
+        true,
+        vec![
+            (0, EventKind::Resize { cols: 0, rows: 0 }),
+            (100_000, EventKind::Output(b"before\r\n".to_vec())),
+            (200_000, EventKind::Resize { cols: 0, rows: 7 }),
+            (300_000, EventKind::Output(b"after".to_vec())),
+        ],
+    );
+    for out in [cast(&old).unwrap(), cast_v2(&old).unwrap()] {
+        let out = text(&out);
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .skip(1)
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert!(lines.iter().all(|line| line[1] != "r"), "{out}");
+        let markers: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|line| line[1] == "m")
+            .map(|line| &line[2])
+            .collect();
+        assert_eq!(
+            markers,
+            [
+                "resize ignored: 0x0 is not a size",
+                "resize ignored: 0x7 is not a size"
+            ],
+            "{out}"
+        );
+    }
+    // The 20x3 screen of the header stays: both lines are on it.
+    assert_eq!(text(&txt(&old).unwrap()), "before\nafter\n");
+}

@@ -159,3 +159,22 @@ fn invalid_utf8_shows_replacement_characters() {
     state.feed(b"a\xffb");
     assert_eq!(state.lines()[0].trim_end(), "a\u{fffd}b");
 }
+
+/// A 0-column or 0-row resize (older recordings of a 0x0 pseudo-terminal) leaves the size
+/// alone instead of shrinking the screen to one cell.
+#[test]
+fn a_resize_of_0_columns_or_rows_keeps_the_size() {
+    let mut state = TerminalState::new(40, 10).unwrap();
+    for (cols, rows) in [(0, 0), (0, 5), (5, 0)] {
+        state.apply(&Event {
+            time_us: 0,
+            kind: EventKind::Resize { cols, rows },
+        });
+        assert_eq!(state.size(), (40, 10));
+    }
+    state.apply(&Event {
+        time_us: 0,
+        kind: EventKind::Resize { cols: 50, rows: 12 },
+    });
+    assert_eq!(state.size(), (50, 12));
+}

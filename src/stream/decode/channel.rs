@@ -2,7 +2,8 @@
 //! events.
 //!
 //! stdin (0) → `Input`, stdout (1) → `Output`, stderr (2) → `Stderr`, resize (4, a stream of
-//! JSON objects split anywhere) → `Resize`, and the error channel (3) concatenated until it
+//! JSON objects split anywhere) → `Resize` (a `Marker` for a size of 0 columns or rows, see
+//! `resize_event`), and the error channel (3) concatenated until it
 //! ends (a v5 CLOSE of channel 3, the server's close frame, or the end of the session) →
 //! `Exit`. Pings and pongs are ignored. Channels a side never reads (the server writing on
 //! stdin, unknown ids) are dropped by the receiver and recorded as nothing.
@@ -19,7 +20,7 @@ use custody_recorder::model::{Event, EventKind};
 
 use super::exit::ErrorStream;
 use super::farewell::{Farewell, ServerProgress};
-use super::{Direction, Limits, codec, event};
+use super::{Direction, Limits, codec, event, resize_event};
 use crate::Result;
 
 /// Decodes a WebSocket exec or attach session.
@@ -178,15 +179,11 @@ impl ChannelDecoder {
             (Direction::ClientToServer, channel::STDIN) => EventKind::Input(data.to_vec()),
             (Direction::ClientToServer, channel::RESIZE) => {
                 let sizes = self.resize.decode(data).map_err(codec(direction))?;
-                events.extend(sizes.into_iter().map(|size| {
-                    event(
-                        time_us,
-                        EventKind::Resize {
-                            cols: size.width,
-                            rows: size.height,
-                        },
-                    )
-                }));
+                events.extend(
+                    sizes
+                        .into_iter()
+                        .map(|size| event(time_us, resize_event(size))),
+                );
                 return Ok(());
             }
             (Direction::ServerToClient, channel::STDOUT) => EventKind::Output(data.to_vec()),

@@ -3,9 +3,11 @@
 //! data both ways and `2i+1` the kubelet's errors. The server starts both channels with the port
 //! as 2 little-endian bytes, checked and not recorded as payload.
 //!
-//! One connection per port, numbered by the port's index: opened by the first message on one of
-//! its channels, closed by the server's close frame or the end of the session. Error text is
-//! recorded as a `Marker` per message.
+//! One connection per requested port, numbered by the port's index in the query (a port listed
+//! twice is two connections): opened by the first message on one of its channels, closed by the
+//! server's close frame or the end of the session. Error text is recorded as a `Marker` per
+//! message. A message on a channel beyond the requested ports' pairs is an error: the session
+//! ends rather than relay bytes the recording cannot place.
 
 use custody_protocol::ChannelProtocol;
 use custody_protocol::channel::ChannelMessage;
@@ -110,9 +112,15 @@ impl LegacyPortForwardDecoder {
             PortChannel::Data { port_index } => (port_index, false),
             PortChannel::Error { port_index } => (port_index, true),
         };
-        // Channels beyond the requested ports are dropped by the kubelet.
+        // The kubelet drops a message on a channel beyond its pairs (`wsstream.Conn.handle`),
+        // but custody cannot know which pairs the kubelet opened if its reading of `ports`
+        // differed from custody's: such a message ends the session instead of passing
+        // unrecorded.
+        let ports = self.ports.len();
         let Some(port) = self.ports.get_mut(index) else {
-            return Ok(());
+            return Err(codec(direction)(
+                custody_protocol::Error::UnknownPortChannel { channel, ports },
+            ));
         };
         if port.closed {
             return Ok(());

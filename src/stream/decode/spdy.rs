@@ -15,7 +15,7 @@ use custody_recorder::model::{Event, EventKind};
 
 use super::exit::ErrorStream;
 use super::farewell::{Farewell, ServerProgress};
-use super::{Direction, Limits, codec, event};
+use super::{Direction, Limits, codec, event, resize_event};
 use crate::{Error, Result};
 
 /// Decodes a SPDY exec or attach session.
@@ -209,15 +209,11 @@ impl SpdyExecDecoder {
             (Direction::ClientToServer, StreamType::Stdin) => Some(EventKind::Input(data.to_vec())),
             (Direction::ClientToServer, StreamType::Resize) => {
                 let sizes = self.resize.decode(data).map_err(codec(direction))?;
-                events.extend(sizes.into_iter().map(|size| {
-                    event(
-                        time_us,
-                        EventKind::Resize {
-                            cols: size.width,
-                            rows: size.height,
-                        },
-                    )
-                }));
+                events.extend(
+                    sizes
+                        .into_iter()
+                        .map(|size| event(time_us, resize_event(size))),
+                );
                 None
             }
             (Direction::ServerToClient, StreamType::Stdout) => {

@@ -295,3 +295,39 @@ fn undecodable_streams_are_errors() {
         Error::ErrorStreamTooLarge { limit: 65_536 }
     ));
 }
+
+/// kubectl `exec -it` from a 0x0 pseudo-terminal (CI, `script`) sends `{"Width":0,"Height":0}`:
+/// not a size, so no `Resize` (a player would draw an empty screen, asciinema 3 would panic);
+/// a marker naming the request instead. Sizes with one zero side are not sizes either.
+#[test]
+fn a_resize_of_0_columns_or_rows_is_a_marker_not_a_size() {
+    let v5 = ChannelProtocol::V5;
+    let script: Script = vec![(
+        C2S,
+        client_frame(message(
+            v5,
+            RESIZE,
+            b"{\"Width\":0,\"Height\":0}\n{\"Width\":120,\"Height\":0}\n{\"Width\":0,\"Height\":40}\n\
+              {\"Width\":100,\"Height\":30}\n",
+        )),
+    )];
+    let events = decode_every_way(|| decoder(v5), &script);
+    let marker = |w, h| {
+        EventKind::Marker(format!(
+            "resize ignored: {w}x{h} is not a size; the terminal keeps its last size (request \
+             {{\"Width\":{w},\"Height\":{h}}})"
+        ))
+    };
+    assert_eq!(
+        events,
+        [
+            marker(0, 0),
+            marker(120, 0),
+            marker(0, 40),
+            EventKind::Resize {
+                cols: 100,
+                rows: 30
+            },
+        ]
+    );
+}

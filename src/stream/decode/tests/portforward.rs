@@ -266,7 +266,6 @@ fn legacy_websocket_every_chunking() {
             (C2S, client_frame(m(2, b"tls"))),
             (S2C, server_frame(&m(3, b"connection refused"))),
             (S2C, server_frame(&m(0, RESPONSE_B))),
-            (S2C, server_frame(&m(9, b"dropped"))),
             (S2C, server_frame(&Frame::close(CLOSE_NORMAL, ""))),
             (S2C, server_frame(&m(0, b"after close"))),
         ];
@@ -292,6 +291,80 @@ fn legacy_websocket_every_chunking() {
                 closed(1, b"tls", b""),
             ],
             "{protocol:?}"
+        );
+    }
+}
+
+/// `?ports=8080&ports=8080,8080`: three pairs for one port listed three times, each its own
+/// recorded connection (the kubelet dials the port once per listed entry).
+#[test]
+fn legacy_duplicate_ports_are_each_a_recorded_connection() {
+    let m = |channel, data: &[u8]| legacy_message(ChannelProtocol::V4, channel, data);
+    let prefix = 8080u16.to_le_bytes();
+    let mut script: Script = Vec::new();
+    for channel in 0..6 {
+        script.push((S2C, server_frame(&m(channel, &prefix))));
+    }
+    script.extend([
+        (C2S, client_frame(m(0, b"zero"))),
+        (C2S, client_frame(m(2, b"two"))),
+        (C2S, client_frame(m(4, b"four"))),
+        (S2C, server_frame(&m(4, b"FOUR"))),
+        (S2C, server_frame(&m(2, b"TWO"))),
+        (S2C, server_frame(&Frame::close(CLOSE_NORMAL, ""))),
+    ]);
+    let events = decode_every_way(
+        || {
+            decoder(
+                Transport::WebSocket,
+                "v4.channel.k8s.io",
+                false,
+                &[8080, 8080, 8080],
+            )
+        },
+        &script,
+    );
+    let opened = |connection| EventKind::ConnectionOpened {
+        connection,
+        port: 8080,
+    };
+    assert_eq!(
+        events,
+        [
+            opened(0),
+            opened(1),
+            opened(2),
+            closed(0, b"zero", b""),
+            closed(1, b"two", b"TWO"),
+            closed(2, b"four", b"FOUR"),
+        ]
+    );
+}
+
+/// The kubelet drops a message on a channel it has no pair for; custody cannot place it in the
+/// recording, so the session ends, whichever side sends it.
+#[test]
+fn legacy_channel_beyond_the_ports_is_refused() {
+    let v4 = ChannelProtocol::V4;
+    let base64 = ChannelProtocol::V4Base64;
+    for (protocol, direction, frame) in [
+        (v4, C2S, client_frame(legacy_message(v4, 2, b"x"))),
+        (v4, S2C, server_frame(&legacy_message(v4, 3, b"x"))),
+        // A character below '0' wraps to a channel id far beyond the pairs.
+        (base64, C2S, client_frame(legacy_message(base64, 255, b"x"))),
+    ] {
+        let protocol = protocol.name();
+        let mut decoder = decoder(Transport::WebSocket, protocol, false, &[80]);
+        let result = feed_all(&mut decoder, &[(direction, &frame[..])]);
+        assert!(
+            matches!(
+                result,
+                Err(Error::StreamDecode {
+                    source: custody_protocol::Error::UnknownPortChannel { ports: 1, .. },
+                    ..
+                })
+            ),
+            "{result:?}"
         );
     }
 }

@@ -140,6 +140,23 @@ fn streams_are_mapped_by_type_not_id_and_tty_resizes_decode() {
     );
 }
 
+/// A 0x0 pseudo-terminal's resize over SPDY is a marker, as over WebSocket.
+#[test]
+fn a_spdy_resize_of_0x0_is_a_marker_not_a_size() {
+    let mut spdy = Spdy::new();
+    let script: Script = vec![
+        (C2S, spdy.syn_stream(1, &[("streamtype", "resize")])),
+        (S2C, spdy.syn_reply(1)),
+        (C2S, data(1, b"{\"Width\":0,\"Height\":0}\n", false)),
+    ];
+    let events = decode_every_way(|| decoder("v4.channel.k8s.io"), &script);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        matches!(&events[0], EventKind::Marker(text) if text.starts_with("resize ignored: 0x0 ")),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn a_status_still_buffered_at_the_end_is_recorded() {
     let mut spdy = Spdy::new();
@@ -263,4 +280,35 @@ fn frames_the_recorder_cannot_account_for_are_errors() {
     });
     let err = feed_all(&mut decoder("v4.channel.k8s.io"), &[(C2S, &garbage[..])]);
     assert!(matches!(err, Err(Error::StreamDecode { .. })));
+}
+
+/// A `SYN_STREAM` whose header block names more headers than the cap ends the session with
+/// the codec's reason; one at the cap is decoded.
+#[test]
+fn a_header_block_over_the_cap_ends_the_session() {
+    let names: Vec<String> = (0..custody_protocol::spdy::MAX_HEADERS)
+        .map(|i| format!("x-{i}"))
+        .collect();
+    let mut headers: Vec<(&str, &str)> = vec![("streamtype", "stdout")];
+    headers.extend(names.iter().skip(1).map(|n| (n.as_str(), "")));
+    let mut spdy = Spdy::new();
+    let at_cap = spdy.syn_stream(1, &headers);
+    let mut exec = decoder("v4.channel.k8s.io");
+    assert!(feed_all(&mut exec, &[(C2S, &at_cap[..])]).is_ok());
+
+    headers.push(("x-one-more", ""));
+    let mut spdy = Spdy::new();
+    let over = spdy.syn_stream(1, &headers);
+    let mut exec = decoder("v4.channel.k8s.io");
+    let refused = feed_all(&mut exec, &[(C2S, &over[..])]);
+    assert!(
+        matches!(
+            &refused,
+            Err(Error::StreamDecode {
+                direction: Direction::ClientToServer,
+                source: custody_protocol::Error::TooManyHeaders { count: 101, .. },
+            })
+        ),
+        "{refused:?}"
+    );
 }
