@@ -408,9 +408,10 @@ fn raw(
         };
         let resp = resp.unwrap();
         let status = resp.status().as_u16();
+        use std::fmt::Write as _;
         let mut head = format!("HTTP {status}\n");
         for (k, v) in resp.headers() {
-            head.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+            let _ = writeln!(head, "{k}: {}", String::from_utf8_lossy(v.as_bytes()));
         }
         let mut body = resp.into_body();
         let mut bytes = Vec::new();

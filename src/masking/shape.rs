@@ -35,13 +35,23 @@ enum Capture {
     Kind,
 }
 
+/// Where the reader is with respect to JSON strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Text {
+    /// Outside any string.
+    Outside,
+    /// Inside a string.
+    Inside,
+    /// Right after a backslash inside a string.
+    Escaped,
+}
+
 /// The streaming reader of a buffered answer's top level.
 #[derive(Debug)]
 pub(super) struct Shape {
     place: Place,
     depth: usize,
-    in_string: bool,
-    escaped: bool,
+    text: Text,
     /// At depth 1: whether the next string is a key.
     expect_key: bool,
     last_key_is_kind: bool,
@@ -53,8 +63,7 @@ impl Shape {
         Self {
             place: Place::Before,
             depth: 0,
-            in_string: false,
-            escaped: false,
+            text: Text::Outside,
             expect_key: false,
             last_key_is_kind: false,
             capture: None,
@@ -90,13 +99,13 @@ impl Shape {
     }
 
     fn inside(&mut self, b: u8) -> Result<(), MaskError> {
-        if self.in_string {
-            if self.escaped {
-                self.escaped = false;
+        if self.text != Text::Outside {
+            if self.text == Text::Escaped {
+                self.text = Text::Inside;
             } else if b == b'\\' {
-                self.escaped = true;
+                self.text = Text::Escaped;
             } else if b == b'"' {
-                self.in_string = false;
+                self.text = Text::Outside;
                 return self.end_string();
             }
             if let Some((_, bytes)) = &mut self.capture {
@@ -106,7 +115,7 @@ impl Shape {
         }
         match b {
             b'"' => {
-                self.in_string = true;
+                self.text = Text::Inside;
                 if self.depth == 1 {
                     if self.expect_key {
                         self.capture = Some((Capture::Key, Vec::new()));
