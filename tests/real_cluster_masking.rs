@@ -21,6 +21,7 @@
 #[path = "gateway_support/env.rs"]
 mod env;
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -408,7 +409,6 @@ fn raw(
         };
         let resp = resp.unwrap();
         let status = resp.status().as_u16();
-        use std::fmt::Write as _;
         let mut head = format!("HTTP {status}\n");
         for (k, v) in resp.headers() {
             let _ = writeln!(head, "{k}: {}", String::from_utf8_lossy(v.as_bytes()));
