@@ -374,7 +374,8 @@ impl Gateway {
             .filter(|a| !a.show_secrets)
             .and_then(|_| crate::masking::plan(&ex.event.request, false, &mut headers));
         let body = if mask.is_some() && is_write(&ex.event.request.verb) {
-            let content_type = parts.headers.get(http::header::CONTENT_TYPE);
+            // What the API server will read: the forwarded headers.
+            let content_type = headers.get(http::header::CONTENT_TYPE);
             match guard_secret_write(&ex.event.request.verb, content_type, body).await {
                 Ok(body) => body,
                 Err((code, msg)) => return self.refuse(ex, code, &msg, &msg).await,
