@@ -592,6 +592,7 @@ fn json_patch_copy_does_not_reveal_a_masked_secret() {
         }
         let out = run(&k, &args, None);
         let text = seen.output("kubectl patch --type=json copy", &out);
+        assert_no_canary_in("kubectl patch --type=json copy", text.as_bytes(), &c.all());
         assert!(!out.status.success(), "{text}");
         assert!(
             text.contains("Error from server (Forbidden)")
@@ -625,6 +626,7 @@ fn json_patch_copy_does_not_reveal_a_masked_secret() {
             None,
         );
         let text = seen.output(patch, &out);
+        assert_no_canary_in(patch, text.as_bytes(), &c.all());
         assert!(!out.status.success(), "{patch}: {text}");
         assert!(text.contains("(Forbidden)"), "{patch}: {text}");
     }
