@@ -64,13 +64,13 @@ pub enum WriteRefused {
     },
     /// A JSON Patch custody cannot read.
     #[error(
-        "custody cannot read this JSON Patch ({0}) and refuses on Secrets what it cannot \
-         check; send a JSON array of add, replace and remove operations"
+        "this JSON Patch cannot be read ({0}), and on Secrets what cannot be checked is \
+         refused; send a JSON array of add, replace and remove operations"
     )]
     PatchUnreadable(String),
     /// A patch of a type custody does not know (kube-apiserver would refuse it too).
     #[error(
-        "custody does not pass a patch of this Content-Type on Secrets; use one of \
+        "a patch of this Content-Type is not passed on Secrets; use one of \
          application/json-patch+json, application/merge-patch+json, \
          application/strategic-merge-patch+json or application/apply-patch+yaml"
     )]
