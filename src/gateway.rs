@@ -388,9 +388,11 @@ impl Gateway {
             .filter(|a| !a.show_secrets)
             .and_then(|_| crate::masking::plan(&ex.event.request, false, &mut headers));
         let body = if mask.is_some() && is_write(&ex.event.request.verb) {
-            match guard_secret_write(body).await {
+            // What the API server will read: the forwarded headers.
+            let content_type = headers.get(http::header::CONTENT_TYPE);
+            match guard_secret_write(&ex.event.request.verb, content_type, body).await {
                 Ok(body) => body,
-                Err(msg) => return self.refuse(ex, StatusCode::BAD_REQUEST, &msg, &msg).await,
+                Err((code, msg)) => return self.refuse(ex, code, &msg, &msg).await,
             }
         } else {
             proxy::boxed(body)
@@ -675,8 +677,13 @@ fn is_write(verb: &str) -> bool {
 const MAX_SECRET_WRITE: usize = 3 * 1024 * 1024;
 
 /// Reads a masked person's Secret write and refuses one that would store custody's placeholder
-/// (a `kubectl edit` of a masked Secret would replace every value with it).
-async fn guard_secret_write<B>(body: B) -> std::result::Result<Body, String>
+/// (a `kubectl edit` of a masked Secret would replace every value with it) or that could read
+/// stored values back (a JSON Patch `copy`, `move` or `test`): [`crate::masking::check_write`].
+async fn guard_secret_write<B>(
+    verb: &str,
+    content_type: Option<&http::HeaderValue>,
+    body: B,
+) -> std::result::Result<Body, (StatusCode, String)>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -686,18 +693,14 @@ where
         .collect()
         .await
         .map_err(|_| {
-            "custody: the Secret in the request is too large or could not be read".to_owned()
+            (
+                StatusCode::BAD_REQUEST,
+                "custody: the Secret in the request is too large or could not be read".to_owned(),
+            )
         })?
         .to_bytes();
-    if crate::masking::writes_placeholder(&bytes) {
-        return Err(format!(
-            "custody: this would write custody's placeholder {:?} into the Secret, replacing \
-             its values; you see masked values, so set new values explicitly (kubectl create \
-             secret ... --dry-run=client -o yaml | kubectl apply -f -) or ask someone who may \
-             see them",
-            crate::masking::PLACEHOLDER
-        ));
-    }
+    crate::masking::check_write(verb, content_type.map(http::HeaderValue::as_bytes), &bytes)
+        .map_err(|refused| (refused.status(), format!("custody: {refused}")))?;
     Ok(proxy::full(bytes))
 }
 

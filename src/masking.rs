@@ -12,19 +12,35 @@
 //! objects, lists, Tables (the row objects, both `Object` and `Metadata`) and the answers to
 //! writes and deletes are buffered (bounded) and masked; watches are masked event by event.
 //!
-//! The security invariant: no byte of an answer reaches the client unless it was parsed and
-//! masked, or parsed and found to be a `Status`. Anything custody cannot parse (protobuf, CBOR,
-//! a content encoding such as gzip, malformed or oversized JSON) is refused with a 502 `Status`
-//! (or, inside a watch already started, ends the stream with an `ERROR` event), never forwarded.
+//! The security invariant: no byte of an answer reaches the client unless it was parsed, found
+//! to be a shape custody knows, and masked (or found to be a `Status`). The shapes are the ones
+//! kube-apiserver answers for Secrets: `Secret`, `SecretList`, `Table` with the Secret
+//! printer's columns, `PartialObjectMetadata(List)`, `Status`, and watch events of these
+//! (`value`). Anything else is refused with a 502 `Status` (or, inside a watch already
+//! started, ends the stream with an `ERROR` event), never forwarded: protobuf, CBOR, a content
+//! encoding such as gzip, malformed or oversized JSON, an unknown kind, and a watch stream
+//! where one answer was expected (a request the API server reads as a watch but custody did
+//! not, refused as soon as its first event starts, `shape`).
 //!
-//! [`writes_placeholder`] guards the other direction: a write that would store the placeholder
-//! into a Secret (what `kubectl edit` or `get -o yaml | replace` by a masked person would send)
-//! is refused, so masking can never destroy the real values.
+//! Writes ([`check_write`]) are guarded in the other direction. A write that would store the
+//! placeholder into a Secret (what `kubectl edit` or `get -o yaml | replace` by a masked person
+//! would send) is refused, so masking can never destroy the real values. A JSON Patch may hold
+//! only `add`, `remove` and `replace`: `copy` and `move` would put a stored value into another
+//! field (an annotation, a label, `type`, the name), shown unmasked in the answer or quoted by
+//! a validation error, and `test` answers whether a guessed value is right. Merge, strategic
+//! merge and apply patches only carry values the client sends, so what they change comes back
+//! masked, and their errors quote only the client's own values. `managedFields` names fields,
+//! never their values.
 //!
-//! Not covered here, because they do not carry Secret objects through the `secrets` resource:
-//! secret values that reach people by other ways (a pod's mounted files through `exec`, env
-//! values a workload prints in its logs, custom resources or `ConfigMaps` that hold secrets, and
-//! aggregated API servers that serve copies of them).
+//! Not covered, because these values do not travel as Secret objects through the `secrets`
+//! resource: a pod that prints or serves its mounted Secret or its environment (`exec`,
+//! `attach`, `logs`, `port-forward`; the recorder's redaction is best effort), events or
+//! `ConfigMaps` (or any other resource, custom resources included) that hold a copy, a
+//! `ServiceAccount` token obtained with `TokenRequest` (`serviceaccounts/token`), aggregated
+//! API servers serving copies, messages an admission webhook or a `ValidatingAdmissionPolicy`
+//! writes from a Secret's values, and what the person already knows (the values they write).
+//! Masking hides values from people whose role says so; anyone with RBAC on workloads in the
+//! namespace can still mount the Secret in a pod of their own.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -40,8 +56,12 @@ use crate::classify::RequestInfo;
 use crate::gateway::status::status_response;
 use crate::proxy::{self, Body, BoxError};
 
+mod shape;
 mod value;
 mod watch;
+mod write;
+
+pub use write::{WriteRefused, check_write};
 
 #[cfg(test)]
 mod tests;
@@ -91,6 +111,10 @@ pub enum MaskError {
     /// A watch stream that is not a sequence of watch events as JSON objects.
     #[error("custody cannot mask secrets in a watch stream that is not a sequence of JSON events")]
     Framing,
+    /// JSON of a shape custody does not know holds no unmasked value (a watch event where one
+    /// answer was expected, an unknown kind, a Table with unknown columns).
+    #[error("custody cannot mask secrets in an answer it does not recognise: {0}")]
+    Shape(&'static str),
     /// Reading the upstream body failed.
     #[error("the API server's response failed before custody could mask it: {0}")]
     Upstream(String),
@@ -197,7 +221,9 @@ fn check_head(headers: &HeaderMap) -> Result<(), MaskError> {
     Ok(())
 }
 
-/// Masks a whole buffered answer. `None`: pass the bytes unchanged (a `Status`, or nothing).
+/// Masks a whole buffered answer. `None`: pass the bytes unchanged (a `Status`, or nothing: a
+/// `HEAD`, or an empty answer holds no value). Every other answer must be a shape
+/// [`value::mask_document`] knows, or it is refused.
 fn mask_bytes(body: &[u8]) -> Result<Option<Vec<u8>>, MaskError> {
     if body.starts_with(b"k8s\0") {
         return Err(MaskError::Protobuf);
@@ -206,23 +232,34 @@ fn mask_bytes(body: &[u8]) -> Result<Option<Vec<u8>>, MaskError> {
         return Ok(None);
     }
     let mut doc: Value = serde_json::from_slice(body)?;
+    value::mask_document(&mut doc)?;
     if doc.get("kind").and_then(Value::as_str) == Some("Status") {
         return Ok(None);
     }
-    value::mask_document(&mut doc);
     Ok(Some(serde_json::to_vec(&doc)?))
 }
 
-/// Reads a whole body, at most `limit` bytes.
+/// Reads a whole body, at most `limit` bytes, refusing it as soon as its first bytes show a
+/// shape custody will not pass (a watch stream, say, which would otherwise be held until the
+/// API server ends it).
 async fn collect(mut body: Body, limit: usize) -> Result<Bytes, MaskError> {
     let mut buf = Vec::new();
+    let mut shape = shape::Shape::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| MaskError::Upstream(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
                 return Err(MaskError::TooLarge { limit });
             }
+            let early = shape.push(&data);
             buf.extend_from_slice(&data);
+            if let Err(err) = early {
+                return Err(if buf.starts_with(b"k8s") {
+                    MaskError::Protobuf
+                } else {
+                    err
+                });
+            }
         }
     }
     Ok(Bytes::from(buf))

@@ -265,6 +265,53 @@ fn secret_values_are_masked_everywhere_for_alice_and_leak_nowhere() {
         serde_json::from_str(&get(&env, "bob", &["secret", "app-token", "-o", "json"])).unwrap();
     assert_eq!(still["data"]["password"], b64(CHANGED).as_str());
 
+    // A JSON Patch that reads stored values (copy, move, test) is refused before it reaches
+    // the cluster, with what to do instead; add, replace and remove with alice's own values pass.
+    for patch in [
+        r#"[{"op":"add","path":"/metadata/annotations/a","value":"b"},{"op":"copy","from":"/data/password","path":"/metadata/annotations/leak"}]"#,
+        r#"[{"op":"move","from":"/data/password","path":"/metadata/labels/leak"}]"#,
+        r#"[{"op":"test","path":"/data/password","value":"eA=="}]"#,
+    ] {
+        let out = env
+            .kubectl("1.32")
+            .run([
+                "--context",
+                "alice",
+                "patch",
+                "secret",
+                "db-credentials",
+                "--type=json",
+                "--dry-run=server",
+                "-p",
+                patch,
+            ])
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{patch}");
+        assert!(
+            stderr.contains("Error from server (Forbidden)") && stderr.contains("--type=merge"),
+            "{stderr}"
+        );
+    }
+    let replaced_type = env
+        .kubectl("1.32")
+        .run([
+            "--context",
+            "alice",
+            "patch",
+            "secret",
+            "db-credentials",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/type","value":"Opaque"}]"#,
+            "-o",
+            "json",
+        ])
+        .unwrap();
+    let replaced_type: serde_json::Value = serde_json::from_str(&ok(&replaced_type)).unwrap();
+    assert_eq!(replaced_type["type"], "Opaque");
+    assert_eq!(replaced_type["data"]["password"], masked.as_str());
+
     // Nothing custody wrote holds a value, plain or base64: recordings, audit, index, logs.
     let mut needles: Vec<String> = Vec::new();
     for value in [SEEDED, APPLIED, CHANGED, CREATED] {

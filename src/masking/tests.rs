@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use custody_fixtures::kube_sim::store::{Store, resource_kind};
 use custody_fixtures::kube_sim::table::{IncludeObject, table};
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
@@ -469,11 +470,11 @@ async fn refuses_gzip() {
             assert_refused(resp, "gzip").await;
         }
     }
-    // Gzip that does not say so is not JSON.
+    // Gzip that does not say so is not JSON: refused at its first byte.
     let resp = ok_json(gzipped);
     assert_refused(
         mask_complete(masked_plan("get"), resp).await,
-        "not valid JSON",
+        "not a JSON object",
     )
     .await;
 }
@@ -723,4 +724,372 @@ fn refuses_writes_of_the_placeholder() {
     assert!(!writes_placeholder(secret_bytes().as_slice()));
     assert!(!writes_placeholder(br#"{"metadata":{"labels":{"a":"b"}}}"#));
     assert!(!writes_placeholder(b""));
+}
+
+/// A Secret as kube-apiserver writes it in a watch event.
+fn apiserver_event(kind: &str) -> Vec<u8> {
+    format!("{{\"type\":\"{kind}\",\"object\":{}}}\n", secret()).into_bytes()
+}
+
+#[tokio::test]
+async fn refuses_a_watch_where_one_answer_was_expected() {
+    // `?watch=f` (and `?watch=`, a bare `?watch`) is a watch to the API server; classified as a
+    // list, its answer used to pass unmasked when it held one event.
+    let one = apiserver_event("ADDED");
+    let mut two = one.clone();
+    two.extend(apiserver_event("MODIFIED"));
+    // kube-sim's order of keys: the object first.
+    let sorted = format!("{{\"object\":{},\"type\":\"ADDED\"}}", secret()).into_bytes();
+    let bookmark = br#"{"type":"BOOKMARK","object":{"kind":"Secret","apiVersion":"v1","metadata":{"resourceVersion":"9"}}}"#.to_vec();
+    for verb in [
+        "get",
+        "list",
+        "create",
+        "patch",
+        "delete",
+        "deletecollection",
+    ] {
+        for body in [&one, &two, &sorted, &bookmark] {
+            let resp = ok_json(body.clone());
+            assert_refused(
+                mask_complete(masked_plan(verb), resp).await,
+                "does not recognise",
+            )
+            .await;
+            let resp = ok_json(body.clone());
+            let streamed = mask_response(masked_plan(verb), resp).into_body();
+            assert!(streamed.collect().await.is_err(), "{verb}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn refuses_a_watch_at_its_first_event_without_waiting_for_its_end() {
+    // The API server keeps a watch open for minutes: the refusal must not wait for its end.
+    let first = apiserver_event("ADDED");
+    // `{"type":"ADDED","object"`: decided once the key `object` is complete (byte 24).
+    for cut in [1, 10, 14, 23, 24, first.len()] {
+        let frames = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from(
+            first[..cut].to_vec(),
+        )))])
+        .chain(futures_util::stream::pending());
+        let mut resp = Response::new(proxy::boxed(http_body_util::StreamBody::new(frames)));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut()
+            .insert("audit-id", HeaderValue::from_static("req-1"));
+        let wait = if cut >= 24 { 5000 } else { 300 };
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_millis(wait),
+            mask_complete(masked_plan("list"), resp),
+        )
+        .await;
+        if cut >= 24 {
+            assert_refused(answered.unwrap(), "watch event").await;
+        } else {
+            assert!(answered.is_err(), "nothing decides it after {cut} bytes");
+        }
+    }
+    // A second document after the first, however the first looked.
+    let status = br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success"}"#;
+    let frames = futures_util::stream::iter([
+        Ok::<_, BoxError>(Frame::data(Bytes::from_static(status))),
+        Ok(Frame::data(Bytes::from_static(b"\n{"))),
+    ])
+    .chain(futures_util::stream::pending());
+    let mut resp = Response::new(proxy::boxed(http_body_util::StreamBody::new(frames)));
+    resp.headers_mut()
+        .insert("audit-id", HeaderValue::from_static("req-1"));
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        mask_complete(masked_plan("get"), resp),
+    )
+    .await
+    .unwrap();
+    assert_refused(answered, "more than one JSON document").await;
+}
+
+#[tokio::test]
+async fn refuses_shapes_it_does_not_know() {
+    let secret = secret();
+    let t = table(
+        "secrets",
+        std::slice::from_ref(&secret),
+        IncludeObject::Object,
+        true,
+        &json!({}),
+        Utc::now(),
+    );
+    let mut extra_column = t.clone();
+    extra_column["columnDefinitions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "Password", "type": "string"}));
+    let mut other_row_kind = t.clone();
+    other_row_kind["rows"][0]["object"]["kind"] = json!("ConfigMap");
+    let mut object_cell = t.clone();
+    object_cell["rows"][0]["cells"][1] = json!({"password": SECRET_TEXT});
+    let mut more_cells = t.clone();
+    more_cells["rows"][0]["cells"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(SECRET_TEXT));
+    let mut other_version = t.clone();
+    other_version["apiVersion"] = json!("example.com/v1");
+    let mut no_kind = secret.clone();
+    no_kind.as_object_mut().unwrap().remove("kind");
+    let mut other_item =
+        json!({"kind": "SecretList", "apiVersion": "v1", "items": [secret.clone()]});
+    other_item["items"][0]["kind"] = json!("ConfigMap");
+    let cases = [
+        (json!([secret.clone()]), "not a JSON object"),
+        (json!(null), "not a JSON object"),
+        (json!(SECRET_TEXT), "not a JSON object"),
+        (
+            json!({"kind": "List", "apiVersion": "v1", "items": [secret.clone()]}),
+            "kind custody does not know",
+        ),
+        (
+            json!({"kind": "ConfigMap", "data": {"password": SECRET_TEXT}}),
+            "kind custody does not know",
+        ),
+        (no_kind, "without a kind"),
+        (
+            json!({"kind": "SecretList", "items": {"a": secret.clone()}}),
+            "not an array",
+        ),
+        (
+            json!({"kind": "SecretList", "items": [SECRET_TEXT]}),
+            "not an object",
+        ),
+        (other_item, "another kind"),
+        (extra_column, "columns other than"),
+        (other_row_kind, "another kind"),
+        (object_cell, "cells other than"),
+        (more_cells, "cells other than"),
+        (other_version, "API version"),
+    ];
+    for (body, says) in cases {
+        let resp = ok_json(body.to_string().into_bytes());
+        assert_refused(mask_complete(masked_plan("get"), resp).await, says).await;
+    }
+    // Escapes spell the same names: decoded before they are compared.
+    let escaped =
+        secret
+            .to_string()
+            .replacen("\"kind\":\"Secret\"", r#""\u006bind":"Secr\u0065t""#, 1);
+    assert!(escaped.contains("u006bind"));
+    let masked = masked_json("get", ok_json(escaped.into_bytes())).await;
+    assert_eq!(masked["data"]["password"], MASKED_B64);
+    let escaped = String::from_utf8(apiserver_event("ADDED"))
+        .unwrap()
+        .replacen("\"object\"", r#""\u006fbject""#, 1);
+    let resp = ok_json(escaped.into_bytes());
+    assert_refused(mask_complete(masked_plan("get"), resp).await, "watch event").await;
+    // An empty answer (a HEAD) holds nothing.
+    let (status, _, bytes) =
+        read(mask_complete(masked_plan("get"), ok_json(Vec::new())).await).await;
+    assert_eq!((status, bytes.len()), (StatusCode::OK, 0));
+}
+
+#[tokio::test]
+async fn watch_refuses_events_it_does_not_know() {
+    let secret = secret();
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 410});
+    let bad = [
+        json!({"type": "SOMETHING", "object": secret}),
+        json!({"type": "ADDED", "object": secret, "extra": secret}),
+        json!({"type": "ADDED", "object": status}),
+        json!({"type": "ERROR", "object": secret}),
+        json!({"type": "ADDED", "object": {"kind": "SecretList", "items": [secret]}}),
+        json!({"type": "ADDED", "object": {"kind": "ConfigMap", "data": {"p": SECRET_TEXT}}}),
+        json!({"type": "ADDED", "object": [secret]}),
+        json!({"type": "ADDED"}),
+        json!({"object": secret}),
+    ];
+    for event in bad {
+        let mut stream = apiserver_event("ADDED");
+        stream.extend(format!("{event}\n").into_bytes());
+        stream.extend(apiserver_event("MODIFIED"));
+        let (events, _) = watch_error(vec![stream], masked_plan("watch")).await;
+        assert_eq!(events.len(), 2, "{event}");
+        assert_eq!(events[0]["object"]["data"]["password"], MASKED_B64);
+        assert_eq!(events[1]["type"], "ERROR", "{event}");
+        assert!(
+            events[1]["object"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not recognise"),
+            "{event}: {}",
+            events[1]
+        );
+    }
+    // Known events of every type pass, masked: a bookmark, PartialObjectMetadata, a Table.
+    let partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": secret["metadata"]});
+    let bookmark = json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"resourceVersion": "9", "annotations": {"k8s.io/initial-events-end": "true"}}});
+    let mut stream = event("BOOKMARK", &bookmark);
+    stream.extend(event("ADDED", &partial));
+    stream.extend(event("DELETED", &secret));
+    let bytes = masked_watch(vec![stream]).await;
+    assert_no_value(&bytes);
+    let events: Vec<Value> = serde_json::Deserializer::from_slice(&bytes)
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["type"], "BOOKMARK");
+    assert!(
+        events[1]["object"]["metadata"]["annotations"][LAST_APPLIED]
+            .as_str()
+            .unwrap()
+            .contains(PLACEHOLDER)
+    );
+}
+
+fn json_patch(ops: &Value) -> Vec<u8> {
+    ops.to_string().into_bytes()
+}
+
+#[test]
+fn json_patch_may_only_write_values_the_client_sends() {
+    const JSON_PATCH: &[u8] = b"application/json-patch+json";
+    let check = |ops: &Value| check_write("patch", Some(JSON_PATCH), &json_patch(ops));
+    // add, remove, replace: the client's values.
+    check(&json!([
+        {"op": "add", "path": "/metadata/labels", "value": {"a": "b"}},
+        {"op": "replace", "path": "/data/password", "value": "bmV3"},
+        {"op": "remove", "path": "/data/old"}
+    ]))
+    .unwrap();
+    check(&json!([])).unwrap();
+    // copy, move and test read stored values: refused, whatever the paths.
+    for (op, extra) in [
+        (
+            "copy",
+            json!({"from": "/data/password", "path": "/metadata/annotations/leak"}),
+        ),
+        ("copy", json!({"from": "/data/password", "path": "/type"})),
+        (
+            "move",
+            json!({"from": "/data/password", "path": "/metadata/labels/leak"}),
+        ),
+        (
+            "move",
+            json!({"from": "/metadata/labels/a", "path": "/metadata/labels/b"}),
+        ),
+        (
+            "test",
+            json!({"path": "/data/password", "value": "Z3Vlc3M="}),
+        ),
+    ] {
+        let mut operation = extra;
+        operation["op"] = json!(op);
+        let refused =
+            check(&json!([{"op": "add", "path": "/metadata/labels/x", "value": "y"}, operation]))
+                .unwrap_err();
+        assert_eq!(refused, WriteRefused::PatchOperation { op, index: 1 });
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(refused.to_string().contains("--type=merge"), "{refused}");
+    }
+    // Operations apimachinery does not know, or spells differently, are not guessed at.
+    for op in ["Copy", "COPY", "_get", ""] {
+        let refused = check(&json!([{"op": op, "path": "/x"}])).unwrap_err();
+        assert!(
+            matches!(refused, WriteRefused::PatchOperation { index: 0, .. }),
+            "{op}"
+        );
+    }
+    // A patch custody cannot read is refused: not JSON, not an array, no op, a repeated op
+    // (Go's map keeps the last one; custody does not guess).
+    for body in [
+        &b"[{\"op\":\"add\""[..],
+        b"{\"op\":\"copy\",\"from\":\"/data/password\",\"path\":\"/type\"}",
+        b"[{\"path\":\"/type\"}]",
+        b"[{\"op\":5}]",
+        b"[\"copy\"]",
+        b"[{\"op\":\"add\",\"op\":\"copy\",\"from\":\"/data/password\",\"path\":\"/type\"}]",
+        b"[{\"op\":\"add\",\"path\":\"/a\",\"path\":\"/b\",\"value\":1}]",
+        b"[{\"op\":\"add\",\"path\":\"/a\",\"value\":\"\xff\"}]",
+        b"",
+    ] {
+        let refused = check_write("patch", Some(JSON_PATCH), body).unwrap_err();
+        assert!(
+            matches!(refused, WriteRefused::PatchUnreadable(_)),
+            "{}: {refused:?}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    }
+    // `\u` escapes spell the same op.
+    let refused = check_write(
+        "patch",
+        Some(JSON_PATCH),
+        br#"[{"\u006fp":"c\u006fpy","from":"/data/password","path":"/type"}]"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        refused,
+        WriteRefused::PatchOperation {
+            op: "copy",
+            index: 0
+        }
+    );
+}
+
+#[test]
+fn patch_types_are_read_as_the_api_server_reads_them() {
+    let copy = json_patch(&json!([{"op": "copy", "from": "/data/password", "path": "/type"}]));
+    // The media type is cut at a `;` that is not the first byte, and compared exactly.
+    for ct in [
+        &b"application/json-patch+json"[..],
+        b"application/json-patch+json; charset=utf-8",
+        b"application/json-patch+json;",
+    ] {
+        assert!(matches!(
+            check_write("patch", Some(ct), &copy),
+            Err(WriteRefused::PatchOperation { .. })
+        ));
+    }
+    // The other patch types have no operation that reads a value.
+    let merge = br#"{"metadata":{"annotations":{"a":"b"}},"stringData":{"password":"new"}}"#;
+    for ct in [
+        &b"application/merge-patch+json"[..],
+        b"application/strategic-merge-patch+json",
+        b"application/apply-patch+yaml",
+        b"application/apply-patch+yaml; charset=utf-8",
+    ] {
+        check_write("patch", Some(ct), merge).unwrap();
+        check_write("patch", Some(ct), b"stringData:\n  password: new\n").unwrap();
+    }
+    // What kube-apiserver would refuse as an unsupported media type, custody refuses first.
+    for ct in [
+        None,
+        Some(&b"Application/JSON-Patch+JSON"[..]),
+        Some(b" application/json-patch+json"),
+        Some(b";application/json-patch+json"),
+        Some(b"application/json"),
+        Some(b"application/json-patch+json\xff"),
+    ] {
+        let refused = check_write("patch", ct, &copy).unwrap_err();
+        assert_eq!(refused, WriteRefused::PatchType);
+        assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+    // create and update bodies carry the client's values; only the placeholder is refused.
+    check_write("create", Some(b"application/json"), &secret_bytes()).unwrap();
+    check_write("update", None, &secret_bytes()).unwrap();
+    let masked = json!({"kind": "Secret", "data": {"password": MASKED_B64}}).to_string();
+    for verb in ["create", "update"] {
+        assert_eq!(
+            check_write(verb, None, masked.as_bytes()),
+            Err(WriteRefused::Placeholder)
+        );
+    }
+    assert_eq!(
+        check_write(
+            "patch",
+            Some(b"application/merge-patch+json"),
+            masked.as_bytes()
+        ),
+        Err(WriteRefused::Placeholder)
+    );
 }

@@ -1,47 +1,200 @@
-//! Masking of parsed API documents: a Secret, a list of them, a `Table` whose rows carry them
-//! (or their `PartialObjectMetadata`), left as they are when they are a `Status`.
+//! Masking of parsed API documents, by the shapes kube-apiserver really answers a request on
+//! `secrets` with, and a refusal of every other shape.
 //!
-//! The request already named the `secrets` resource, so anything that is not a list, a Table
-//! or a Status is treated as a Secret (items of a list carry no `kind` in kube-apiserver's
-//! JSON): failing towards masking is the safe direction.
+//! Known shapes (kube-apiserver v1.37, `k8s.io/apiserver/pkg/endpoints/handlers`): a `Secret`
+//! (get, create, update, patch, and delete when the registry returns the object), a
+//! `SecretList` (list, and deletecollection's answer), a `Table` (`as=Table`, its rows'
+//! `object` a `Secret`, a `PartialObjectMetadata` or nothing), a `PartialObjectMetadata` and
+//! its list (`as=PartialObjectMetadata[List]`), and a `Status` (every failure, and delete).
+//! Anything else (a watch event where a single answer was expected, a JSON array, a kind
+//! custody does not know) is refused: masking that guesses a shape is masking that can be
+//! bypassed by a shape it did not guess.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 
-use super::{LAST_APPLIED, MASKED_ANNOTATION, PLACEHOLDER};
+use super::{LAST_APPLIED, MASKED_ANNOTATION, MaskError, PLACEHOLDER};
 
-/// Masks one document in place, whatever its shape.
-pub(super) fn mask_document(doc: &mut Value) {
-    let Some(obj) = doc.as_object_mut() else {
-        return;
-    };
-    match obj.get("kind").and_then(Value::as_str) {
-        // A Status names an outcome, never a value (delete answers one when the object is
-        // already gone; failures are Statuses).
-        Some("Status") => {}
-        Some("Table") => {
-            // Cells of the secrets Table are name, type, number of keys and age: no values. The
-            // row's `object` is the Secret (includeObject=Object) or its PartialObjectMetadata
-            // (the default), whose annotations still carry last-applied-configuration.
-            if let Some(rows) = obj.get_mut("rows").and_then(Value::as_array_mut) {
-                for row in rows {
-                    if let Some(object) = row.get_mut("object") {
-                        mask_document(object);
-                    }
-                }
-            }
+/// The columns of kube-apiserver's Table for Secrets (`secretColumnDefinitions` in
+/// `k8s.io/kubernetes/pkg/printers/internalversion/printers.go`): the cells are the name, the
+/// type, the number of keys and the age, never a value. A Table with other columns is not one
+/// custody knows holds no value.
+const SECRET_COLUMNS: [&str; 4] = ["Name", "Type", "Data", "Age"];
+
+/// The kinds a top-level answer may have, for the streaming check of [`super::shape`].
+pub(super) const KNOWN_KINDS: [&str; 6] = [
+    "Secret",
+    "SecretList",
+    "Table",
+    "PartialObjectMetadata",
+    "PartialObjectMetadataList",
+    "Status",
+];
+
+fn kind(obj: &Map<String, Value>) -> Option<&str> {
+    obj.get("kind").and_then(Value::as_str)
+}
+
+/// Masks one document in place, or refuses a shape custody does not know.
+pub(super) fn mask_document(doc: &mut Value) -> Result<(), MaskError> {
+    let obj = doc
+        .as_object_mut()
+        .ok_or(MaskError::Shape("the answer is not a JSON object"))?;
+    match kind(obj) {
+        // A Status names an outcome (delete answers one, failures are Statuses).
+        Some("Status") => Ok(()),
+        Some("Secret" | "PartialObjectMetadata") => {
+            mask_secret(obj, true);
+            Ok(())
         }
-        _ if obj.get("items").is_some_and(Value::is_array) => {
-            // SecretList, List, PartialObjectMetadataList, and deletecollection's answer.
-            if let Some(items) = obj.get_mut("items").and_then(Value::as_array_mut) {
-                for item in items {
-                    mask_document(item);
-                }
-            }
-        }
-        _ => mask_secret(obj, true),
+        Some("SecretList") => mask_items(obj, "Secret"),
+        Some("PartialObjectMetadataList") => mask_items(obj, "PartialObjectMetadata"),
+        Some("Table") => mask_table(obj),
+        Some(_) => Err(MaskError::Shape(
+            "an object of a kind custody does not know",
+        )),
+        None if obj.contains_key("object") => Err(MaskError::Shape(
+            "a watch event where a single answer was expected (the API server read the request \
+             as a watch)",
+        )),
+        None => Err(MaskError::Shape("an object without a kind")),
     }
+}
+
+/// Masks one watch event's object: a `Secret`, its `PartialObjectMetadata` or a `Table` for
+/// `ADDED`, `MODIFIED`, `DELETED` and `BOOKMARK`, a `Status` for `ERROR`
+/// (`k8s.io/apimachinery/pkg/watch.EventType`). Anything else is refused.
+pub(super) fn mask_event(event: &mut Value) -> Result<(), MaskError> {
+    let obj = event
+        .as_object_mut()
+        .ok_or(MaskError::Shape("a watch event that is not a JSON object"))?;
+    if obj.len() != 2 {
+        return Err(MaskError::Shape(
+            "a watch event with other fields than type and object",
+        ));
+    }
+    let event_type = obj.get("type").and_then(Value::as_str).map(str::to_owned);
+    let object = obj
+        .get_mut("object")
+        .and_then(Value::as_object_mut)
+        .ok_or(MaskError::Shape("a watch event without an object"))?;
+    let allowed: &[&str] = match event_type.as_deref() {
+        Some("ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK") => {
+            &["Secret", "PartialObjectMetadata", "Table"]
+        }
+        Some("ERROR") => &["Status"],
+        _ => {
+            return Err(MaskError::Shape(
+                "a watch event of a type custody does not know",
+            ));
+        }
+    };
+    if !kind(object).is_some_and(|k| allowed.contains(&k)) {
+        return Err(MaskError::Shape(
+            "a watch event whose object is of a kind custody does not expect",
+        ));
+    }
+    match obj.get_mut("object") {
+        Some(object) => mask_document(object),
+        None => Err(MaskError::Shape("a watch event without an object")),
+    }
+}
+
+/// Masks the items of a list whose items are `item_kind` (kube-apiserver's items carry no
+/// kind; one that does must say `item_kind`).
+fn mask_items(obj: &mut Map<String, Value>, item_kind: &str) -> Result<(), MaskError> {
+    let items = match obj.get_mut("items") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(MaskError::Shape("a list whose items are not an array")),
+    };
+    for item in items {
+        let item = item
+            .as_object_mut()
+            .ok_or(MaskError::Shape("a list item that is not an object"))?;
+        if kind(item).is_some_and(|k| k != item_kind)
+            || item.get("kind").is_some_and(|k| !k.is_string())
+        {
+            return Err(MaskError::Shape("a list item of another kind"));
+        }
+        mask_secret(item, true);
+    }
+    Ok(())
+}
+
+/// Masks a Table's rows. Its cells are the Secret printer's (no values); each row's `object`
+/// is the Secret (`includeObject=Object`), its `PartialObjectMetadata` (the default, whose
+/// annotations still carry last-applied-configuration) or nothing (`None`). After the first
+/// event of a watch, kube-apiserver leaves the column definitions out (`NoHeaders`,
+/// `watchEmbeddedEncoder.doEncode` in `k8s.io/apiserver/pkg/endpoints/handlers/response.go`).
+fn mask_table(obj: &mut Map<String, Value>) -> Result<(), MaskError> {
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        Some("meta.k8s.io/v1" | "meta.k8s.io/v1beta1") => {}
+        _ => {
+            return Err(MaskError::Shape(
+                "a Table of an API version custody does not know",
+            ));
+        }
+    }
+    match obj.get("columnDefinitions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(columns)) => {
+            let known = columns.iter().all(|c| {
+                c.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| SECRET_COLUMNS.contains(&n))
+            });
+            if !known || columns.len() > SECRET_COLUMNS.len() {
+                return Err(MaskError::Shape(
+                    "a Table with columns other than the Secret printer's",
+                ));
+            }
+        }
+        Some(_) => return Err(MaskError::Shape("a Table whose columns are not an array")),
+    }
+    let rows = match obj.get_mut("rows") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(rows)) => rows,
+        Some(_) => return Err(MaskError::Shape("a Table whose rows are not an array")),
+    };
+    for row in rows {
+        let row = row
+            .as_object_mut()
+            .ok_or(MaskError::Shape("a Table row that is not an object"))?;
+        let cells_known = match row.get("cells") {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(cells)) => {
+                cells.len() <= SECRET_COLUMNS.len()
+                    && cells
+                        .iter()
+                        .all(|c| c.is_string() || c.is_number() || c.is_null())
+            }
+            Some(_) => false,
+        };
+        if !cells_known {
+            return Err(MaskError::Shape(
+                "a Table row with cells other than the Secret printer's",
+            ));
+        }
+        match row.get_mut("object") {
+            None | Some(Value::Null) => {}
+            Some(object) => {
+                let Some(inner) = object.as_object() else {
+                    return Err(MaskError::Shape(
+                        "a Table row whose object is not an object",
+                    ));
+                };
+                if !matches!(kind(inner), Some("Secret" | "PartialObjectMetadata")) {
+                    return Err(MaskError::Shape(
+                        "a Table row holding an object of another kind",
+                    ));
+                }
+                mask_document(object)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Masks a Secret's (or its metadata's) values; `mark` adds the `custody.dev/masked`

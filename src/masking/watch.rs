@@ -5,7 +5,8 @@
 //! top-level object ends by counting braces outside strings, so neither newlines nor chunk
 //! boundaries matter. Bytes are only ever forwarded after the event they belong to was parsed
 //! and masked: a partial event is never forwarded, and an event that cannot be masked ends the
-//! stream with an `ERROR` event naming the reason.
+//! stream with an `ERROR` event naming the reason. So does an event custody does not know:
+//! another event type, another kind of object, other fields than `type` and `object`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use hyper::body::Frame;
 use serde_json::{Value, json};
 
-use super::{MaskError, value::mask_document};
+use super::{MaskError, value};
 use crate::proxy::{self, Body, BoxError};
 
 /// Splits a byte stream into top-level JSON objects.
@@ -105,13 +106,11 @@ impl Splitter {
     }
 }
 
-/// Masks one watch event: its `object` is a Secret, a Table of them, or a Status (`ERROR`).
+/// Masks one watch event: its `object` is a Secret, its metadata or a Table of them, or a
+/// Status (`ERROR`); an event of any other shape is refused ([`value::mask_event`]).
 pub(super) fn mask_event(event: &[u8]) -> Result<Vec<u8>, MaskError> {
     let mut value: Value = serde_json::from_slice(event)?;
-    let Some(object) = value.get_mut("object") else {
-        return Err(MaskError::Framing);
-    };
-    mask_document(object);
+    value::mask_event(&mut value)?;
     let mut out = serde_json::to_vec(&value)?;
     out.push(b'\n');
     Ok(out)
