@@ -232,10 +232,16 @@ fn mask_bytes(body: &[u8]) -> Result<Option<Vec<u8>>, MaskError> {
         return Ok(None);
     }
     let mut doc: Value = serde_json::from_slice(body)?;
-    value::mask_document(&mut doc)?;
-    if doc.get("kind").and_then(Value::as_str) == Some("Status") {
-        return Ok(None);
+    if let Some(status) = doc
+        .as_object_mut()
+        .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Status"))
+    {
+        // A Status passes as it came unless a message had to be withheld.
+        return Ok(value::withhold_status_message(status)
+            .then(|| serde_json::to_vec(&doc))
+            .transpose()?);
     }
+    value::mask_document(&mut doc)?;
     Ok(Some(serde_json::to_vec(&doc)?))
 }
 

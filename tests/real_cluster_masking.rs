@@ -691,6 +691,69 @@ fn json_patch_copy_does_not_reveal_a_masked_secret() {
     assert_no_canary(&seen, &f.env.data_dir, &c.all());
 }
 
+/// kube-apiserver answers a JSON Patch whose result does not decode as a Secret (an unknown
+/// field under kubectl's `fieldValidation=Strict`, a value of the wrong type) with 422 and the
+/// whole patched object, every value included, in its message. Such patches use only `add`, so
+/// they pass the write check; the failure's message is what custody must withhold.
+#[test]
+fn a_failure_that_repeats_the_secret_does_not_reveal_it() {
+    let f = start();
+    let c = seed(&f);
+    let k = f.env.kubectl("1.32");
+    let mut seen = Seen::default();
+    for patch in [
+        r#"[{"op":"add","path":"/bogus","value":1}]"#,
+        r#"[{"op":"add","path":"/data/n","value":5}]"#,
+        r#"[{"op":"add","path":"/metadata/labels","value":{"a":{"b":1}}}]"#,
+    ] {
+        // kubectl patch asks for no strict field validation: the unknown field only warns.
+        let kubectl_fails = !patch.contains("/bogus");
+        for dry_run in [true, false].into_iter().filter(|_| kubectl_fails) {
+            let mut args = vec![
+                "--context",
+                "alice",
+                "patch",
+                "secret",
+                "db",
+                "--type=json",
+                "-p",
+                patch,
+            ];
+            if dry_run {
+                args.push("--dry-run=server");
+            }
+            let out = run(&k, &args, None);
+            let text = seen.output(patch, &out);
+            assert_no_canary_in(patch, text.as_bytes(), &c.all());
+            assert!(!out.status.success(), "{patch}: {text}");
+            assert!(text.contains("withheld"), "{patch}: {text}");
+        }
+        // The same over raw HTTPS, strict field validation as kubectl asks for it.
+        let r = raw(
+            &f.env,
+            "alice",
+            "PATCH",
+            &format!("{SECRETS}/db?dryRun=All&fieldValidation=Strict"),
+            &[("content-type", "application/json-patch+json")],
+            patch.as_bytes(),
+            Duration::from_secs(10),
+        );
+        seen.add(format!("raw PATCH {patch}"), &r.bytes);
+        assert_no_canary_in(patch, &r.bytes, &c.all());
+        assert!(r.status == 422 || r.status == 400, "{patch}: {}", r.text);
+        // (The answer's head, then its body.)
+        let body = &r.text[r.text.find('{').unwrap_or(0)..];
+        let status: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(status["kind"], "Status", "{}", r.text);
+        assert!(
+            status["message"].as_str().unwrap().contains("withheld"),
+            "{}",
+            r.text
+        );
+    }
+    assert_no_canary(&seen, &f.env.data_dir, &c.all());
+}
+
 /// `?watch=f`, `?watch=` and a bare `?watch` are watches to the API server
 /// (`Convert_Slice_string_To_bool` in `k8s.io/apimachinery/pkg/runtime/conversion.go`), and so
 /// to custody's classifier: the answer is a watch of masked events. (Should the two readings
@@ -732,7 +795,11 @@ fn watch_f_does_not_reveal_a_masked_secret() {
         // custody reads each of these as the watch the API server serves: masked events.
         assert_eq!(r.status, 200, "?{query}: {}", r.text);
         assert!(r.text.contains(&masked_b64()), "?{query}: {}", r.text);
-        assert!(r.text.contains("\"type\":\"ADDED\""), "?{query}: {}", r.text);
+        assert!(
+            r.text.contains("\"type\":\"ADDED\""),
+            "?{query}: {}",
+            r.text
+        );
     }
     // The same through kubectl's raw GET.
     let k = f.env.kubectl("1.32");

@@ -1093,3 +1093,58 @@ fn patch_types_are_read_as_the_api_server_reads_them() {
         Err(WriteRefused::Placeholder)
     );
 }
+
+/// kube-apiserver v1.37 answers a JSON Patch whose result does not decode as a Secret with the
+/// whole patched object in the message; validation errors quote values. For a masked person
+/// only the reason, code and field paths remain; name-only failures pass unchanged.
+#[tokio::test]
+async fn failure_messages_that_could_repeat_values_are_withheld() {
+    let value_b64 = STANDARD.encode(SECRET_TEXT);
+    let echo = format!(
+        r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"Secret \"db\" is invalid: [bogus: Invalid value: \"{{\\\"data\\\":{{\\\"password\\\":\\\"{value_b64}\\\"}}}}\": unknown field]","reason":"Invalid","details":{{"name":"db","kind":"Secret","causes":[{{"reason":"FieldValueInvalid","message":"Invalid value: \"{value_b64}\"","field":"data[password]"}}]}},"code":422}}"#
+    );
+    for watch in [false, true] {
+        let resp = response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("application/json"),
+            vec![echo.clone().into_bytes()],
+        );
+        let masked = if watch {
+            mask_response(masked_plan("watch"), resp)
+        } else {
+            mask_complete(masked_plan("patch"), resp).await
+        };
+        let (status, _, bytes) = read(masked).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_no_value(&bytes);
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc["reason"], "Invalid");
+        assert_eq!(doc["code"], 422);
+        let message = doc["message"].as_str().unwrap();
+        assert!(message.contains("withheld"), "{message}");
+        assert!(message.contains("fields: data[password]"), "{message}");
+        assert_eq!(doc["details"]["causes"][0]["field"], "data[password]");
+    }
+    // The authorizer's refusal and name-only failures keep their words.
+    for body in [
+        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"secrets \"db\" is forbidden: User \"alice\" cannot patch resource \"secrets\" in API group \"\" in the namespace \"default\"","reason":"Forbidden","details":{"name":"db","kind":"secrets"},"code":403}"#,
+        r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Operation cannot be fulfilled on secrets \"db\": the object has been modified; please apply your changes to the latest version and try again","reason":"Conflict","details":{"name":"db","kind":"secrets"},"code":409}"#,
+    ] {
+        let resp = response(
+            StatusCode::FORBIDDEN,
+            Some("application/json"),
+            vec![body.as_bytes().to_vec()],
+        );
+        let (_, _, bytes) = read(mask_complete(masked_plan("patch"), resp).await).await;
+        assert_eq!(&bytes[..], body.as_bytes());
+    }
+    // An admission plugin's Forbidden may say anything: withheld.
+    let admission = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"admission webhook \"v.example\" denied the request: value s3cr3t is weak","reason":"Forbidden","code":403}"#;
+    let resp = response(
+        StatusCode::FORBIDDEN,
+        Some("application/json"),
+        vec![admission.as_bytes().to_vec()],
+    );
+    let (_, _, bytes) = read(mask_complete(masked_plan("create"), resp).await).await;
+    assert!(!String::from_utf8_lossy(&bytes).contains("s3cr3t"));
+}

@@ -42,8 +42,12 @@ pub(super) fn mask_document(doc: &mut Value) -> Result<(), MaskError> {
         .as_object_mut()
         .ok_or(MaskError::Shape("the answer is not a JSON object"))?;
     match kind(obj) {
-        // A Status names an outcome (delete answers one, failures are Statuses).
-        Some("Status") => Ok(()),
+        // A Status names an outcome (delete answers one, failures are Statuses); a failure's
+        // message may repeat the object, values included.
+        Some("Status") => {
+            withhold_status_message(obj);
+            Ok(())
+        }
         Some("Secret" | "PartialObjectMetadata") => {
             mask_secret(obj, true);
             Ok(())
@@ -61,6 +65,96 @@ pub(super) fn mask_document(doc: &mut Value) -> Result<(), MaskError> {
         None => Err(MaskError::Shape("an object without a kind")),
     }
 }
+
+/// Failure reasons whose messages the API server builds from names alone (the resource, the
+/// object's name, the user, field paths of a conflict), never from an object's content
+/// (`k8s.io/apimachinery/pkg/api/errors`: `NewNotFound`, `NewAlreadyExists`, `NewConflict`,
+/// `NewGone`, `NewUnauthorized`, `NewMethodNotSupported`, ...). Every other failure message is
+/// withheld from a masked person.
+const NAME_ONLY_REASONS: [&str; 11] = [
+    "NotFound",
+    "AlreadyExists",
+    "Conflict",
+    "Gone",
+    "Unauthorized",
+    "MethodNotAllowed",
+    "NotAcceptable",
+    "UnsupportedMediaType",
+    "TooManyRequests",
+    "RequestEntityTooLarge",
+    "Expired",
+];
+
+/// Withholds a failure `Status`'s messages that could repeat Secret values, keeping its reason,
+/// code and the field paths of its causes; `true` when it changed anything.
+///
+/// The API server repeats what it failed on: a JSON Patch whose result does not decode as a
+/// Secret is answered 422 with the whole patched object, every value included, in `message`
+/// and `details.causes[].message` (seen on kube-apiserver v1.37 for an unknown field under
+/// `fieldValidation=Strict`, a value of the wrong type, a key moved into the labels), and
+/// validation errors quote the invalid value. custody cannot tell a value from other text, so
+/// only messages built from names alone pass: `NAME_ONLY_REASONS`, and `Forbidden` when it is
+/// the authorizer's (`... is forbidden: User "..." cannot ...`), not an admission plugin's.
+pub(super) fn withhold_status_message(obj: &mut Map<String, Value>) -> bool {
+    if obj.get("status").and_then(Value::as_str) == Some("Success") {
+        return false;
+    }
+    let reason = obj
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let message = obj
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let authorizer = reason == "Forbidden"
+        && message.contains(" is forbidden: User \"")
+        && !message.contains("admission")
+        && !message.contains('{');
+    let has_cause_messages = obj
+        .get("details")
+        .and_then(|d| d.get("causes"))
+        .and_then(Value::as_array)
+        .is_some_and(|causes| causes.iter().any(|c| c.get("message").is_some()));
+    if (NAME_ONLY_REASONS.contains(&reason.as_str()) || authorizer) && !has_cause_messages {
+        return false;
+    }
+    let mut fields: Vec<String> = Vec::new();
+    if let Some(causes) = obj
+        .get_mut("details")
+        .and_then(|d| d.get_mut("causes"))
+        .and_then(Value::as_array_mut)
+    {
+        for cause in causes.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(field) = cause.get("field").and_then(Value::as_str)
+                && !field.is_empty()
+                && !fields.iter().any(|f| f == field)
+            {
+                fields.push(field.to_owned());
+            }
+            if cause.contains_key("message") {
+                cause.insert("message".into(), Value::String(WITHHELD.to_owned()));
+            }
+        }
+    }
+    let code = obj.get("code").and_then(Value::as_u64).unwrap_or_default();
+    let mut text = format!(
+        "custody: the API server's message was withheld, because messages about a Secret can \
+         repeat its values and your role does not show them (reason {}, code {code}",
+        if reason.is_empty() { "none" } else { &reason }
+    );
+    if !fields.is_empty() {
+        text.push_str("; fields: ");
+        text.push_str(&fields.join(", "));
+    }
+    text.push(')');
+    obj.insert("message".into(), Value::String(text));
+    true
+}
+
+/// What a withheld cause message says.
+const WITHHELD: &str = "(withheld by custody)";
 
 /// Masks one watch event's object: a `Secret`, its `PartialObjectMetadata` or a `Table` for
 /// `ADDED`, `MODIFIED`, `DELETED` and `BOOKMARK`, a `Status` for `ERROR`
