@@ -768,18 +768,6 @@ fn refuse(
     response
 }
 
-/// Every value of `name` in the query, decoded, in order.
-fn query_values(query: Option<&str>, name: &str) -> Vec<String> {
-    query
-        .map(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::cause;
