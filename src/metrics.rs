@@ -12,7 +12,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use custody_recorder::writer::EventSender;
+use custody_recorder::writer::LostCounter;
 
 /// The gateway's counters. Shared as `Arc<Metrics>`.
 #[derive(Debug, Default)]
@@ -153,12 +153,12 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Adds the events `sender`'s recording lost to `custody_recording_events_lost_total` when
+    /// Adds the events a recording lost (`lost`) to `custody_recording_events_lost_total` when
     /// the returned guard is dropped (at the end of the session).
-    pub fn recording_losses(self: &Arc<Self>, sender: EventSender) -> RecordingLosses {
+    pub fn recording_losses(self: &Arc<Self>, lost: LostCounter) -> RecordingLosses {
         RecordingLosses {
             metrics: self.clone(),
-            sender,
+            lost,
         }
     }
 
@@ -310,7 +310,7 @@ impl Drop for OpenConnection {
 /// A recorded session's lost events, counted when it ends.
 pub struct RecordingLosses {
     metrics: Arc<Metrics>,
-    sender: EventSender,
+    lost: LostCounter,
 }
 
 impl std::fmt::Debug for RecordingLosses {
@@ -321,7 +321,7 @@ impl std::fmt::Debug for RecordingLosses {
 
 impl Drop for RecordingLosses {
     fn drop(&mut self) {
-        let lost = self.sender.lost_events();
+        let lost = self.lost.get();
         if lost > 0 {
             tracing::error!(lost, "a recording lost events");
             self.metrics

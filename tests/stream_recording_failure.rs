@@ -234,7 +234,8 @@ fn a_recording_failure_mid_session_ends_it_with_a_message_kubectl_prints() {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "{label}: the index row stayed open"
+                    "{label}: the index row stayed open; the gateway's log:\n{}",
+                    log.text()
                 );
                 std::thread::sleep(Duration::from_millis(100));
             }

@@ -26,14 +26,31 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 /// missing; an existing file readable by others is narrowed to 0600. Used before `SQLite`
 /// opens a database, which would otherwise create it with the process umask (and its `-wal`
 /// and `-shm` files with the database's mode).
+///
+/// An existing file is never opened here, only looked at and `chmod`ed by path: closing any
+/// descriptor of a file drops every POSIX lock this process holds on it, and another `SQLite`
+/// connection of this process (the audit writer's, the API's) may hold some.
 pub fn private_file(path: &Path) -> io::Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(path)?;
-    let mode = std::fs::metadata(path)?.permissions().mode();
+    let mode = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(path)
+            {
+                // Created here: nobody else in this process had it open.
+                Ok(_) => return Ok(()),
+                // Created by someone else meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    std::fs::metadata(path)?.permissions().mode()
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     if mode & 0o077 != 0 {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))?;
     }

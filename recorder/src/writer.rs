@@ -91,6 +91,17 @@ pub struct SessionHandle {
 /// one holds at most this many events in memory (an event is at most one relay chunk, 64 KiB).
 pub const LIVE_CAPACITY: usize = 256;
 
+/// The count of a session's lost events ([`SessionHandle::lost_counter`]).
+#[derive(Debug, Clone)]
+pub struct LostCounter(Arc<AtomicU64>);
+
+impl LostCounter {
+    /// Events lost so far; see [`EventSender::lost_events`].
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A cloneable producer side of a session (one per stream task).
 #[derive(Debug, Clone)]
 pub struct EventSender {
@@ -204,6 +215,12 @@ impl SessionHandle {
     /// Events lost without the session being told; see [`EventSender::lost_events`].
     pub fn lost_events(&self) -> u64 {
         self.sender.lost_events()
+    }
+
+    /// A handle that reads [`Self::lost_events`] after the session is gone. Unlike a sender it
+    /// does not keep the queue open, so holding it never delays the writer's end.
+    pub fn lost_counter(&self) -> LostCounter {
+        LostCounter(self.sender.lost.clone())
     }
 
     /// Writes every queued event, the end line and the signed manifest with `status`, syncs,

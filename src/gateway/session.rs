@@ -290,7 +290,9 @@ impl Recordings {
             deadlines,
         };
         tokio::spawn(async move {
-            let _losses = metrics.recording_losses(session.handle.sender());
+            // A counter, not a sender: a sender held here would keep the recording's queue
+            // open, and the writer could not finish sealing while the session waits for it.
+            let _losses = metrics.recording_losses(session.handle.lost_counter());
             let (bytes_in, bytes_out) = session.run(*up).await;
             ex.event.bytes_in = Some(bytes_in);
             ex.event.bytes_out = Some(bytes_out);
