@@ -8,12 +8,14 @@
 //!   subprotocol negotiation.
 //! - [`spdy`]: SPDY/3 frames, header blocks and their zlib contexts.
 //! - [`portforward`]: port-forward stream headers and the legacy WebSocket channel form.
+//! - [`query`]: a request's query as Go's `net/url` and apimachinery read it.
 //! - [`status`]: `metav1.Status` on the error channel, and exit codes.
 //! - [`terminal`]: terminal sizes and the resize stream.
 
 pub mod channel;
 pub mod error;
 pub mod portforward;
+pub mod query;
 pub mod spdy;
 pub mod status;
 pub mod terminal;

@@ -57,16 +57,15 @@ pub fn parse_port(value: &str) -> Result<u16> {
 /// channels of a 129th port would wrap onto the first port's and could not be told apart.
 pub const MAX_LEGACY_PORTS: usize = 128;
 
-/// Go's bound on the parameters of one query (`net/url` `defaultMaxParams`): beyond it
-/// `url.ParseQuery` returns no value at all.
-pub const MAX_QUERY_PARAMS: usize = 10_000;
+/// Go's bound on the parameters of one query ([`crate::query::MAX_PARAMS`]).
+pub const MAX_QUERY_PARAMS: usize = crate::query::MAX_PARAMS;
 
 /// The ports of a port-forward request as the API server and the kubelet read its `ports`
 /// query parameter, or an error for a query they would refuse or that custody cannot read with
 /// certainty. Empty when the query names no `ports` (SPDY clients name none: their ports are in
 /// stream headers).
 ///
-/// The API server parses the query with Go's `url.ParseQuery` (`net/url` `parseQuery`: pairs
+/// The API server parses the query with Go's `url.ParseQuery` ([`crate::query::Query`]: pairs
 /// split on `&`, a pair containing `;` or a bad `%` escape dropped, `+` a space, every value of a
 /// repeated key kept in order), converts every `ports` value with
 /// `metav1.Convert_Slice_string_To_Slice_int32` (apimachinery `pkg/apis/meta/v1/conversion.go`:
@@ -79,20 +78,14 @@ pub const MAX_QUERY_PARAMS: usize = 10_000;
 /// Refused here: a query with more than [`MAX_QUERY_PARAMS`] parameters (Go then reads none),
 /// an invalid port, and more than [`MAX_LEGACY_PORTS`] ports.
 pub fn query_ports(raw_query: &str) -> Result<Vec<u16>> {
-    let params = raw_query.matches('&').count() + 1;
-    if params > MAX_QUERY_PARAMS {
-        return Err(Error::TooManyQueryParameters {
-            count: params,
-            max: MAX_QUERY_PARAMS,
-        });
-    }
-    let values = go_query_values(raw_query, b"ports");
+    let query = crate::query::Query::parse(Some(raw_query))?;
+    let values = query.values("ports");
     if values.is_empty() {
         return Ok(Vec::new());
     }
     let values: Vec<String> = values
         .into_iter()
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect();
     let ports = parse_ports(values.iter().map(String::as_str))?;
     if ports.len() > MAX_LEGACY_PORTS {
@@ -102,56 +95,6 @@ pub fn query_ports(raw_query: &str) -> Result<Vec<u16>> {
         });
     }
     Ok(ports)
-}
-
-/// Every value of `key` in `raw_query`, in order, read as Go's `url.ParseQuery` reads them
-/// (`net/url` `parseQuery` and `unescape` in `encodeQueryComponent` mode). Values are bytes:
-/// Go does not check UTF-8.
-fn go_query_values(raw_query: &str, key: &[u8]) -> Vec<Vec<u8>> {
-    let mut values = Vec::new();
-    for pair in raw_query.split('&') {
-        if pair.contains(';') || pair.is_empty() {
-            continue;
-        }
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (Some(k), Some(v)) = (go_query_unescape(k), go_query_unescape(v)) else {
-            continue;
-        };
-        if k == key {
-            values.push(v);
-        }
-    }
-    values
-}
-
-/// Go's `url.QueryUnescape`: `%XX` (either case) is a byte, `+` a space; a `%` not followed by
-/// two hex digits makes the whole component invalid (`None`).
-fn go_query_unescape(component: &str) -> Option<Vec<u8>> {
-    let bytes = component.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
-                    return None;
-                }
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            other => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
 }
 
 /// Parses the legacy `port` query values: each may be a comma list; at least one port overall.

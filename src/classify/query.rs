@@ -7,71 +7,48 @@
 
 use super::ClassifyError;
 
-/// Go's limit on the number of query parameters (`net/url` `defaultMaxParams`, Go 1.26): above
-/// it `ParseQuery` returns an error and no parameter at all, so the API server would read the
-/// request as if it had no query while custody forwards one. custody refuses such requests.
-pub const MAX_PARAMS: usize = 10_000;
+pub use custody_protocol::query::{MAX_PARAMS, go_bool};
 
-/// A query string's pairs, in order, decoded as Go decodes them.
+/// A query string's pairs, in order, decoded as Go decodes them
+/// ([`custody_protocol::query::Query`]), with the refusals the classifier needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Query {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
-}
+pub struct Query(custody_protocol::query::Query);
 
 impl Query {
-    /// Reads a raw query (without the `?`) as Go 1.26's `net/url.parseQuery` does:
-    ///
-    /// - more than [`MAX_PARAMS`] parameters (`strings.Count(query, "&") + 1`): refused;
-    /// - pairs are split on `&` only; a pair containing `;` anywhere is dropped ("invalid
-    ///   semicolon separator", Go >= 1.17);
-    /// - an empty pair is skipped; the key is what precedes the first `=`;
-    /// - key and value are decoded by `QueryUnescape` (`+` is a space); a pair whose key or
-    ///   value holds an invalid `%` escape is dropped, the rest of the query is kept;
-    /// - repeated keys keep every value, in order.
+    /// Reads a raw query (without the `?`) as Go's `net/url.parseQuery` does
+    /// ([`custody_protocol::query::Query::parse`]).
     ///
     /// # Errors
     ///
-    /// [`ClassifyError::TooManyParameters`] above Go's limit.
+    /// [`ClassifyError::TooManyParameters`] above Go's limit: the API server would read the
+    /// request as if it had no query while custody forwards one.
     pub fn parse(raw: Option<&str>) -> Result<Query, ClassifyError> {
-        let raw = raw.unwrap_or("");
-        let count = raw.bytes().filter(|b| *b == b'&').count() + 1;
-        if count > MAX_PARAMS {
-            return Err(ClassifyError::TooManyParameters(count));
+        match custody_protocol::query::Query::parse(raw) {
+            Ok(query) => Ok(Query(query)),
+            Err(custody_protocol::Error::TooManyQueryParameters { count, .. }) => {
+                Err(ClassifyError::TooManyParameters(count))
+            }
+            // `parse` fails for nothing else; should it one day, the query is still refused.
+            Err(_) => Err(ClassifyError::TooManyParameters(MAX_PARAMS + 1)),
         }
-        let pairs = raw
-            .split('&')
-            .filter(|pair| !pair.contains(';') && !pair.is_empty())
-            .filter_map(|pair| {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                Some((query_unescape(key)?, query_unescape(value)?))
-            })
-            .collect();
-        Ok(Query { pairs })
     }
 
     /// Whether no pair survived (Go's `len(url.Values) == 0`).
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.0.is_empty()
     }
 
     /// Every value of `key`, in order (`url.Values[key]`).
     pub fn values<'q>(&'q self, key: &str) -> Vec<&'q [u8]> {
-        self.pairs
-            .iter()
-            .filter(|(k, _)| k == key.as_bytes())
-            .map(|(_, v)| v.as_slice())
-            .collect()
+        self.0.values(key)
     }
 
     /// The first value of `key`: what `Convert_Slice_string_To_string` (and every scalar
     /// conversion) takes from a repeated parameter.
     #[must_use]
     pub fn first(&self, key: &str) -> Option<&[u8]> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == key.as_bytes())
-            .map(|(_, v)| v.as_slice())
+        self.0.first(key)
     }
 
     /// The first value of `key` as text.
@@ -96,32 +73,8 @@ impl Query {
     /// (k8s.io/apimachinery/pkg/runtime/conversion.go).
     #[must_use]
     pub fn bool(&self, key: &str) -> bool {
-        self.first(key).is_some_and(go_bool)
+        self.0.bool(key)
     }
-}
-
-/// `runtime.Convert_Slice_string_To_bool` on a present value: only `0` and `false` (compared
-/// with Go's `strings.EqualFold`) are false; everything else, the empty string included, is
-/// true. So `watch=`, a bare `watch`, `watch=f` and `watch=no` all ask for a watch.
-#[must_use]
-pub fn go_bool(value: &[u8]) -> bool {
-    !(value == b"0" || equal_fold_false(value))
-}
-
-/// Go's `strings.EqualFold(value, "false")`: Unicode simple case folding, under which the
-/// only non-ASCII letter equivalent to one of `false`'s is `ſ` (U+017F LATIN SMALL LETTER
-/// LONG S, folding to `s`). Invalid UTF-8 decodes to U+FFFD, which matches nothing here.
-fn equal_fold_false(value: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(value) else {
-        return false;
-    };
-    let mut chars = text.chars();
-    let matches = b"false".iter().all(|want| {
-        chars.next().is_some_and(|c| {
-            c.eq_ignore_ascii_case(&char::from(*want)) || (*want == b's' && c == '\u{17f}')
-        })
-    });
-    matches && chars.next().is_none()
 }
 
 /// The `watch` value as `NewRequestInfo`'s fallback reads it when `DecodeParameters` failed:
@@ -133,38 +86,9 @@ pub fn go_bool_lowercased(value: &[u8]) -> bool {
     !(value == b"0" || value.eq_ignore_ascii_case(b"false"))
 }
 
-/// Go's `net/url.QueryUnescape`: `%XX` with two hex digits, `+` as a space; `None` for an
-/// invalid escape.
-fn query_unescape(raw: &str) -> Option<Vec<u8>> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex_value)?;
-                let lo = bytes.get(i + 2).copied().and_then(hex_value)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            other => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
-}
-
 /// The value of one hex digit.
 pub(super) fn hex_value(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    custody_protocol::query::hex_value(b)
 }
 
 fn utf8<'a>(key: &str, value: &'a [u8]) -> Result<&'a str, ClassifyError> {
