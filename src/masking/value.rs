@@ -154,7 +154,7 @@ pub(super) fn withhold_status_message(obj: &mut Map<String, Value>) -> bool {
 }
 
 /// What a withheld cause message says.
-const WITHHELD: &str = "(withheld by custody)";
+const WITHHELD: &str = "(withheld by custody: it could repeat the Secret's values)";
 
 /// Masks one watch event's object: a `Secret`, its `PartialObjectMetadata` or a `Table` for
 /// `ADDED`, `MODIFIED`, `DELETED` and `BOOKMARK`, a `Status` for `ERROR`
