@@ -11,10 +11,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use custody_recorder::index::Index;
+use custody_recorder::catalog::{AuditChange, Catalog, SqliteCatalog};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::RequestInfo;
@@ -120,13 +120,14 @@ impl AuditEvent {
     }
 }
 
-/// Where audit events go: the JSON-lines file and the index. Cheap to clone.
+/// Where audit events go: the JSON-lines file and the `SQLite` index on one machine, or the
+/// shared catalog (PostgreSQL) in cluster mode. Cheap to clone.
 ///
-/// One writer thread owns the file: it takes every event waiting at that moment (up to
-/// [`MAX_BATCH`]), appends their lines with one write and one `fdatasync`, commits their index
-/// rows in one transaction, and only then acknowledges each of them (group commit). A lone
-/// request waits for exactly what it waited for before; concurrent requests share the syncs
-/// instead of queueing for the disk one by one.
+/// One writer owns the trail: it takes every event waiting at that moment (up to
+/// [`MAX_BATCH`]), writes them together (on one machine: one append and one `fdatasync` of the
+/// file, then one index transaction; in cluster mode: one database transaction), and only then
+/// acknowledges each of them (group commit). A lone request waits for exactly what it waited
+/// for before; concurrent requests share the syncs instead of queueing for the disk one by one.
 #[derive(Clone)]
 pub struct AuditSink {
     inner: Arc<Inner>,
@@ -137,9 +138,11 @@ pub const MAX_BATCH: usize = 256;
 
 struct Inner {
     mode: AuditMode,
-    jsonl: PathBuf,
-    index: Arc<Mutex<Index>>,
-    jobs: std::sync::mpsc::Sender<Job>,
+    /// The JSON-lines file, on one machine.
+    jsonl: Option<PathBuf>,
+    /// Where the rows are queried (and, in cluster mode, written).
+    catalog: Arc<dyn Catalog>,
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     /// How many requests refused before authentication are written.
     refusals: refusal::RefusalLimit,
 }
@@ -173,22 +176,41 @@ impl AuditSink {
                 source,
             })?;
         }
-        let index = Arc::new(Mutex::new(Index::open(index).map_err(Error::AuditIndex)?));
-        let (jobs, queue) = std::sync::mpsc::channel();
-        let writer_index = index.clone();
+        let catalog = SqliteCatalog::new(index);
+        // Opened now, so that a damaged or too new index stops the start, not a request.
+        catalog.blocking(|_| Ok(())).map_err(Error::AuditIndex)?;
+        let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
+        let writer = catalog.clone();
         std::thread::Builder::new()
             .name("custody-audit".into())
-            .spawn(move || write_batches(&queue, file, &writer_index))
+            .spawn(move || write_local(queue, file, &writer))
             .map_err(|e| Error::AuditEvent(format!("cannot start the audit writer: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 mode,
-                jsonl: jsonl.to_owned(),
-                index,
+                jsonl: Some(jsonl.to_owned()),
+                catalog: Arc::new(catalog),
                 jobs,
                 refusals: refusal::RefusalLimit::default(),
             }),
         })
+    }
+
+    /// The trail in a shared catalog (cluster mode): each batch is one transaction of the
+    /// catalog, and nothing is written to local files. Starts the writer task on the current
+    /// tokio runtime; it ends when the last clone of the sink is dropped.
+    pub fn with_catalog(catalog: Arc<dyn Catalog>, mode: AuditMode) -> Self {
+        let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_shared(queue, catalog.clone()));
+        Self {
+            inner: Arc::new(Inner {
+                mode,
+                jsonl: None,
+                catalog,
+                jobs,
+                refusals: refusal::RefusalLimit::default(),
+            }),
+        }
     }
 
     /// Sets the rate (events per second, and burst) at which requests refused before
@@ -211,9 +233,14 @@ impl AuditSink {
         self.inner.mode
     }
 
-    /// The JSON-lines file.
-    pub fn jsonl_path(&self) -> PathBuf {
+    /// The JSON-lines file (on one machine; `None` in cluster mode).
+    pub fn jsonl_path(&self) -> Option<PathBuf> {
         self.inner.jsonl.clone()
+    }
+
+    /// The catalog the rows are in.
+    pub fn catalog(&self) -> Arc<dyn Catalog> {
+        self.inner.catalog.clone()
     }
 
     /// Writes the decision (stage `decision`): a line in the file, synced, and a row in the
@@ -241,71 +268,84 @@ impl AuditSink {
             .map_err(|_| stopped())?;
         durable.await.map_err(|_| stopped())?
     }
-
-    /// Runs `f` with the index (for queries in-process).
-    pub async fn with_index<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Index) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let index = self.inner.index.clone();
-        run_blocking(move || f(&lock(&index))).await
-    }
 }
 
-/// The writer thread: waits for an event, takes every other one already waiting, writes them
-/// together, acknowledges each with the batch's outcome.
-fn write_batches(
-    queue: &std::sync::mpsc::Receiver<Job>,
+/// The one-machine writer thread: waits for an event, takes every other one already waiting,
+/// writes them together, acknowledges each with the batch's outcome.
+fn write_local(
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>,
     mut file: file::JsonLines,
-    index: &Mutex<Index>,
+    index: &SqliteCatalog,
 ) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(first) = queue.blocking_recv() {
+        let batch = take_batch(first, &mut queue);
         let outcome = write_batch(&batch, &mut file, index);
-        for job in batch {
-            let result = match &outcome {
-                Ok(()) => Ok(()),
-                Err(e) => Err(replicate(e)),
-            };
-            // A waiter that went away (its request was dropped) needs no answer.
-            let _ = job.done.send(result);
-        }
+        acknowledge(batch, &outcome);
     }
 }
 
-fn write_batch(batch: &[Job], file: &mut file::JsonLines, index: &Mutex<Index>) -> Result<()> {
-    let lines: Vec<(&str, &AuditEvent)> = batch.iter().map(|j| (j.stage, &j.event)).collect();
-    file.append_all(&lines)?;
-    let records: Vec<Write> = batch
+/// The cluster-mode writer task: the same batches, each one transaction of the catalog.
+async fn write_shared(
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    catalog: Arc<dyn Catalog>,
+) {
+    while let Some(first) = queue.recv().await {
+        let batch = take_batch(first, &mut queue);
+        let changes = changes(&batch);
+        let outcome = catalog
+            .audit_batch(&changes)
+            .await
+            .map_err(Error::AuditIndex);
+        acknowledge(batch, &outcome);
+    }
+}
+
+/// `first` and every job already waiting behind it, up to [`MAX_BATCH`].
+fn take_batch(first: Job, queue: &mut tokio::sync::mpsc::UnboundedReceiver<Job>) -> Vec<Job> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Answers each waiter of a batch with its outcome.
+fn acknowledge(batch: Vec<Job>, outcome: &Result<()>) {
+    for job in batch {
+        let result = match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => Err(replicate(e)),
+        };
+        // A waiter that went away (its request was dropped) needs no answer.
+        let _ = job.done.send(result);
+    }
+}
+
+/// The catalog's changes for a batch: a row for each decision, an update for each completion.
+fn changes(batch: &[Job]) -> Vec<AuditChange> {
+    batch
         .iter()
         .map(|j| {
             if j.stage == "decision" {
-                Write::Insert(Box::new(query::to_record(&j.event)))
+                AuditChange::Insert(Box::new(query::to_record(&j.event)))
             } else {
-                Write::Complete(query::to_completion(&j.event))
+                AuditChange::Complete(query::to_completion(&j.event))
             }
         })
-        .collect();
-    let writes: Vec<custody_recorder::index::AuditWrite<'_>> = records
-        .iter()
-        .map(|w| match w {
-            Write::Insert(record) => custody_recorder::index::AuditWrite::Insert(record),
-            Write::Complete(done) => custody_recorder::index::AuditWrite::Complete(done),
-        })
-        .collect();
-    lock(index).audit_batch(&writes).map_err(Error::AuditIndex)
+        .collect()
 }
 
-/// An index write, owned.
-enum Write {
-    Insert(Box<custody_recorder::index::AuditRecord>),
-    Complete(custody_recorder::index::AuditCompletion),
+fn write_batch(batch: &[Job], file: &mut file::JsonLines, index: &SqliteCatalog) -> Result<()> {
+    let lines: Vec<(&str, &AuditEvent)> = batch.iter().map(|j| (j.stage, &j.event)).collect();
+    file.append_all(&lines)?;
+    let changes = changes(batch);
+    let writes: Vec<_> = changes.iter().map(AuditChange::as_write).collect();
+    index
+        .blocking(|index| index.audit_batch(&writes))
+        .map_err(Error::AuditIndex)
 }
 
 /// The batch's error, once for each waiter: a file error keeps its path and kind, anything
@@ -318,18 +358,4 @@ fn replicate(e: &Error) -> Error {
         },
         other => Error::AuditEvent(other.to_string()),
     }
-}
-
-async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::AuditEvent(format!("the audit writer task failed: {e}")))?
-}
-
-/// Locks a mutex, recovering the data if a writer panicked: the file and index stay usable,
-/// and every write is a complete line or transaction on its own.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -113,6 +113,7 @@ impl Gateway {
         let api = parts.recording.as_ref().map(|recording| {
             custody_web::api::Api::new(custody_web::api::ApiConfig {
                 data_dir: recording.data_dir.clone(),
+                catalog: recording.catalog.clone(),
                 key: recording.key.verifying_key(),
                 auditor_groups: parts.auditor_groups.clone(),
                 audit_json: Arc::new(crate::audit::record_to_json),

@@ -99,6 +99,14 @@ pub enum Error {
         /// The newest schema this build knows.
         supported: u32,
     },
+    /// The catalog (the index in another database, or the task that runs it) failed.
+    #[error("catalog, {op}: {message}")]
+    Catalog {
+        /// What was being done, e.g. "read session", "audit batch".
+        op: &'static str,
+        /// What failed.
+        message: String,
+    },
     /// A terminal keyframe blob could not be decoded, or a terminal could not be created.
     #[error("keyframe: {0}")]
     Keyframe(String),

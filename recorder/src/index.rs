@@ -673,43 +673,19 @@ fn frame_from_row(r: &Row<'_>) -> rusqlite::Result<FrameRow> {
 }
 
 fn kind_to_sql(kind: SessionKind) -> &'static str {
-    match kind {
-        SessionKind::Exec => "exec",
-        SessionKind::Attach => "attach",
-        SessionKind::PortForward => "port-forward",
-        SessionKind::Api => "api",
-    }
+    kind.name()
 }
 
 fn kind_from_sql(s: &str) -> rusqlite::Result<SessionKind> {
-    Ok(match s {
-        "exec" => SessionKind::Exec,
-        "attach" => SessionKind::Attach,
-        "port-forward" => SessionKind::PortForward,
-        "api" => SessionKind::Api,
-        other => return Err(bad_text(1, format!("unknown session kind {other:?}"))),
-    })
+    SessionKind::from_name(s).ok_or_else(|| bad_text(1, format!("unknown session kind {s:?}")))
 }
 
 pub(crate) fn status_to_sql(status: &SessionStatus) -> (&'static str, Option<&str>) {
-    match status {
-        SessionStatus::Open => ("open", None),
-        SessionStatus::Complete => ("complete", None),
-        SessionStatus::Interrupted => ("interrupted", None),
-        SessionStatus::Terminated { reason } => ("terminated", Some(reason)),
-    }
+    status.name()
 }
 
 fn status_from_sql(s: &str, reason: Option<String>) -> rusqlite::Result<SessionStatus> {
-    Ok(match s {
-        "open" => SessionStatus::Open,
-        "complete" => SessionStatus::Complete,
-        "interrupted" => SessionStatus::Interrupted,
-        "terminated" => SessionStatus::Terminated {
-            reason: reason.unwrap_or_default(),
-        },
-        other => return Err(bad_text(23, format!("unknown status {other:?}"))),
-    })
+    SessionStatus::from_name(s, reason).ok_or_else(|| bad_text(23, format!("unknown status {s:?}")))
 }
 
 fn source_from_sql(s: &str) -> rusqlite::Result<TextSource> {

@@ -3,6 +3,7 @@
 //! The recording format is specified in `docs/recording-format.md`; this crate knows nothing of
 //! HTTP or terminal I/O, so the gateway, the web API and the player can all depend on it.
 
+pub mod catalog;
 pub mod error;
 pub mod export;
 pub mod file;

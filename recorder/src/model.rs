@@ -170,3 +170,53 @@ pub enum SessionStatus {
         reason: String,
     },
 }
+
+impl SessionKind {
+    /// The kind's name as the index and the API write it (`exec`, `attach`, `port-forward`,
+    /// `api`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Attach => "attach",
+            Self::PortForward => "port-forward",
+            Self::Api => "api",
+        }
+    }
+
+    /// The kind a [`SessionKind::name`] names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "exec" => Self::Exec,
+            "attach" => Self::Attach,
+            "port-forward" => Self::PortForward,
+            "api" => Self::Api,
+            _ => return None,
+        })
+    }
+}
+
+impl SessionStatus {
+    /// The status's name (`open`, `complete`, `interrupted`, `terminated`) and, when
+    /// terminated, its reason.
+    pub fn name(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Self::Open => ("open", None),
+            Self::Complete => ("complete", None),
+            Self::Interrupted => ("interrupted", None),
+            Self::Terminated { reason } => ("terminated", Some(reason)),
+        }
+    }
+
+    /// The status a [`SessionStatus::name`] names (a missing reason is empty).
+    pub fn from_name(name: &str, reason: Option<String>) -> Option<Self> {
+        Some(match name {
+            "open" => Self::Open,
+            "complete" => Self::Complete,
+            "interrupted" => Self::Interrupted,
+            "terminated" => Self::Terminated {
+                reason: reason.unwrap_or_default(),
+            },
+            _ => return None,
+        })
+    }
+}

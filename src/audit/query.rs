@@ -140,6 +140,7 @@ pub(super) fn to_completion(e: &AuditEvent) -> AuditCompletion {
     let record = to_record(e);
     AuditCompletion {
         id: record.id,
+        time_us: record.time_us,
         status_code: e.status_code.unwrap_or(0),
         upstream_audit_id: record.upstream_audit_id,
         latency_us: record.latency_us.unwrap_or(0),

@@ -16,6 +16,7 @@ use custody::metrics::Metrics;
 use custody::server::{self, Health, ListenerLimits};
 use custody::stream::relay::RelayConfig;
 use custody::upstream::{ClusterReviewer, Upstream};
+use custody_recorder::catalog::SqliteCatalog;
 use custody_recorder::index::Index;
 use custody_recorder::integrity::load_or_create_signing_key;
 use custody_recorder::recovery;
@@ -136,6 +137,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         recording: Some(RecordingConfig {
             data_dir: config.data_dir.clone(),
+            catalog: Arc::new(SqliteCatalog::new(&config.data_dir.join("index.sqlite"))),
             key: signing_key,
             writer: WriterConfig::default(),
             relay: RelayConfig {

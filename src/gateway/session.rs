@@ -26,13 +26,14 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use custody_recorder::index::Index;
+use custody_recorder::catalog::Catalog;
+use custody_recorder::index::IndexedSession;
 use custody_recorder::model::{EventKind, SessionKind, SessionMeta, SessionStatus};
 use custody_recorder::reader::read_recording;
 use custody_recorder::recovery::RECORDINGS_DIR;
@@ -68,9 +69,10 @@ pub const CREDENTIAL_EXPIRED: &str = "credential_expired";
 /// How streaming sessions are recorded. Without one, the gateway refuses upgrades (501).
 #[derive(Clone)]
 pub struct RecordingConfig {
-    /// The data directory: recordings go to `<data_dir>/recordings`, their index rows to
-    /// `<data_dir>/index.sqlite`.
+    /// The data directory: recordings go to `<data_dir>/recordings`.
     pub data_dir: PathBuf,
+    /// Where the recordings' index rows go (`<data_dir>/index.sqlite` on one machine).
+    pub catalog: Arc<dyn Catalog>,
     /// The key that signs every recording (loaded once at startup).
     pub key: Arc<SigningKey>,
     /// How recordings are written.
@@ -85,16 +87,16 @@ impl std::fmt::Debug for RecordingConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecordingConfig")
             .field("data_dir", &self.data_dir)
+            .field("catalog", &self.catalog.describe())
             .field("relay", &self.relay)
             .field("gateway_id", &self.gateway_id)
             .finish_non_exhaustive()
     }
 }
 
-/// The recorder side of the gateway: the configuration and the index connection.
+/// The recorder side of the gateway: the configuration and the live sessions.
 pub(super) struct Recordings {
     config: RecordingConfig,
-    index: Arc<Mutex<Option<Index>>>,
     /// The live sessions, for the control endpoint.
     live: Arc<LiveSessions>,
 }
@@ -134,7 +136,6 @@ impl Recordings {
     pub(super) fn new(config: RecordingConfig) -> Self {
         Self {
             config,
-            index: Arc::new(Mutex::new(None)),
             live: LiveSessions::new(),
         }
     }
@@ -146,19 +147,6 @@ impl Recordings {
 
     fn dir(&self) -> PathBuf {
         self.config.data_dir.join(RECORDINGS_DIR)
-    }
-
-    /// Runs `f` with the index on a blocking thread, opening the index on first use.
-    async fn with_index<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Index) -> custody_recorder::Result<T> + Send + 'static,
-    ) -> Result<T, String> {
-        with_index(
-            self.index.clone(),
-            self.config.data_dir.join("index.sqlite"),
-            f,
-        )
-        .await
     }
 
     /// Opens the recording of a session: the file, then its index row.
@@ -173,10 +161,7 @@ impl Recordings {
             .await
             .map_err(|e| e.to_string())?;
         let path = handle.path().to_owned();
-        if let Err(e) = self
-            .with_index(move |index| index.record_open(&meta, &path))
-            .await
-        {
+        if let Err(e) = self.config.catalog.record_open(&meta, &path).await {
             let _ = handle
                 .finish(SessionStatus::Terminated {
                     reason: RECORDING_FAILURE.into(),
@@ -304,7 +289,6 @@ impl Recordings {
     fn clone_parts(&self) -> Self {
         Self {
             config: self.config.clone(),
-            index: self.index.clone(),
             live: self.live.clone(),
         }
     }
@@ -356,7 +340,7 @@ impl Recordings {
             Ok(Sealed {
                 index: Some(rows), ..
             }) => {
-                if let Err(e) = self.with_index(move |index| index.upsert(&rows)).await {
+                if let Err(e) = self.config.catalog.upsert(rows).await {
                     // Startup recovery indexes it from the file.
                     tracing::error!(path = %path.display(), error = %e, "recording could not be indexed");
                 }
@@ -373,38 +357,29 @@ impl Recordings {
     async fn index_file(&self, path: PathBuf) {
         let key = self.config.key.verifying_key();
         let shown = path.display().to_string();
-        let result = self
-            .with_index(move |index| {
-                let recording = read_recording(&path, Some(&key))?;
-                index.index_recording(&recording, &path)
-            })
-            .await;
+        let read = tokio::task::spawn_blocking(move || {
+            let recording = read_recording(&path, Some(&key))?;
+            let size = std::fs::metadata(&path)
+                .map_err(|source| custody_recorder::Error::RecordingIo {
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            IndexedSession::from_recording(&recording, &path, size)
+        })
+        .await;
+        let result = match read {
+            Ok(Ok(rows)) => self.config.catalog.upsert(rows).await,
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(custody_recorder::Error::Catalog {
+                op: "index a recording",
+                message: format!("the reading task failed: {e}"),
+            }),
+        };
         if let Err(e) = result {
             tracing::error!(path = %shown, error = %e, "recording could not be indexed");
         }
     }
-}
-
-async fn with_index<T: Send + 'static>(
-    index: Arc<Mutex<Option<Index>>>,
-    path: PathBuf,
-    f: impl FnOnce(&mut Index) -> custody_recorder::Result<T> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(move || {
-        let mut slot = index
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(Index::open(&path).map_err(|e| e.to_string())?);
-        }
-        match slot.as_mut() {
-            Some(index) => f(index).map_err(|e| e.to_string()),
-            // Unreachable: the slot was filled just above.
-            None => Err("the index is not open".to_owned()),
-        }
-    })
-    .await
-    .map_err(|e| format!("the index task failed: {e}"))?
 }
 
 /// A session after the 101: the relay and its recording.

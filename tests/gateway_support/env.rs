@@ -366,6 +366,9 @@ fn recording_config(
     );
     let config = RecordingConfig {
         data_dir: data_dir.to_owned(),
+        catalog: Arc::new(custody_recorder::catalog::SqliteCatalog::new(
+            &data_dir.join("index.sqlite"),
+        )),
         key: key.clone(),
         writer: custody_recorder::writer::WriterConfig::default(),
         relay: relay.unwrap_or_default(),

@@ -22,11 +22,12 @@ mod downloads;
 mod range;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use custody_recorder::catalog::Catalog;
 use custody_recorder::export::ExportFormat;
-use custody_recorder::index::{AuditQuery, AuditRecord, Index, SessionRow};
+use custody_recorder::index::{AuditQuery, AuditRecord, SessionRow};
 use custody_recorder::integrity::{public_key_hex, public_key_pem};
 use custody_recorder::reader::read_recording;
 use custody_recorder::recovery::RECORDINGS_DIR;
@@ -63,8 +64,10 @@ pub struct Caller {
 /// What the API needs: where the index and recordings are, the key, who audits.
 #[derive(Clone)]
 pub struct ApiConfig {
-    /// The data directory (`index.sqlite`, `recordings/`).
+    /// The data directory (`recordings/`).
     pub data_dir: PathBuf,
+    /// The index of sessions and audit events.
+    pub catalog: Arc<dyn Catalog>,
     /// The public key recordings are verified with.
     pub key: VerifyingKey,
     /// Members of these groups see every session and audit event.
@@ -77,6 +80,7 @@ impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConfig")
             .field("data_dir", &self.data_dir)
+            .field("catalog", &self.catalog.describe())
             .field("auditor_groups", &self.auditor_groups)
             .finish_non_exhaustive()
     }
@@ -101,10 +105,9 @@ pub struct Outcome {
     pub refusal: Option<String>,
 }
 
-/// The API: stateless apart from its own read connection to the index.
+/// The API: stateless apart from the downloads in flight.
 pub struct Api {
     config: ApiConfig,
-    index: Arc<Mutex<Option<Index>>>,
     downloads: downloads::Downloads,
 }
 
@@ -136,7 +139,6 @@ impl Api {
     pub fn new(config: ApiConfig) -> Self {
         Self {
             config,
-            index: Arc::new(Mutex::new(None)),
             downloads: downloads::Downloads::default(),
         }
     }
@@ -291,7 +293,12 @@ impl Api {
             .to_query()
             .map_err(|e| Error::BadRequest(format!("custody: {e}")))?;
         query.limit = Some(query.limit.unwrap_or(100).min(MAX_LIMIT));
-        let rows = self.with_index(move |index| index.sessions(&query)).await?;
+        let rows = self
+            .config
+            .catalog
+            .sessions(&query)
+            .await
+            .map_err(internal)?;
         let own = (!self.is_auditor(caller)).then(|| caller.username.clone());
         let list: Vec<SessionSummary> = rows
             .iter()
@@ -304,10 +311,12 @@ impl Api {
     /// The index row of a valid session id the caller may see.
     async fn session_row(&self, caller: &Caller, raw_id: &str) -> Result<SessionRow> {
         let id = parse_session_id(raw_id)?;
-        let lookup = id.clone();
         let row = self
-            .with_index(move |index| index.session(&lookup))
-            .await?
+            .config
+            .catalog
+            .session(&id)
+            .await
+            .map_err(internal)?
             .ok_or_else(|| Error::NotFound(format!("custody: no session {id}")))?;
         self.authorize(caller, &row)?;
         Ok(row)
@@ -318,33 +327,10 @@ impl Api {
         let path = self.file_of(&row)?;
         let key = self.config.key;
         let integrity = blocking(move || Ok(integrity(&path, &key))).await?;
-        let id = row.meta.session_id.clone();
-        let to_json = self.config.audit_json.clone();
         let audit = self
-            .with_index(move |index| {
-                let mut records = Vec::new();
-                if let Some(own) = index.audit_event(&id)? {
-                    if let Some(kubectl) = own.kubectl_session.clone() {
-                        records = index.audit_events(&AuditQuery {
-                            kubectl_session: Some(kubectl),
-                            initiator: Some(own.initiator_username.clone()),
-                            cluster: Some(own.cluster.clone()),
-                            limit: Some(MAX_LIMIT),
-                            ..AuditQuery::default()
-                        })?;
-                        // `Kubectl-Session` is chosen by the client: anyone can send another
-                        // person's. Only the same person's requests (same issuer and subject)
-                        // to the same cluster belong to this session's invocation.
-                        records.retain(|r| same_invocation(&own, r));
-                    }
-                    if !records.iter().any(|r| r.id == own.id) {
-                        records.push(own);
-                    }
-                }
-                records.sort_by_key(|r| r.seq);
-                Ok(records.iter().map(|r| to_json(r)).collect::<Vec<_>>())
-            })
-            .await?;
+            .invocation(&row.meta.session_id)
+            .await
+            .map_err(internal)?;
         json_response(&SessionDetail {
             session: SessionSummary::from(&row),
             meta: row.meta.clone(),
@@ -426,17 +412,17 @@ impl Api {
             }
         }
         let own = (!auditor).then(|| caller.username.clone());
-        let to_json = self.config.audit_json.clone();
-        let events = self
-            .with_index(move |index| {
-                Ok(index
-                    .audit_events(&filter)?
-                    .iter()
-                    .filter(|r| own.as_ref().is_none_or(|u| r.initiator_username == *u))
-                    .map(|r| to_json(r))
-                    .collect::<Vec<_>>())
-            })
-            .await?;
+        let to_json = &self.config.audit_json;
+        let events: Vec<_> = self
+            .config
+            .catalog
+            .audit_events(&filter)
+            .await
+            .map_err(internal)?
+            .iter()
+            .filter(|r| own.as_ref().is_none_or(|u| r.initiator_username == *u))
+            .map(|r| to_json(r))
+            .collect();
         json_response(&events)
     }
 
@@ -466,27 +452,41 @@ impl Api {
         Ok(file)
     }
 
-    /// Runs `f` with the API's index connection on a blocking thread, opening it on first use.
-    async fn with_index<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Index) -> custody_recorder::Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let slot = self.index.clone();
-        let path = self.config.data_dir.join("index.sqlite");
-        blocking(move || {
-            let mut slot = slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if slot.is_none() {
-                *slot = Some(Index::open(&path).map_err(|e| Error::Internal(e.to_string()))?);
+    /// The audit events of the kubectl invocation that started session `id`: its own event
+    /// and the same person's requests with the same `Kubectl-Session` to the same cluster,
+    /// oldest first, as the audit trail's JSON.
+    async fn invocation(&self, id: &str) -> custody_recorder::Result<Vec<serde_json::Value>> {
+        let catalog = &self.config.catalog;
+        let mut records = Vec::new();
+        if let Some(own) = catalog.audit_event(id).await? {
+            if let Some(kubectl) = own.kubectl_session.clone() {
+                records = catalog
+                    .audit_events(&AuditQuery {
+                        kubectl_session: Some(kubectl),
+                        initiator: Some(own.initiator_username.clone()),
+                        cluster: Some(own.cluster.clone()),
+                        limit: Some(MAX_LIMIT),
+                        ..AuditQuery::default()
+                    })
+                    .await?;
+                // `Kubectl-Session` is chosen by the client: anyone can send another person's.
+                // Only the same person's requests (same issuer and subject) to the same cluster
+                // belong to this session's invocation.
+                records.retain(|r| same_invocation(&own, r));
             }
-            match slot.as_ref() {
-                Some(index) => f(index).map_err(|e| Error::Internal(e.to_string())),
-                None => Err(Error::Internal("the index is not open".into())),
+            if !records.iter().any(|r| r.id == own.id) {
+                records.push(own);
             }
-        })
-        .await
+        }
+        records.sort_by_key(|r| r.seq);
+        let to_json = &self.config.audit_json;
+        Ok(records.iter().map(|r| to_json(r)).collect())
     }
+}
+
+/// A catalog failure, as the API reports it.
+fn internal(e: custody_recorder::Error) -> Error {
+    Error::Internal(e.to_string())
 }
 
 /// How a file verifies against `key`.

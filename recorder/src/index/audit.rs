@@ -82,6 +82,9 @@ pub struct AuditRecord {
 pub struct AuditCompletion {
     /// The custody request id.
     pub id: String,
+    /// When the request arrived (µs since the Unix epoch), as in its [`AuditRecord`]: a
+    /// catalog partitioned by time finds the row with it.
+    pub time_us: i64,
     /// The HTTP status returned.
     pub status_code: u16,
     /// The API server's echoed `Audit-Id`, if any.

@@ -60,34 +60,22 @@ async fn sink_writes_file_and_index_and_queries_round_trip() {
     assert_eq!(lines[2]["reason"], "no");
     assert_eq!(lines[2]["initiator"]["username"], "bob");
 
-    let found = sink
-        .with_index(|index| query(index, &AuditFilter::default()))
-        .await
-        .unwrap();
+    let index = custody_recorder::index::Index::open(&dir.path().join("index.sqlite")).unwrap();
+    let found = query(&index, &AuditFilter::default()).unwrap();
     assert_eq!(found.len(), 2);
     assert_eq!(found[1], done);
-    let denied = sink
-        .with_index(|index| {
-            query(
-                index,
-                &AuditFilter {
-                    allowed: Some(false),
-                    ..AuditFilter::default()
-                },
-            )
-        })
-        .await
-        .unwrap();
+    let denied = query(
+        &index,
+        &AuditFilter {
+            allowed: Some(false),
+            ..AuditFilter::default()
+        },
+    )
+    .unwrap();
     assert_eq!(denied, std::slice::from_ref(&b));
-    let (first, cursor) = sink
-        .with_index(|index| follow(index, &AuditFilter::default(), 0))
-        .await
-        .unwrap();
+    let (first, cursor) = follow(&index, &AuditFilter::default(), 0).unwrap();
     assert_eq!(first.len(), 2);
-    let (again, same) = sink
-        .with_index(move |index| follow(index, &AuditFilter::default(), cursor))
-        .await
-        .unwrap();
+    let (again, same) = follow(&index, &AuditFilter::default(), cursor).unwrap();
     assert!(again.is_empty());
     assert_eq!(same, cursor);
 }

@@ -75,6 +75,9 @@ async fn fixture() -> Fixture {
     index.index_recording(&recording, &path).unwrap();
     let api = Api::new(ApiConfig {
         data_dir: dir.path().to_owned(),
+        catalog: Arc::new(custody_recorder::catalog::SqliteCatalog::new(
+            &dir.path().join("index.sqlite"),
+        )),
         key: key.verifying_key(),
         auditor_groups: vec!["sre".into()],
         audit_json: Arc::new(|r: &AuditRecord| serde_json::json!({ "id": r.id })),

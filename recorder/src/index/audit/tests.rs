@@ -34,6 +34,7 @@ fn inserts_completes_and_queries() {
         index
             .complete_audit(&AuditCompletion {
                 id: "a".into(),
+                time_us: 10,
                 status_code: 200,
                 upstream_audit_id: Some("a".into()),
                 latency_us: 1500,

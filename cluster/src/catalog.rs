@@ -1,0 +1,352 @@
+//! The shared catalog: `custody_recorder::catalog::Catalog` over PostgreSQL. Sessions, their
+//! frames and searchable text here; audit events in [`audit`].
+//!
+//! Every write is one transaction, committed before the method returns; the rows are those the
+//! `SQLite` index holds for the same recordings (`recorder/src/index.rs`), so the web API, the
+//! player and recovery read the same facts in either mode.
+
+mod audit;
+mod rows;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use custody_recorder::catalog::{AuditChange, Catalog};
+use custody_recorder::index::{
+    AuditQuery, AuditRecord, FrameRow, IndexedSession, SearchHit, SessionQuery, SessionRow,
+    TextSource,
+};
+use custody_recorder::keyframe::{Keyframe, Seekpoint};
+use custody_recorder::model::SessionMeta;
+use tokio_postgres::types::ToSql;
+
+use crate::error::{Error, Result};
+use crate::partition::{self, Partitioned, Partitions};
+use crate::postgres::Postgres;
+use crate::search;
+use rows::{SESSION_COLUMNS, frame_from_row, session_from_row, to_i64};
+
+/// The most rows a list returns when the query does not say.
+const DEFAULT_LIMIT: usize = 100;
+
+/// The catalog in PostgreSQL. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgCatalog {
+    db: Postgres,
+    partitions: std::sync::Arc<Partitions>,
+}
+
+impl PgCatalog {
+    /// A catalog over `db`, whose schema must already be migrated ([`crate::schema::migrate`]).
+    pub fn new(db: Postgres) -> Self {
+        Self {
+            db,
+            partitions: std::sync::Arc::default(),
+        }
+    }
+
+    /// The pool.
+    pub fn db(&self) -> &Postgres {
+        &self.db
+    }
+
+    async fn record_open_row(&self, meta: &SessionMeta, file_path: &Path) -> Result<()> {
+        let row = SessionRow {
+            meta: meta.clone(),
+            ended_at_us: None,
+            status: custody_recorder::model::SessionStatus::Open,
+            exit_code: None,
+            exit_message: None,
+            event_count: 0,
+            frame_count: 0,
+            chain_head: None,
+            file_path: file_path.to_owned(),
+            file_size: 0,
+            damage: None,
+        };
+        let client = self.db.get().await?;
+        rows::insert_session(&client, &row, false).await
+    }
+
+    async fn upsert_rows(&self, session: &IndexedSession) -> Result<()> {
+        let started = session.row.meta.started_at_us;
+        if !session.text.is_empty() {
+            self.partitions
+                .ensure(&self.db, Partitioned::SessionText, started)
+                .await?;
+        }
+        let mut client = self.db.get().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(Error::pg("begin an upsert"))?;
+        let id = &session.row.meta.session_id;
+        tx.execute("DELETE FROM frames WHERE session_id = $1", &[id])
+            .await
+            .map_err(Error::pg("delete frames"))?;
+        tx.execute(
+            "DELETE FROM session_text WHERE session_id = $1 AND started_at_us = $2",
+            &[id, &started],
+        )
+        .await
+        .map_err(Error::pg("delete text"))?;
+        rows::insert_session(&tx, &session.row, true).await?;
+        rows::insert_frames(&tx, id, &session.frames).await?;
+        rows::insert_text(&tx, id, started, &session.text).await?;
+        tx.commit().await.map_err(Error::pg("commit an upsert"))
+    }
+
+    async fn query_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRow>> {
+        let mut sql = Sql::new(format!("SELECT {SESSION_COLUMNS} FROM sessions"));
+        if let Some(who) = &query.initiator {
+            sql.clause(
+                "(initiator_username = {} OR initiator_subject = {})",
+                who.clone(),
+            );
+        }
+        sql.text_eq("effective_user", &query.effective_user);
+        sql.text_eq("cluster", &query.cluster);
+        sql.text_eq("namespace", &query.namespace);
+        sql.text_eq("pod", &query.pod);
+        sql.text_eq("kind", &query.kind.map(|k| k.name().to_owned()));
+        if let Some(since) = query.since {
+            sql.clause("(ended_at_us IS NULL OR ended_at_us >= {})", since);
+        }
+        if let Some(until) = query.until {
+            sql.clause("started_at_us <= {}", until);
+        }
+        if let Some(code) = query.exit_code {
+            sql.clause("exit_code = {}", code);
+        }
+        if let Some(status) = &query.status {
+            let (name, reason) = status.name();
+            sql.clause("status = {}", name.to_owned());
+            if let Some(reason) = reason.filter(|r| !r.is_empty()) {
+                sql.clause("end_reason = {}", reason.to_owned());
+            }
+        }
+        if let Some(text) = &query.text {
+            let Some(wanted) = search::query_tokens(text) else {
+                return Ok(Vec::new());
+            };
+            sql.clause(
+                "id IN (SELECT t.session_id FROM session_text t WHERE t.tokens @> {})",
+                wanted,
+            );
+        }
+        let limit = to_i64(query.limit.unwrap_or(DEFAULT_LIMIT) as u64);
+        sql.tail(" ORDER BY started_at_us DESC, id LIMIT {}", limit);
+        let client = self.db.get().await?;
+        let rows = client
+            .query(&sql.text, &sql.params())
+            .await
+            .map_err(Error::pg("query sessions"))?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// The newest sessions where one piece of text holds every token asked for, one hit per
+    /// session. Months are searched newest first and the search stops when it has enough, so
+    /// a common word costs the recent months, not the whole history.
+    async fn search_text(&self, text: &str, limit: Option<usize>) -> Result<Vec<SearchHit>> {
+        let Some(wanted) = search::query_tokens(text) else {
+            return Ok(Vec::new());
+        };
+        let max = limit.unwrap_or(DEFAULT_LIMIT);
+        let months = partition::existing(&self.db, Partitioned::SessionText).await?;
+        let client = self.db.get().await?;
+        let statement = client
+            .prepare(
+                "SELECT DISTINCT ON (t.started_at_us, t.session_id)
+                        t.session_id, t.source, t.time_us, t.body
+                 FROM session_text t
+                 WHERE t.tokens @> $1 AND t.started_at_us >= $2 AND t.started_at_us < $3
+                 ORDER BY t.started_at_us DESC, t.session_id, t.seq
+                 LIMIT $4",
+            )
+            .await
+            .map_err(Error::pg("prepare a search"))?;
+        let mut hits = Vec::new();
+        for month in months {
+            let left = to_i64((max - hits.len()) as u64);
+            let rows = client
+                .query(
+                    &statement,
+                    &[&wanted, &month.start_us(), &month.end_us(), &left],
+                )
+                .await
+                .map_err(Error::pg("search"))?;
+            for row in rows {
+                let source: String = row.get(1);
+                let body: String = row.get(3);
+                hits.push(SearchHit {
+                    session_id: row.get(0),
+                    source: TextSource::parse(&source).unwrap_or(TextSource::Output),
+                    time_us: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                    snippet: search::snippet(&body, &wanted),
+                });
+            }
+            if hits.len() >= max {
+                break;
+            }
+        }
+        Ok(hits)
+    }
+}
+
+#[async_trait]
+impl Catalog for PgCatalog {
+    fn describe(&self) -> String {
+        self.db.shown().to_owned()
+    }
+
+    async fn record_open(
+        &self,
+        meta: &SessionMeta,
+        file_path: &Path,
+    ) -> custody_recorder::Result<()> {
+        Ok(self.record_open_row(meta, file_path).await?)
+    }
+
+    async fn upsert(&self, session: IndexedSession) -> custody_recorder::Result<()> {
+        Ok(self.upsert_rows(&session).await?)
+    }
+
+    async fn session(&self, id: &str) -> custody_recorder::Result<Option<SessionRow>> {
+        let client = self.db.get().await.map_err(Error::from)?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(Error::pg("read session"))?;
+        Ok(row.as_ref().map(session_from_row).transpose()?)
+    }
+
+    async fn frames(&self, id: &str) -> custody_recorder::Result<Vec<FrameRow>> {
+        let client = self.db.get().await.map_err(Error::from)?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {} FROM frames WHERE session_id = $1 ORDER BY idx",
+                    rows::FRAME_COLUMNS
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(Error::pg("read frames"))?;
+        Ok(rows.iter().map(frame_from_row).collect::<Result<_>>()?)
+    }
+
+    async fn seekpoints(&self, id: &str) -> custody_recorder::Result<Vec<Seekpoint>> {
+        let mut out = Vec::new();
+        for frame in self.frames(id).await? {
+            if let Some(blob) = &frame.keyframe {
+                let event_index = usize::try_from(frame.first_event_index).map_err(|_| {
+                    custody_recorder::Error::Keyframe("event index out of range".into())
+                })?;
+                out.push(Seekpoint {
+                    event_index,
+                    keyframe: Keyframe::decode(blob)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn sessions(&self, query: &SessionQuery) -> custody_recorder::Result<Vec<SessionRow>> {
+        Ok(self.query_sessions(query).await?)
+    }
+
+    async fn search(
+        &self,
+        text: &str,
+        limit_sessions: Option<usize>,
+    ) -> custody_recorder::Result<Vec<SearchHit>> {
+        Ok(self.search_text(text, limit_sessions).await?)
+    }
+
+    async fn open_sessions(&self) -> custody_recorder::Result<Vec<(String, PathBuf)>> {
+        let client = self.db.get().await.map_err(Error::from)?;
+        let rows = client
+            .query(
+                "SELECT id, file_path FROM sessions WHERE status = 'open' ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(Error::pg("read open sessions"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), PathBuf::from(r.get::<_, String>(1))))
+            .collect())
+    }
+
+    async fn audit_batch(&self, changes: &[AuditChange]) -> custody_recorder::Result<()> {
+        Ok(audit::batch(&self.db, &self.partitions, changes).await?)
+    }
+
+    async fn audit_event(&self, id: &str) -> custody_recorder::Result<Option<AuditRecord>> {
+        Ok(audit::event(&self.db, id).await?)
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> custody_recorder::Result<Vec<AuditRecord>> {
+        Ok(audit::events(&self.db, query).await?)
+    }
+}
+
+/// A statement built from clauses with numbered parameters (`{}` in a clause becomes the
+/// next `$n`). Values are always parameters, never text in the statement.
+struct Sql {
+    text: String,
+    clauses: usize,
+    values: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Sql {
+    fn new(select: String) -> Self {
+        Self {
+            text: select,
+            clauses: 0,
+            values: Vec::new(),
+        }
+    }
+
+    fn placeholder(&mut self, fragment: &str, value: Box<dyn ToSql + Sync + Send>) -> String {
+        self.values.push(value);
+        fragment.replace("{}", &format!("${}", self.values.len()))
+    }
+
+    fn clause(&mut self, fragment: &str, value: impl ToSql + Sync + Send + 'static) {
+        let fragment = self.placeholder(fragment, Box::new(value));
+        self.raw_clause(&fragment);
+    }
+
+    /// A clause without a value.
+    fn raw_clause(&mut self, fragment: &str) {
+        self.text.push_str(if self.clauses == 0 {
+            " WHERE "
+        } else {
+            " AND "
+        });
+        self.text.push_str(fragment);
+        self.clauses += 1;
+    }
+
+    fn text_eq(&mut self, column: &str, value: &Option<String>) {
+        if let Some(v) = value {
+            self.clause(&format!("{column} = {{}}"), v.clone());
+        }
+    }
+
+    fn tail(&mut self, fragment: &str, value: impl ToSql + Sync + Send + 'static) {
+        let fragment = self.placeholder(fragment, Box::new(value));
+        self.text.push_str(&fragment);
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.values
+            .iter()
+            .map(|v| &**v as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
