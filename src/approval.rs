@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{Grant, Scope};
 
 pub mod notify;
+pub mod postgres;
 pub mod store;
 
-pub use store::Store;
+pub use store::{ApprovalStore, Store};
 
 /// How long a request waits for a decision before it expires unanswered.
 pub const PENDING_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -320,6 +321,9 @@ pub enum ApprovalError {
     /// The store could not be read or written (500).
     #[error("the approvals store failed: {0}")]
     Store(#[from] rusqlite::Error),
+    /// The shared store (PostgreSQL, in cluster mode) could not be read or written (500).
+    #[error("the approvals store failed: {0}")]
+    SharedStore(String),
     /// The store's directory could not be prepared.
     #[error("cannot prepare the approvals store at {path}: {source}")]
     StoreDir {
@@ -339,9 +343,9 @@ impl ApprovalError {
             ApprovalError::NotFound(_) => StatusCode::NOT_FOUND,
             ApprovalError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApprovalError::Conflict(_) => StatusCode::CONFLICT,
-            ApprovalError::Store(_) | ApprovalError::StoreDir { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApprovalError::Store(_)
+            | ApprovalError::SharedStore(_)
+            | ApprovalError::StoreDir { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

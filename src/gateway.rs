@@ -65,6 +65,9 @@ pub struct GatewayParts {
     pub policy: Option<PolicyConfig>,
     /// Where approvers hear of access requests (`[approvals]`).
     pub approvals: crate::approval::notify::ApprovalsConfig,
+    /// Where access requests are kept: `None` for `<data_dir>/approvals.sqlite`, the shared
+    /// PostgreSQL store in cluster mode.
+    pub approval_store: Option<Arc<dyn crate::approval::ApprovalStore>>,
 }
 
 /// The gateway: the pipeline every request goes through.
@@ -127,12 +130,17 @@ impl Gateway {
         };
         let approvals = match (&policy, &parts.recording) {
             (Some(_), Some(recording)) => {
-                let store = crate::approval::Store::open(&recording.data_dir)
-                    .map_err(|e| Error::GatewayConfig(e.to_string()))?;
+                let store: Arc<dyn crate::approval::ApprovalStore> = match &parts.approval_store {
+                    Some(shared) => shared.clone(),
+                    None => Arc::new(
+                        crate::approval::Store::open(&recording.data_dir)
+                            .map_err(|e| Error::GatewayConfig(e.to_string()))?,
+                    ),
+                };
                 let notifier = crate::approval::notify::Notifier::new(&parts.approvals)
                     .map_err(|e| Error::GatewayConfig(format!("approvals webhook: {e}")))?;
                 Some(Approvals {
-                    store: Arc::new(store),
+                    store,
                     notifier: Arc::new(notifier),
                 })
             }

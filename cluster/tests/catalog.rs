@@ -245,7 +245,7 @@ async fn the_follow_cursor_waits_for_a_transaction_that_commits_late() {
         after_seq: Some(after),
         ..AuditQuery::default()
     };
-    let page = pg.audit_events(&follow(0)).await.unwrap();
+    let page = settled(&pg, 0, 100).await;
     assert_eq!(page.len(), 1);
     let cursor = page[0].seq;
 
@@ -270,11 +270,31 @@ async fn the_follow_cursor_waits_for_a_transaction_that_commits_late() {
     // Committed, yet not returned: it would move the cursor past the late one.
     assert!(pg.audit_events(&follow(cursor)).await.unwrap().is_empty());
     tx.commit().await.unwrap();
-    let page = pg.audit_events(&follow(cursor)).await.unwrap();
+    let page = settled(&pg, cursor, 100).await;
     let ids: Vec<&str> = page.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["late", "early"], "in transaction order, none skipped");
     let next = page.last().unwrap().seq;
     assert!(pg.audit_events(&follow(next)).await.unwrap().is_empty());
+}
+
+/// A follow page after `after`, polled as a follower polls: the server is shared with the other
+/// tests, and a transaction still running anywhere on it (one of theirs) holds the page back.
+async fn settled(pg: &PgCatalog, after: i64, limit: usize) -> Vec<AuditRecord> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let page = pg
+            .audit_events(&AuditQuery {
+                after_seq: Some(after),
+                limit: Some(limit),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        if !page.is_empty() || std::time::Instant::now() > deadline {
+            return page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
-//! The approvals store: access requests in `SQLite` (`<data_dir>/approvals.sqlite`).
+//! The approvals store: [`ApprovalStore`], the rules every store shares, and the one-machine
+//! store in `SQLite` (`<data_dir>/approvals.sqlite`); the cluster's is in PostgreSQL
+//! ([`super::postgres`]).
 //!
 //! Every state change is one conditional `UPDATE` whose `WHERE` holds the rule (pending, fresh,
 //! not the requester's own), so a decision is made exactly once even when two approvers, or two
-//! gateways sharing the file, race. Reads compute `expired` from the clock; nothing needs to
-//! sweep the table for a grant to end.
+//! gateways sharing the store, race. Reads compute `expired` from the clock; nothing needs to
+//! sweep the table for a grant to end. Stores are synchronous: the gateway calls them on
+//! blocking threads.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -48,7 +51,276 @@ pub struct ListFilter {
     pub state: Option<State>,
 }
 
-/// The store. Operations are short statements on one connection behind a mutex.
+/// Where access requests are kept. The conditional updates (`set_*`) change a row only when
+/// the rule allows it and say whether they did; the provided methods explain a refusal.
+pub trait ApprovalStore: Send + Sync {
+    /// Stores a new pending request.
+    fn insert(&self, request: &AccessRequest) -> Result<(), ApprovalError>;
+
+    /// One request as stored (`None` when there is none).
+    fn find(&self, id: &str) -> Result<Option<StoredRequest>, ApprovalError>;
+
+    /// Requests of `requester` (everyone's with `None`), newest first, at most 1000.
+    fn find_all(&self, requester: Option<&str>) -> Result<Vec<StoredRequest>, ApprovalError>;
+
+    /// Approves a pending, fresh request not `approver`'s own; whether it did.
+    fn set_approved(&self, id: &str, approver: &str, now: i64) -> Result<bool, ApprovalError>;
+
+    /// Denies a pending, fresh request not `approver`'s own; whether it did.
+    fn set_denied(
+        &self,
+        id: &str,
+        approver: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, ApprovalError>;
+
+    /// Revokes an unexpired grant; whether it did.
+    fn set_revoked(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, ApprovalError>;
+
+    /// `requester`'s approved requests that have not expired at `now`.
+    fn find_granted(&self, requester: &str, now: i64) -> Result<Vec<StoredRequest>, ApprovalError>;
+
+    /// Records a new pending request.
+    fn create(
+        &self,
+        requester: &str,
+        scope: &Scope,
+        reason: &str,
+        duration_seconds: u64,
+        groups: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<AccessRequest, ApprovalError> {
+        let request = AccessRequest {
+            id: uuid::Uuid::new_v4().to_string(),
+            requester: requester.to_owned(),
+            scope: scope.clone(),
+            reason: reason.to_owned(),
+            duration_seconds,
+            state: State::Pending,
+            created_at: now,
+            decided_by: None,
+            decided_at: None,
+            decision_reason: None,
+            expires_at: None,
+            groups: groups.to_vec(),
+        };
+        self.insert(&request)?;
+        Ok(request)
+    }
+
+    /// One request, its state as of `now`.
+    fn get(&self, id: &str, now: DateTime<Utc>) -> Result<AccessRequest, ApprovalError> {
+        self.find(id)?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?
+            .at(now)
+    }
+
+    /// Requests matching `filter`, newest first.
+    fn list(
+        &self,
+        filter: &ListFilter,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AccessRequest>, ApprovalError> {
+        let mut out = Vec::new();
+        for stored in self.find_all(filter.requester.as_deref())? {
+            let request = stored.at(now)?;
+            if filter.state.is_none_or(|s| s == request.state) {
+                out.push(request);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Approves a pending request: it becomes a grant until now + its duration.
+    fn approve(
+        &self,
+        id: &str,
+        approver: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AccessRequest, ApprovalError> {
+        let changed = self.set_approved(id, approver, now.timestamp())?;
+        decided(self, changed, id, approver, now, "approve")
+    }
+
+    /// Denies a pending request.
+    fn deny(
+        &self,
+        id: &str,
+        approver: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AccessRequest, ApprovalError> {
+        let changed = self.set_denied(id, approver, reason, now.timestamp())?;
+        decided(self, changed, id, approver, now, "deny")
+    }
+
+    /// Revokes a grant before it expires. Who may revoke is the caller's decision (approvers,
+    /// and the requester giving up their own grant).
+    fn revoke(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AccessRequest, ApprovalError> {
+        let changed = self.set_revoked(id, by, reason, now.timestamp())?;
+        let request = self.get(id, now)?;
+        if changed {
+            return Ok(request);
+        }
+        Err(ApprovalError::Conflict(format!(
+            "request {id} is {}, not an active grant; nothing to revoke",
+            request.state.as_str()
+        )))
+    }
+
+    /// The grants `requester` holds now.
+    fn active_grants(
+        &self,
+        requester: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Grant>, ApprovalError> {
+        let mut grants = Vec::new();
+        for stored in self.find_granted(requester, now.timestamp())? {
+            if let Some(grant) = stored.at(now)?.grant() {
+                grants.push(grant);
+            }
+        }
+        Ok(grants)
+    }
+}
+
+/// A request as a store holds it: times in Unix seconds, scope and groups as JSON, the state
+/// as decided (not yet as of a time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRequest {
+    /// The request id.
+    pub id: String,
+    /// Who asked.
+    pub requester: String,
+    /// The scope, JSON.
+    pub scope: String,
+    /// Why.
+    pub reason: String,
+    /// For how long.
+    pub duration_seconds: i64,
+    /// `pending`, `approved`, `denied` or `revoked`.
+    pub state: String,
+    /// When it was made.
+    pub created_at: i64,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at: Option<i64>,
+    /// The denial's or revocation's reason.
+    pub decision_reason: Option<String>,
+    /// When a grant ends.
+    pub expires_at: Option<i64>,
+    /// The groups a grant adds, JSON.
+    pub groups: String,
+}
+
+impl StoredRequest {
+    /// The stored form of a new request.
+    pub fn of(request: &AccessRequest) -> Self {
+        Self {
+            id: request.id.clone(),
+            requester: request.requester.clone(),
+            scope: json(&request.scope),
+            reason: request.reason.clone(),
+            duration_seconds: i64::try_from(request.duration_seconds).unwrap_or(i64::MAX),
+            state: request.state.as_str().to_owned(),
+            created_at: request.created_at.timestamp(),
+            decided_by: request.decided_by.clone(),
+            decided_at: request.decided_at.map(|t| t.timestamp()),
+            decision_reason: request.decision_reason.clone(),
+            expires_at: request.expires_at.map(|t| t.timestamp()),
+            groups: json(&request.groups),
+        }
+    }
+
+    /// The request with its state as of `now` (an approved grant past its end, or a request
+    /// unanswered too long, is `expired`).
+    pub fn at(self, now: DateTime<Utc>) -> Result<AccessRequest, ApprovalError> {
+        let bad = |what: &str, e: serde_json::Error| {
+            ApprovalError::SharedStore(format!(
+                "request {}: its {what} is unreadable: {e}",
+                self.id
+            ))
+        };
+        let created_at = time(self.created_at);
+        let expires_at = self.expires_at.map(time);
+        let mut state = match self.state.as_str() {
+            "approved" => State::Approved,
+            "denied" => State::Denied,
+            "revoked" => State::Revoked,
+            _ => State::Pending,
+        };
+        let unanswered_too_long = created_at.timestamp() <= stale_before(now.timestamp());
+        if (state == State::Approved && expires_at.is_none_or(|at| at <= now))
+            || (state == State::Pending && unanswered_too_long)
+        {
+            state = State::Expired;
+        }
+        Ok(AccessRequest {
+            scope: serde_json::from_str(&self.scope).map_err(|e| bad("scope", e))?,
+            groups: serde_json::from_str(&self.groups).map_err(|e| bad("groups", e))?,
+            id: self.id,
+            requester: self.requester,
+            reason: self.reason,
+            duration_seconds: u64::try_from(self.duration_seconds).unwrap_or(0),
+            state,
+            created_at,
+            decided_by: self.decided_by,
+            decided_at: self.decided_at.map(time),
+            decision_reason: self.decision_reason,
+            expires_at,
+        })
+    }
+}
+
+/// Explains a decision that changed nothing: missing, own, already decided or stale.
+fn decided<S: ApprovalStore + ?Sized>(
+    store: &S,
+    changed: bool,
+    id: &str,
+    approver: &str,
+    now: DateTime<Utc>,
+    verb: &str,
+) -> Result<AccessRequest, ApprovalError> {
+    let request = store.get(id, now)?;
+    if changed {
+        return Ok(request);
+    }
+    if request.requester == approver {
+        return Err(ApprovalError::Forbidden(format!(
+            "you cannot {verb} your own request; someone else with approval rights must"
+        )));
+    }
+    let by = request
+        .decided_by
+        .as_deref()
+        .map(|who| format!(" by {who}"))
+        .unwrap_or_default();
+    Err(ApprovalError::Conflict(format!(
+        "request {id} is already {}{by}",
+        request.state.as_str()
+    )))
+}
+
+/// Requests created at or before this (Unix seconds) and still pending are stale.
+pub fn stale_before(now: i64) -> i64 {
+    now - i64::try_from(PENDING_TTL.as_secs()).unwrap_or(i64::MAX / 2)
+}
+
+/// The one-machine store. Operations are short statements on one connection behind a mutex.
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -90,196 +362,112 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a new pending request.
-    pub fn create(
+    fn query(
         &self,
-        requester: &str,
-        scope: &Scope,
-        reason: &str,
-        duration_seconds: u64,
-        groups: &[String],
-        now: DateTime<Utc>,
-    ) -> Result<AccessRequest, ApprovalError> {
-        let request = AccessRequest {
-            id: uuid::Uuid::new_v4().to_string(),
-            requester: requester.to_owned(),
-            scope: scope.clone(),
-            reason: reason.to_owned(),
-            duration_seconds,
-            state: State::Pending,
-            created_at: now,
-            decided_by: None,
-            decided_at: None,
-            decision_reason: None,
-            expires_at: None,
-            groups: groups.to_vec(),
-        };
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<StoredRequest>, ApprovalError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map(args, from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+impl ApprovalStore for Store {
+    fn insert(&self, request: &AccessRequest) -> Result<(), ApprovalError> {
+        let r = StoredRequest::of(request);
         self.conn().execute(
             "INSERT INTO access_requests (id, requester, scope, reason, duration_seconds, state, \
              created_at, groups) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
             params![
-                request.id,
-                request.requester,
-                json(&request.scope),
-                request.reason,
-                i64::try_from(duration_seconds).unwrap_or(i64::MAX),
-                now.timestamp(),
-                json(&request.groups),
+                r.id,
+                r.requester,
+                r.scope,
+                r.reason,
+                r.duration_seconds,
+                r.created_at,
+                r.groups
             ],
         )?;
-        Ok(request)
+        Ok(())
     }
 
-    /// One request, its state as of `now`.
-    pub fn get(&self, id: &str, now: DateTime<Utc>) -> Result<AccessRequest, ApprovalError> {
-        self.conn()
+    fn find(&self, id: &str) -> Result<Option<StoredRequest>, ApprovalError> {
+        Ok(self
+            .conn()
             .query_row(
                 &format!("SELECT {COLUMNS} FROM access_requests WHERE id = ?1"),
                 params![id],
-                |row| from_row(row, now),
+                from_row,
             )
-            .optional()?
-            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))
+            .optional()?)
     }
 
-    /// Requests matching `filter`, newest first.
-    pub fn list(
-        &self,
-        filter: &ListFilter,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<AccessRequest>, ApprovalError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM access_requests \
-             WHERE (?1 IS NULL OR requester = ?1) ORDER BY created_at DESC, id LIMIT 1000"
-        ))?;
-        let rows = stmt.query_map(params![filter.requester], |row| from_row(row, now))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let request = row?;
-            if filter.state.is_none_or(|s| s == request.state) {
-                out.push(request);
-            }
-        }
-        Ok(out)
+    fn find_all(&self, requester: Option<&str>) -> Result<Vec<StoredRequest>, ApprovalError> {
+        self.query(
+            &format!(
+                "SELECT {COLUMNS} FROM access_requests \
+                 WHERE (?1 IS NULL OR requester = ?1) ORDER BY created_at DESC, id LIMIT 1000"
+            ),
+            &[&requester],
+        )
     }
 
-    /// Approves a pending request: it becomes a grant until now + its duration.
-    pub fn approve(
-        &self,
-        id: &str,
-        approver: &str,
-        now: DateTime<Utc>,
-    ) -> Result<AccessRequest, ApprovalError> {
+    fn set_approved(&self, id: &str, approver: &str, now: i64) -> Result<bool, ApprovalError> {
         let changed = self.conn().execute(
             "UPDATE access_requests SET state = 'approved', decided_by = ?2, decided_at = ?3, \
              expires_at = ?3 + duration_seconds \
              WHERE id = ?1 AND state = 'pending' AND created_at > ?4 AND requester <> ?2",
-            params![id, approver, now.timestamp(), stale_before(now)],
+            params![id, approver, now, stale_before(now)],
         )?;
-        self.decided(changed, id, approver, now, "approve")
+        Ok(changed == 1)
     }
 
-    /// Denies a pending request.
-    pub fn deny(
+    fn set_denied(
         &self,
         id: &str,
         approver: &str,
         reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<AccessRequest, ApprovalError> {
+        now: i64,
+    ) -> Result<bool, ApprovalError> {
         let changed = self.conn().execute(
             "UPDATE access_requests SET state = 'denied', decided_by = ?2, decided_at = ?3, \
              decision_reason = ?5 \
              WHERE id = ?1 AND state = 'pending' AND created_at > ?4 AND requester <> ?2",
-            params![id, approver, now.timestamp(), stale_before(now), reason],
+            params![id, approver, now, stale_before(now), reason],
         )?;
-        self.decided(changed, id, approver, now, "deny")
+        Ok(changed == 1)
     }
 
-    /// Revokes a grant before it expires. Who may revoke is the caller's decision (approvers,
-    /// and the requester giving up their own grant).
-    pub fn revoke(
+    fn set_revoked(
         &self,
         id: &str,
         by: &str,
         reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<AccessRequest, ApprovalError> {
+        now: i64,
+    ) -> Result<bool, ApprovalError> {
         let changed = self.conn().execute(
             "UPDATE access_requests SET state = 'revoked', decided_by = ?2, decided_at = ?3, \
              decision_reason = ?4 \
              WHERE id = ?1 AND state = 'approved' AND expires_at > ?3",
-            params![id, by, now.timestamp(), reason],
+            params![id, by, now, reason],
         )?;
-        let request = self.get(id, now)?;
-        if changed == 1 {
-            return Ok(request);
-        }
-        Err(ApprovalError::Conflict(format!(
-            "request {id} is {}, not an active grant; nothing to revoke",
-            request.state.as_str()
-        )))
+        Ok(changed == 1)
     }
 
-    /// The grants `requester` holds now.
-    pub fn active_grants(
-        &self,
-        requester: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Grant>, ApprovalError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM access_requests \
-             WHERE requester = ?1 AND state = 'approved' AND expires_at > ?2"
-        ))?;
-        let rows = stmt.query_map(params![requester, now.timestamp()], |row| {
-            from_row(row, now)
-        })?;
-        let mut grants = Vec::new();
-        for row in rows {
-            if let Some(grant) = row?.grant() {
-                grants.push(grant);
-            }
-        }
-        Ok(grants)
-    }
-
-    /// Explains a decision that changed nothing: missing, own, already decided or stale.
-    fn decided(
-        &self,
-        changed: usize,
-        id: &str,
-        approver: &str,
-        now: DateTime<Utc>,
-        verb: &str,
-    ) -> Result<AccessRequest, ApprovalError> {
-        let request = self.get(id, now)?;
-        if changed == 1 {
-            return Ok(request);
-        }
-        if request.requester == approver {
-            return Err(ApprovalError::Forbidden(format!(
-                "you cannot {verb} your own request; someone else with approval rights must"
-            )));
-        }
-        let by = request
-            .decided_by
-            .as_deref()
-            .map(|who| format!(" by {who}"))
-            .unwrap_or_default();
-        Err(ApprovalError::Conflict(format!(
-            "request {id} is already {}{by}",
-            request.state.as_str()
-        )))
+    fn find_granted(&self, requester: &str, now: i64) -> Result<Vec<StoredRequest>, ApprovalError> {
+        self.query(
+            &format!(
+                "SELECT {COLUMNS} FROM access_requests \
+                 WHERE requester = ?1 AND state = 'approved' AND expires_at > ?2"
+            ),
+            &[&requester, &now],
+        )
     }
 }
 
-fn stale_before(now: DateTime<Utc>) -> i64 {
-    now.timestamp() - i64::try_from(PENDING_TTL.as_secs()).unwrap_or(i64::MAX / 2)
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
+pub(super) fn json<T: serde::Serialize>(value: &T) -> String {
     // Serializing plain structs of strings cannot fail.
     serde_json::to_string(value).unwrap_or_default()
 }
@@ -290,40 +478,20 @@ fn time(seconds: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-fn from_row(row: &Row<'_>, now: DateTime<Utc>) -> rusqlite::Result<AccessRequest> {
-    let bad = |i: usize, e: serde_json::Error| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    };
-    let scope: String = row.get(2)?;
-    let groups: String = row.get(11)?;
-    let state: String = row.get(5)?;
-    let created_at = time(row.get(6)?);
-    let expires_at = row.get::<_, Option<i64>>(10)?.map(time);
-    let mut state = match state.as_str() {
-        "approved" => State::Approved,
-        "denied" => State::Denied,
-        "revoked" => State::Revoked,
-        _ => State::Pending,
-    };
-    let unanswered_too_long = created_at.timestamp() <= stale_before(now);
-    if (state == State::Approved && expires_at.is_none_or(|at| at <= now))
-        || (state == State::Pending && unanswered_too_long)
-    {
-        state = State::Expired;
-    }
-    Ok(AccessRequest {
+fn from_row(row: &Row<'_>) -> rusqlite::Result<StoredRequest> {
+    Ok(StoredRequest {
         id: row.get(0)?,
         requester: row.get(1)?,
-        scope: serde_json::from_str(&scope).map_err(|e| bad(2, e))?,
+        scope: row.get(2)?,
         reason: row.get(3)?,
-        duration_seconds: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
-        state,
-        created_at,
+        duration_seconds: row.get(4)?,
+        state: row.get(5)?,
+        created_at: row.get(6)?,
         decided_by: row.get(7)?,
-        decided_at: row.get::<_, Option<i64>>(8)?.map(time),
+        decided_at: row.get(8)?,
         decision_reason: row.get(9)?,
-        expires_at,
-        groups: serde_json::from_str(&groups).map_err(|e| bad(11, e))?,
+        expires_at: row.get(10)?,
+        groups: row.get(11)?,
     })
 }
 

@@ -150,6 +150,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         auditor_groups: config.access.auditor_groups.clone(),
         policy: config.policy.clone(),
         approvals: config.approvals.clone(),
+        approval_store: None,
     })
     .context("gateway configuration")?;
     if let Some(document) = login_document(config)? {

@@ -30,7 +30,9 @@ use super::status::status_response;
 use super::{Exchange, Gateway};
 use crate::approval::notify::{Happening, Notifier};
 use crate::approval::store::ListFilter;
-use crate::approval::{AccessRequest, ApprovalError, NewRequest, State, Store, clean_reason};
+use crate::approval::{
+    AccessRequest, ApprovalError, ApprovalStore, NewRequest, State, clean_reason,
+};
 use crate::audit::{AuditMode, Decision};
 use crate::classify::RequestInfo;
 use crate::control::registry::LiveSessions;
@@ -48,7 +50,7 @@ const MAX_BODY: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct Approvals {
     /// The requests and grants.
-    pub store: Arc<Store>,
+    pub store: Arc<dyn ApprovalStore>,
     /// The webhook, if any.
     pub notifier: Arc<Notifier>,
 }

@@ -205,6 +205,7 @@ impl Env {
             auditor_groups: vec!["sre".to_owned()],
             policy: options.policy.clone(),
             approvals: options.approvals.clone(),
+            approval_store: None,
         })
         .unwrap();
         let pki = Pki::generate(&["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();

@@ -127,3 +127,66 @@ CREATE INDEX audit_events_initiator ON audit_events (initiator_username, time_us
 CREATE INDEX audit_events_initiator_subject ON audit_events (initiator_subject, time_us DESC);
 CREATE INDEX audit_events_effective ON audit_events (effective_user, time_us DESC);
 CREATE INDEX audit_events_kubectl_session ON audit_events (kubectl_session, time_us DESC);
+
+-- Access requests and grants (the approvals of the one-machine `approvals.sqlite`, with the
+-- same conditional updates: decided once, never by the requester). Times in Unix seconds.
+CREATE TABLE access_requests (
+    id               text PRIMARY KEY,
+    requester        text NOT NULL,
+    scope            text NOT NULL,
+    reason           text NOT NULL,
+    duration_seconds bigint NOT NULL,
+    state            text NOT NULL,
+    created_at       bigint NOT NULL,
+    decided_by       text,
+    decided_at       bigint,
+    decision_reason  text,
+    expires_at       bigint,
+    groups           text NOT NULL
+);
+
+CREATE INDEX access_requests_by_requester ON access_requests (requester, state, expires_at);
+
+-- Replica membership: each replica holds a lease it renews; `epoch` grows each time a replica
+-- (re)joins or its lease is taken, and every write a replica makes about its sessions names
+-- the epoch it holds, so a replica whose lease was taken (a zombie) cannot write.
+CREATE TABLE replicas (
+    id               text PRIMARY KEY,
+    epoch            bigint NOT NULL,
+    state            text NOT NULL CHECK (state IN ('active', 'draining', 'gone')),
+    url              text NOT NULL,
+    key_fingerprint  text NOT NULL,
+    version          text NOT NULL,
+    started_at       timestamptz NOT NULL,
+    heartbeat_at     timestamptz NOT NULL,
+    lease_until      timestamptz NOT NULL
+);
+
+-- The live sessions of every replica, while they run: who holds each, under which epoch.
+CREATE TABLE live_sessions (
+    id               text PRIMARY KEY,
+    replica_id       text NOT NULL,
+    epoch            bigint NOT NULL,
+    approval_id      text,
+    summary          jsonb NOT NULL,
+    started_at       timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX live_sessions_replica ON live_sessions (replica_id);
+CREATE INDEX live_sessions_approval ON live_sessions (approval_id) WHERE approval_id IS NOT NULL;
+
+-- Commands for a replica (end a session, end a grant's sessions): durable, so none is lost
+-- while its replica is busy or reconnecting; NOTIFY on `custody_commands` only wakes it.
+CREATE TABLE commands (
+    id               bigserial PRIMARY KEY,
+    replica_id       text NOT NULL,
+    kind             text NOT NULL CHECK (kind IN ('end_session', 'end_grant')),
+    target           text NOT NULL,
+    reason           text NOT NULL,
+    issued_by        text NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    done_at          timestamptz,
+    outcome          text
+);
+
+CREATE INDEX commands_pending ON commands (replica_id, id) WHERE done_at IS NULL;
