@@ -21,6 +21,7 @@ use custody_recorder::model::SessionMeta;
 use tokio_postgres::types::ToSql;
 
 use crate::error::{Error, Result};
+use crate::members::Membership;
 use crate::partition::{self, Partitioned, Partitions};
 use crate::postgres::Postgres;
 use crate::search;
@@ -30,10 +31,17 @@ use rows::{SESSION_COLUMNS, frame_from_row, session_from_row, to_i64};
 const DEFAULT_LIMIT: usize = 100;
 
 /// The catalog in PostgreSQL. Cheap to clone.
+///
+/// A replica's catalog ([`PgCatalog::for_replica`]) also keeps `live_sessions`: a session that
+/// opens gets a row naming this replica and its epoch, in the same transaction as its open
+/// index row; its sealed rows are written in one transaction with the removal of that row,
+/// which succeeds only while this replica still holds it. A replica whose lease was taken
+/// cannot overwrite what the replica that recovered its session wrote.
 #[derive(Debug, Clone)]
 pub struct PgCatalog {
     db: Postgres,
     partitions: std::sync::Arc<Partitions>,
+    owner: Option<Membership>,
 }
 
 impl PgCatalog {
@@ -42,6 +50,15 @@ impl PgCatalog {
         Self {
             db,
             partitions: std::sync::Arc::default(),
+            owner: None,
+        }
+    }
+
+    /// The catalog of a replica that holds the sessions it records (see the type's docs).
+    pub fn for_replica(db: Postgres, owner: Membership) -> Self {
+        Self {
+            owner: Some(owner),
+            ..Self::new(db)
         }
     }
 
@@ -64,8 +81,32 @@ impl PgCatalog {
             file_size: 0,
             damage: None,
         };
-        let client = self.db.get().await?;
-        rows::insert_session(&client, &row, false).await
+        let mut client = self.db.get().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(Error::pg("begin opening a session"))?;
+        rows::insert_session(&tx, &row, false).await?;
+        if let Some(owner) = &self.owner {
+            let summary = serde_json::to_value(meta)
+                .map_err(|e| Error::BadRow(format!("a session header as JSON: {e}")))?;
+            tx.execute(
+                "INSERT INTO live_sessions (id, replica_id, epoch, approval_id, summary)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &meta.session_id,
+                    &owner.id(),
+                    &owner.epoch(),
+                    &meta.approval_id,
+                    &summary,
+                ],
+            )
+            .await
+            .map_err(Error::pg("register a live session"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(Error::pg("commit opening a session"))
     }
 
     async fn upsert_rows(&self, session: &IndexedSession) -> Result<()> {
@@ -81,6 +122,11 @@ impl PgCatalog {
             .await
             .map_err(Error::pg("begin an upsert"))?;
         let id = &session.row.meta.session_id;
+        if let Some(owner) = &self.owner
+            && session.row.status != custody_recorder::model::SessionStatus::Open
+        {
+            release(&tx, owner, id).await?;
+        }
         tx.execute("DELETE FROM frames WHERE session_id = $1", &[id])
             .await
             .map_err(Error::pg("delete frames"))?;
@@ -292,6 +338,38 @@ impl Catalog for PgCatalog {
     async fn audit_events(&self, query: &AuditQuery) -> custody_recorder::Result<Vec<AuditRecord>> {
         Ok(audit::events(&self.db, query).await?)
     }
+}
+
+/// Removes the live row of session `id` if `owner` holds it; refuses when another replica
+/// does (this one's lease was taken and the session recovered elsewhere).
+async fn release(
+    tx: &deadpool_postgres::Transaction<'_>,
+    owner: &Membership,
+    id: &str,
+) -> Result<()> {
+    let held = tx
+        .query_opt(
+            "SELECT replica_id, epoch FROM live_sessions WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(Error::pg("read a live session"))?;
+    let Some(row) = held else {
+        // Not live (recovery, or reindexing a sealed file): nothing to release.
+        return Ok(());
+    };
+    let (replica, epoch): (String, i64) = (row.get(0), row.get(1));
+    if replica != owner.id() || epoch != owner.epoch() {
+        return Err(Error::LostOwnership {
+            session: id.to_owned(),
+            replica: owner.id().to_owned(),
+            epoch: owner.epoch(),
+        });
+    }
+    tx.execute("DELETE FROM live_sessions WHERE id = $1", &[&id])
+        .await
+        .map_err(Error::pg("release a live session"))?;
+    Ok(())
 }
 
 /// A statement built from clauses with numbered parameters (`{}` in a clause becomes the

@@ -63,6 +63,30 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// This replica's signing key is not the cluster's.
+    #[error(
+        "this replica's signing key (fingerprint {ours}) is not the cluster's ({cluster}, set by \
+         replica {set_by}); every replica must sign with the same key ([cluster] \
+         signing_key_file)"
+    )]
+    KeyMismatch {
+        /// This replica's fingerprint.
+        ours: String,
+        /// The cluster's.
+        cluster: String,
+        /// The replica that set it.
+        set_by: String,
+    },
+    /// A session's row belongs to another replica now (this one's lease was taken).
+    #[error("session {session} is no longer held by this replica ({replica}, epoch {epoch})")]
+    LostOwnership {
+        /// The session.
+        session: String,
+        /// This replica.
+        replica: String,
+        /// The epoch it held.
+        epoch: i64,
+    },
     /// A row held something this build cannot read.
     #[error("postgresql row, {0}")]
     BadRow(String),

@@ -9,7 +9,10 @@
 //! end).
 
 pub mod catalog;
+pub mod commands;
 pub mod error;
+pub mod live;
+pub mod members;
 pub mod objects;
 pub mod partition;
 pub mod postgres;

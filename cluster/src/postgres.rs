@@ -42,6 +42,9 @@ impl PostgresConfig {
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    /// How to open a connection of its own (for `LISTEN`, which a pooled one cannot hold).
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// The URL without its password, for logs.
     shown: Arc<str>,
 }
@@ -67,12 +70,15 @@ impl Postgres {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match &config.ca_file {
-            Some(path) => {
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(path)?);
-                Manager::from_config(pg, tls, manager_config)
-            }
-            None => Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
+        let tls = match &config.ca_file {
+            Some(path) => Some(tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
+                path,
+            )?)),
+            None => None,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(pg.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(pg.clone(), tokio_postgres::NoTls, manager_config),
         };
         let timeouts = Timeouts {
             wait: Some(config.connect_timeout),
@@ -87,6 +93,8 @@ impl Postgres {
             .map_err(|e| Error::PostgresConnect(e.to_string()))?;
         Ok(Self {
             pool,
+            config: pg,
+            tls,
             shown: shown.into(),
         })
     }
@@ -97,6 +105,42 @@ impl Postgres {
             .get()
             .await
             .map_err(|e| Error::PostgresConnect(format!("{}: {}", self.shown, describe_pool(&e))))
+    }
+
+    /// Opens a connection of its own that `LISTEN`s on `channel`; each notification's
+    /// payload arrives through [`Listener::recv`], which returns `None` when the connection is
+    /// lost (the caller reconnects).
+    pub async fn listen(&self, channel: &str) -> Result<Listener> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self
+                    .config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(|e| Error::PostgresConnect(crate::error::error_chain(&e)))?;
+                tokio::spawn(forward(connection, tx));
+                client
+            }
+            None => {
+                let (client, connection) = self
+                    .config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| Error::PostgresConnect(crate::error::error_chain(&e)))?;
+                tokio::spawn(forward(connection, tx));
+                client
+            }
+        };
+        // The channel is an identifier made by custody, never input; quoted all the same.
+        client
+            .batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', "")))
+            .await
+            .map_err(Error::pg("listen"))?;
+        Ok(Listener {
+            _client: client,
+            notifications: rx,
+        })
     }
 
     /// Where the database is (the URL without a password).
@@ -154,4 +198,50 @@ fn client_tls(path: &Path) -> Result<rustls::ClientConfig> {
         .map_err(|e| bad(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// A dedicated connection listening on a channel.
+pub struct Listener {
+    /// The connection closes when its client is dropped: held for as long as the listener.
+    _client: tokio_postgres::Client,
+    notifications: tokio::sync::mpsc::Receiver<String>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// The next notification's payload; `None` once the connection is lost.
+    pub async fn recv(&mut self) -> Option<String> {
+        self.notifications.recv().await
+    }
+}
+
+/// Drives a dedicated connection, passing each notification's payload on, until the
+/// connection ends or nobody listens.
+async fn forward<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    tx: tokio::sync::mpsc::Sender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+        match message {
+            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                if tx.send(n.payload().to_owned()).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %crate::error::error_chain(&e), "postgresql listen connection lost");
+                return;
+            }
+        }
+    }
 }

@@ -190,3 +190,12 @@ CREATE TABLE commands (
 );
 
 CREATE INDEX commands_pending ON commands (replica_id, id) WHERE done_at IS NULL;
+
+-- Facts every replica must agree on, set by the first replica that joins: the fingerprint of
+-- the signing key (a replica with another key refuses to join).
+CREATE TABLE cluster_settings (
+    name             text PRIMARY KEY,
+    value            text NOT NULL,
+    set_by           text NOT NULL,
+    set_at           timestamptz NOT NULL DEFAULT now()
+);
