@@ -2,6 +2,12 @@
 //! (decided once, never by the requester, grants end on time), and two replicas deciding the
 //! same request at once: exactly one decision wins.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup or assertion should fail the test loudly"
+)]
+
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};

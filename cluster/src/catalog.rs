@@ -17,7 +17,7 @@ use custody_recorder::index::{
     TextSource,
 };
 use custody_recorder::keyframe::{Keyframe, Seekpoint};
-use custody_recorder::model::SessionMeta;
+use custody_recorder::model::{SessionKind, SessionMeta};
 use tokio_postgres::types::ToSql;
 
 use crate::error::{Error, Result};
@@ -150,11 +150,11 @@ impl PgCatalog {
                 who.clone(),
             );
         }
-        sql.text_eq("effective_user", &query.effective_user);
-        sql.text_eq("cluster", &query.cluster);
-        sql.text_eq("namespace", &query.namespace);
-        sql.text_eq("pod", &query.pod);
-        sql.text_eq("kind", &query.kind.map(|k| k.name().to_owned()));
+        sql.text_eq("effective_user", query.effective_user.as_deref());
+        sql.text_eq("cluster", query.cluster.as_deref());
+        sql.text_eq("namespace", query.namespace.as_deref());
+        sql.text_eq("pod", query.pod.as_deref());
+        sql.text_eq("kind", query.kind.map(SessionKind::name));
         if let Some(since) = query.since {
             sql.clause("(ended_at_us IS NULL OR ended_at_us >= {})", since);
         }
@@ -258,7 +258,7 @@ impl Catalog for PgCatalog {
     }
 
     async fn session(&self, id: &str) -> custody_recorder::Result<Option<SessionRow>> {
-        let client = self.db.get().await.map_err(Error::from)?;
+        let client = self.db.get().await?;
         let row = client
             .query_opt(
                 &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"),
@@ -270,7 +270,7 @@ impl Catalog for PgCatalog {
     }
 
     async fn frames(&self, id: &str) -> custody_recorder::Result<Vec<FrameRow>> {
-        let client = self.db.get().await.map_err(Error::from)?;
+        let client = self.db.get().await?;
         let rows = client
             .query(
                 &format!(
@@ -313,7 +313,7 @@ impl Catalog for PgCatalog {
     }
 
     async fn open_sessions(&self) -> custody_recorder::Result<Vec<(String, PathBuf)>> {
-        let client = self.db.get().await.map_err(Error::from)?;
+        let client = self.db.get().await?;
         let rows = client
             .query(
                 "SELECT id, file_path FROM sessions WHERE status = 'open' ORDER BY id",
@@ -410,9 +410,9 @@ impl Sql {
         self.clauses += 1;
     }
 
-    fn text_eq(&mut self, column: &str, value: &Option<String>) {
+    fn text_eq(&mut self, column: &str, value: Option<&str>) {
         if let Some(v) = value {
-            self.clause(&format!("{column} = {{}}"), v.clone());
+            self.clause(&format!("{column} = {{}}"), v.to_owned());
         }
     }
 

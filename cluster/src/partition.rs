@@ -61,6 +61,7 @@ impl Month {
     }
 
     /// The month after this one.
+    #[must_use]
     pub fn next(self) -> Self {
         if self.month >= 12 {
             Self {
@@ -76,6 +77,7 @@ impl Month {
     }
 
     /// The month before this one.
+    #[must_use]
     pub fn previous(self) -> Self {
         if self.month <= 1 {
             Self {

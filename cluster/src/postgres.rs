@@ -112,25 +112,21 @@ impl Postgres {
     /// lost (the caller reconnects).
     pub async fn listen(&self, channel: &str) -> Result<Listener> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let client = match &self.tls {
-            Some(tls) => {
-                let (client, connection) = self
-                    .config
-                    .connect(tls.clone())
-                    .await
-                    .map_err(|e| Error::PostgresConnect(crate::error::error_chain(&e)))?;
-                tokio::spawn(forward(connection, tx));
-                client
-            }
-            None => {
-                let (client, connection) = self
-                    .config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| Error::PostgresConnect(crate::error::error_chain(&e)))?;
-                tokio::spawn(forward(connection, tx));
-                client
-            }
+        let refused = |e: tokio_postgres::Error| {
+            Error::PostgresConnect(format!("{}: {}", self.shown, crate::error::error_chain(&e)))
+        };
+        let client = if let Some(tls) = &self.tls {
+            let (client, connection) = self.config.connect(tls.clone()).await.map_err(refused)?;
+            tokio::spawn(forward(connection, tx));
+            client
+        } else {
+            let (client, connection) = self
+                .config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(refused)?;
+            tokio::spawn(forward(connection, tx));
+            client
         };
         // The channel is an identifier made by custody, never input; quoted all the same.
         client

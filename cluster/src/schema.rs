@@ -10,7 +10,7 @@ use crate::postgres::Postgres;
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_catalog.sql")];
 
 /// The advisory lock key migrations hold (`custody` in ASCII).
-const MIGRATION_LOCK: i64 = 0x6375_7374_6f64_79;
+const MIGRATION_LOCK: i64 = 0x0063_7573_746f_6479;
 
 /// The schema version this build writes and reads.
 pub fn latest_version() -> i32 {

@@ -2,6 +2,12 @@
 //! same recording indexed in `SQLite` and in PostgreSQL reads back the same; search finds what
 //! the `SQLite` index finds; the audit cursor never skips a transaction that commits late.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup or assertion should fail the test loudly"
+)]
+
 use std::sync::Arc;
 
 use custody_cluster::catalog::PgCatalog;

@@ -3,6 +3,12 @@
 //! orphaned sessions are claimed by one replica only, and a command wakes its replica through
 //! `LISTEN/NOTIFY` and is taken once.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup or assertion should fail the test loudly"
+)]
+
 use std::time::{Duration, Instant};
 
 use custody_cluster::catalog::PgCatalog;

@@ -158,13 +158,13 @@ pub(super) async fn events(db: &Postgres, query: &AuditQuery) -> Result<Vec<Audi
             who.clone(),
         );
     }
-    sql.text_eq("effective_user", &query.effective_user);
-    sql.text_eq("cluster", &query.cluster);
-    sql.text_eq("verb", &query.verb);
-    sql.text_eq("resource", &query.resource);
-    sql.text_eq("namespace", &query.namespace);
-    sql.text_eq("decision", &query.decision);
-    sql.text_eq("kubectl_session", &query.kubectl_session);
+    sql.text_eq("effective_user", query.effective_user.as_deref());
+    sql.text_eq("cluster", query.cluster.as_deref());
+    sql.text_eq("verb", query.verb.as_deref());
+    sql.text_eq("resource", query.resource.as_deref());
+    sql.text_eq("namespace", query.namespace.as_deref());
+    sql.text_eq("decision", query.decision.as_deref());
+    sql.text_eq("kubectl_session", query.kubectl_session.as_deref());
     if let Some(since) = query.since_us {
         sql.clause("time_us >= {}", since);
     }
