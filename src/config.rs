@@ -4,6 +4,8 @@
 //! Loading is a pure function of the file's text and an environment lookup, so tests never
 //! touch the process environment.
 
+pub mod cluster;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -105,6 +107,10 @@ pub struct Config {
     /// What a connection or request may cost before anyone is authenticated (`[limits]`).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Several replicas on shared PostgreSQL and S3 (`[cluster]`); `None` runs on one
+    /// machine with `SQLite` and local files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<cluster::ClusterModeConfig>,
 }
 
 /// Access to recordings and the audit trail through the sessions API (`/custody/v1`). A
@@ -510,6 +516,9 @@ impl Config {
                 .collect();
         }
         config.limits.apply_env(env, &mut problems);
+        if let Some(cluster) = &mut config.cluster {
+            cluster.apply_env(env);
+        }
         problems.extend(config.problems());
         if problems.is_empty() {
             Ok(config)
@@ -584,6 +593,9 @@ impl Config {
         problems.extend(self.approvals.problems());
         problems.extend(self.streams.problems());
         problems.extend(self.limits.problems());
+        if let Some(cluster) = &self.cluster {
+            problems.extend(cluster.problems());
+        }
         if let Some(login) = &self.login {
             if !self.oidc.iter().any(|o| o.issuer == login.issuer) {
                 problems.push(format!(

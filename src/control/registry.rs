@@ -217,6 +217,27 @@ impl LiveSessions {
         ended
     }
 
+    /// Ends live session `id` with `reason` as the manifest's reason (already formatted, as
+    /// another replica's command carries it); whether there was such a session.
+    pub fn end_session(&self, id: &str, reason: &str) -> bool {
+        let sessions = self.lock();
+        let Some(entry) = sessions.get(id) else {
+            return false;
+        };
+        entry.cancel.cancel(reason.to_owned());
+        true
+    }
+
+    /// Ends every live session with `reason` (this replica lost its lease, or its drain
+    /// deadline passed); returns how many were ended.
+    pub fn end_all(&self, reason: &str) -> usize {
+        let sessions = self.lock();
+        for entry in sessions.values() {
+            entry.cancel.cancel(reason.to_owned());
+        }
+        sessions.len()
+    }
+
     /// Attaches a viewer to a live session, from now on.
     pub async fn follow(&self, id: &str) -> Result<Follow, FollowError> {
         let (viewers, end) = {
