@@ -411,6 +411,12 @@ pub struct ServerConfig {
     pub tls_cert: PathBuf,
     /// The serving key (PEM, PKCS#8 or RSA or EC).
     pub tls_key: PathBuf,
+    /// Require a PROXY protocol v2 header in front of every connection and take the client's
+    /// address from it (default false). Turn it on only behind an L4 balancer that sends the
+    /// header (e.g. `send-proxy-v2`): with it on, a connection without the header is
+    /// closed; with it off, a header is not looked for, so clients cannot forge an address.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// The admin listener.
@@ -469,7 +475,7 @@ pub struct ConfigError {
 impl Config {
     /// Parses and validates a configuration. `env` looks up environment variables; the
     /// overrides are `CUSTODY_DATA_DIR`, `CUSTODY_GATEWAY_ID`, `CUSTODY_LISTEN`,
-    /// `CUSTODY_ADMIN_LISTEN`, `CUSTODY_AUDIT_MODE`, `CUSTODY_AUDITOR_GROUPS` (comma-separated)
+    /// `CUSTODY_PROXY_PROTOCOL` (`true` or `false`), `CUSTODY_ADMIN_LISTEN`, `CUSTODY_AUDIT_MODE`, `CUSTODY_AUDITOR_GROUPS` (comma-separated)
     /// and `CUSTODY_LIMITS_<KEY>` for each `[limits]` key (e.g. `CUSTODY_LIMITS_MAX_CONNECTIONS`).
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
@@ -487,6 +493,15 @@ impl Config {
                 Ok(addr) => config.server.listen = addr,
                 Err(_) => problems.push(format!(
                     "CUSTODY_LISTEN: {v:?} is not an address like 0.0.0.0:8443"
+                )),
+            }
+        }
+        if let Some(v) = env("CUSTODY_PROXY_PROTOCOL") {
+            match v.trim() {
+                "true" => config.server.proxy_protocol = true,
+                "false" => config.server.proxy_protocol = false,
+                _ => problems.push(format!(
+                    "CUSTODY_PROXY_PROTOCOL: {v:?} must be true or false"
                 )),
             }
         }
@@ -642,8 +657,13 @@ impl Config {
             .collect();
         let issuers: Vec<&str> = self.oidc.iter().map(|o| o.issuer.as_str()).collect();
         format!(
-            "listens on https://{} (admin http://{})\nclusters: {}\nOIDC issuers: {}\nServiceAccount tokens: {}\nimpersonation rules: {}\naudit: {} in {}\n{}\n{}\nauditor groups (see every session): {}\n",
+            "listens on https://{}{} (admin http://{})\nclusters: {}\nOIDC issuers: {}\nServiceAccount tokens: {}\nimpersonation rules: {}\naudit: {} in {}\n{}\n{}\nauditor groups (see every session): {}\n",
             self.server.listen,
+            if self.server.proxy_protocol {
+                ", behind a balancer: PROXY protocol v2 header required"
+            } else {
+                ""
+            },
             self.admin.listen,
             clusters.join(", "),
             if issuers.is_empty() {
@@ -859,6 +879,38 @@ client_id = "custody"
         let err =
             Config::parse(&format!("{MINIMAL}\n[limits]\nmax_conns = 1\n"), &no_env).unwrap_err();
         assert!(err.to_string().contains("max_conns"), "{err}");
+    }
+
+    #[test]
+    fn the_proxy_protocol_is_off_unless_asked_for() {
+        let config = Config::parse(MINIMAL, &no_env).unwrap();
+        assert!(!config.server.proxy_protocol);
+        assert!(!config.explain().contains("PROXY"), "{}", config.explain());
+        let text = MINIMAL.replace(
+            "tls_key = \"/etc/custody/tls.key\"",
+            "tls_key = \"/etc/custody/tls.key\"\nproxy_protocol = true",
+        );
+        let config = Config::parse(&text, &no_env).unwrap();
+        assert!(config.server.proxy_protocol);
+        let explained = config.explain();
+        assert!(
+            explained.contains(
+                "listens on https://127.0.0.1:8443, behind a balancer: PROXY protocol v2 \
+                 header required (admin"
+            ),
+            "{explained}"
+        );
+        let off = |k: &str| (k == "CUSTODY_PROXY_PROTOCOL").then(|| "false".to_owned());
+        assert!(!Config::parse(&text, &off).unwrap().server.proxy_protocol);
+        let on = |k: &str| (k == "CUSTODY_PROXY_PROTOCOL").then(|| "true".to_owned());
+        assert!(Config::parse(MINIMAL, &on).unwrap().server.proxy_protocol);
+        let bad = |k: &str| (k == "CUSTODY_PROXY_PROTOCOL").then(|| "yes".to_owned());
+        let err = Config::parse(MINIMAL, &bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CUSTODY_PROXY_PROTOCOL: \"yes\" must be true or false"),
+            "{err}"
+        );
     }
 
     #[test]

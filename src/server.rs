@@ -9,6 +9,14 @@
 //! the limit 413, and a chunked body is cut off there; a listener keeps at most its maximum of
 //! connections open, and closes one more at once, right after accepting it.
 //!
+//! Behind an L4 balancer the HTTPS listener can require the PROXY protocol v2 header
+//! (`server.proxy_protocol`): it is read before the TLS handshake, within the same header read
+//! timeout, and its source address is the client's address from then on (audit trail,
+//! recordings, impersonation extras, logs). Without the header the connection is closed before
+//! TLS starts; a `LOCAL` header (the balancer's health check) is closed quietly. With the
+//! option off no header is looked for, so a client cannot forge its address with one: the
+//! header's bytes simply fail the TLS handshake.
+//!
 //! Shutdown stops accepting at once, lets open requests finish for a grace period, then closes
 //! what is left (watches and `logs -f` would otherwise hold the process forever).
 
@@ -21,17 +29,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use custody_protocol::proxy_header::{self, Command, ProxyHeader};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::Instrument;
 
 use crate::config::LimitsConfig;
 use crate::error::Result;
@@ -78,6 +89,10 @@ pub struct ListenerLimits {
     pub max_header_bytes: usize,
     /// Bytes of a request body at most.
     pub max_body_bytes: u64,
+    /// Whether each connection must start with a PROXY protocol v2 header, read within the
+    /// header read timeout, whose source address then stands for the client's (the HTTPS
+    /// listener only; see the module documentation).
+    pub proxy_protocol: bool,
 }
 
 impl ListenerLimits {
@@ -99,7 +114,16 @@ impl ListenerLimits {
             max_connections: usize::try_from(cap).unwrap_or(usize::MAX),
             max_header_bytes: usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX),
             max_body_bytes: limits.max_body_bytes,
+            proxy_protocol: false,
         }
+    }
+
+    /// These limits, with connections required to start with a PROXY protocol v2 header or
+    /// not (`server.proxy_protocol`).
+    #[must_use]
+    pub fn with_proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
     }
 
     /// A connection builder with these limits.
@@ -181,12 +205,18 @@ pub async fn serve_with(
                 inner: stream,
                 _admitted: admitted,
             };
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
-            let tls = match handshake {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            // One deadline for the PROXY header and the TLS handshake: a balancer sends its
+            // header at once, so it takes nothing from the client's time.
+            let accepted = tokio::time::timeout(
+                limits.header_read_timeout,
+                handshake(stream, peer, &acceptor, limits.proxy_protocol),
+            )
+            .await;
+            let (tls, peer, via) = match accepted {
+                Ok(Some(accepted)) => accepted,
+                Ok(None) => return,
+                Err(_) if limits.proxy_protocol => {
+                    tracing::debug!(%peer, "PROXY header or TLS handshake timed out");
                     return;
                 }
                 Err(_) => {
@@ -213,12 +243,121 @@ pub async fn serve_with(
             let graceful = |c: Pin<&mut _>| {
                 auto::UpgradeableConnection::graceful_shutdown(c);
             };
-            drive(connection, graceful, &activity, &limits, stopping, peer).await;
+            // Behind a balancer, the balancer's own address is on the connection's log lines.
+            let span = match via {
+                Some(via) => tracing::info_span!("proxied", %via),
+                None => tracing::Span::none(),
+            };
+            drive(connection, graceful, &activity, &limits, stopping, peer)
+                .instrument(span)
+                .await;
         });
     }
     drop(listener);
     finish(&stop, connections).await;
     Ok(())
+}
+
+/// Reads the PROXY header when required, then does the TLS handshake. Returns the TLS stream,
+/// the client's address and, behind a balancer that named the client, the balancer's
+/// address; `None` when the connection is to be closed (the reason logged at debug: these are
+/// a client's failures, or health checks).
+async fn handshake(
+    mut stream: Counted,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    proxy_protocol: bool,
+) -> Option<(TlsStream<Counted>, SocketAddr, Option<SocketAddr>)> {
+    // Security: the header is trusted exactly when it is required. With the option on, a
+    // client that reaches the gateway directly has no header and is closed here, before TLS;
+    // with it off, nothing is read, so a header a client sends is garbage to TLS and cannot
+    // forge an address.
+    let (client, via) = if proxy_protocol {
+        match read_proxy_header(&mut stream).await {
+            Ok(Some(ProxyHeader {
+                command: Command::Proxy,
+                source: Some(source),
+                ..
+            })) => (source, Some(peer)),
+            Ok(Some(ProxyHeader {
+                command: Command::Proxy,
+                source: None,
+                ..
+            })) => {
+                // UNSPEC or a UNIX socket: the balancer has no IP client to name.
+                tracing::debug!(
+                    %peer,
+                    "PROXY header without a client address; using the balancer's"
+                );
+                (peer, None)
+            }
+            Ok(Some(ProxyHeader {
+                command: Command::Local,
+                ..
+            })) => {
+                // The balancer's health check: it closes without sending anything else.
+                tracing::debug!(
+                    %peer,
+                    "PROXY LOCAL header (a balancer's health check); closing"
+                );
+                return None;
+            }
+            Ok(None) => {
+                tracing::debug!(%peer, "connection closed before a whole PROXY header");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(
+                    %peer,
+                    error = %e,
+                    "refused: no valid PROXY protocol v2 header"
+                );
+                return None;
+            }
+        }
+    } else {
+        (peer, None)
+    };
+    match acceptor.accept(stream).await {
+        Ok(tls) => Some((tls, client, via)),
+        Err(e) => {
+            tracing::debug!(peer = %client, ?via, error = %e, "TLS handshake failed");
+            None
+        }
+    }
+}
+
+/// Reads a PROXY protocol v2 header off `stream`, and not one byte more: `Ok(None)` when the
+/// stream ends first; an `InvalidData` error when the bytes are not a header
+/// [`proxy_header::decode`] accepts (a direct client is refused at its first byte).
+///
+/// Each read asks for at most the bytes the header still needs (its length is in its first
+/// 16), so the TLS `ClientHello` that may follow in the same segment stays in the socket for
+/// the TLS layer: no read-ahead buffer has to be replayed in front of it.
+async fn read_proxy_header(
+    stream: &mut (impl AsyncRead + Unpin),
+) -> std::io::Result<Option<ProxyHeader>> {
+    let mut buf = [0u8; proxy_header::FIXED_LEN + proxy_header::MAX_PAYLOAD];
+    let mut have = 0;
+    loop {
+        match proxy_header::decode(&buf[..have]) {
+            Ok(Some((header, _))) => return Ok(Some(header)),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+        // `decode` wants more: the fixed part, or (its length checked against the maximum,
+        // so within `buf`) the rest of the header.
+        let want = if have < proxy_header::FIXED_LEN {
+            proxy_header::FIXED_LEN
+        } else {
+            proxy_header::FIXED_LEN + usize::from(u16::from_be_bytes([buf[14], buf[15]]))
+        };
+        let read = stream.read(&mut buf[have..want]).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        have += read;
+    }
 }
 
 /// Checks the declared body size, bounds the body, and lets the gateway answer.

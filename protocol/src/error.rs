@@ -201,6 +201,55 @@ pub enum Error {
     /// A WebSocket close frame's payload was one byte long or its reason was not UTF-8.
     #[error("invalid WebSocket close frame: {0}")]
     WebSocketCloseFrame(&'static str),
+    /// A connection that should start with a PROXY protocol v2 header does not (a client that
+    /// did not come through the balancer).
+    #[error("no PROXY protocol v2 header: the connection does not start with its signature")]
+    ProxyHeaderSignature,
+    /// A connection starts with a text PROXY protocol v1 header.
+    #[error(
+        "a PROXY protocol v1 (text) header; only v2 is supported: configure the balancer with \
+         send-proxy-v2"
+    )]
+    ProxyHeaderV1,
+    /// A PROXY header with a version other than 2.
+    #[error("PROXY protocol header version {0}; only 2 is supported")]
+    ProxyHeaderVersion(u8),
+    /// A PROXY v2 header with a command other than LOCAL (0) or PROXY (1).
+    #[error("PROXY protocol v2 header with unknown command {0:#x}")]
+    ProxyHeaderCommand(u8),
+    /// A PROXY v2 header whose address block and TLVs are longer than the limit.
+    #[error("PROXY protocol v2 header of {len} address and TLV bytes exceeds the limit of {max}")]
+    ProxyHeaderTooLong {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A PROXY v2 header with an unknown address family or transport byte.
+    #[error("PROXY protocol v2 header with unknown address family and transport {0:#04x}")]
+    ProxyHeaderFamily(u8),
+    /// A PROXY v2 header describing a datagram connection (UDP or UNIX datagram) in front of
+    /// a stream listener.
+    #[error("PROXY protocol v2 header for a datagram transport ({0:#04x}) on a TCP listener")]
+    ProxyHeaderDatagram(u8),
+    /// A PROXY v2 header shorter than the addresses of its family.
+    #[error("PROXY protocol v2 header with {len} address bytes; family {family:#04x} needs {need}")]
+    ProxyHeaderAddressTruncated {
+        /// The family and transport byte.
+        family: u8,
+        /// The bytes after the fixed part.
+        len: usize,
+        /// The address block's length for that family.
+        need: usize,
+    },
+    /// A PROXY v2 header whose TLVs do not fill its length exactly.
+    #[error("PROXY protocol v2 TLV of type {kind:#04x} runs past the header ({left} bytes left)")]
+    ProxyHeaderTlv {
+        /// The type of the TLV that does not fit.
+        kind: u8,
+        /// The header's bytes left at that TLV.
+        left: usize,
+    },
 }
 
 /// The codecs' result type.

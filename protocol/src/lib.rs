@@ -8,6 +8,7 @@
 //!   subprotocol negotiation.
 //! - [`spdy`]: SPDY/3 frames, header blocks and their zlib contexts.
 //! - [`portforward`]: port-forward stream headers and the legacy WebSocket channel form.
+//! - [`proxy_header`]: the PROXY protocol v2 header an L4 balancer sends first.
 //! - [`query`]: a request's query as Go's `net/url` and apimachinery read it.
 //! - [`status`]: `metav1.Status` on the error channel, and exit codes.
 //! - [`terminal`]: terminal sizes and the resize stream.
@@ -15,6 +16,7 @@
 pub mod channel;
 pub mod error;
 pub mod portforward;
+pub mod proxy_header;
 pub mod query;
 pub mod spdy;
 pub mod status;

@@ -184,7 +184,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             gateway,
             listener,
             tls,
-            ListenerLimits::gateway(&config.limits),
+            ListenerLimits::gateway(&config.limits)
+                .with_proxy_protocol(config.server.proxy_protocol),
             until_stopped(stopped.clone()),
         )),
         tokio::spawn(server::serve_admin(

@@ -107,6 +107,8 @@ pub struct Options {
     /// `[limits]` for the HTTPS listener and the audit of unauthenticated refusals (default:
     /// the configuration's defaults).
     pub limits: Option<custody::config::LimitsConfig>,
+    /// `server.proxy_protocol`: every connection must start with a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
 }
 
 /// kube-sim and the gateway, running.
@@ -220,7 +222,8 @@ impl Env {
             gateway,
             listener,
             pki.server_config().unwrap(),
-            custody::server::ListenerLimits::gateway(&limits),
+            custody::server::ListenerLimits::gateway(&limits)
+                .with_proxy_protocol(options.proxy_protocol),
             async move {
                 let _ = rx.await;
             },
