@@ -225,6 +225,7 @@ fn check_length(path: &Path) -> Result<(), Error> {
 pub async fn serve(
     socket: ControlSocket,
     sessions: Arc<LiveSessions>,
+    cluster: Option<crate::cluster::ClusterMode>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let ControlSocket { listener, file } = socket;
@@ -245,11 +246,17 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let sessions = sessions.clone();
+        let cluster = cluster.clone();
         let watcher = graceful.watcher();
         connections.spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let sessions = sessions.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(request, &sessions).await) }
+                let cluster = cluster.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        handle(request, &sessions, cluster.as_ref()).await,
+                    )
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -281,23 +288,48 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-async fn handle(request: Request<Incoming>, sessions: &LiveSessions) -> Response<Body> {
+async fn handle(
+    request: Request<Incoming>,
+    sessions: &LiveSessions,
+    cluster: Option<&crate::cluster::ClusterMode>,
+) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = request.method().clone();
     match (segments.as_slice(), &method) {
-        (["sessions"], &Method::GET) => json(StatusCode::OK, &sessions.list()),
+        (["sessions"], &Method::GET) => match cluster {
+            Some(cluster) => match cluster_sessions(cluster).await {
+                Ok(list) => json(StatusCode::OK, &list),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+            },
+            None => json(StatusCode::OK, &sessions.list()),
+        },
         (["sessions", id], &Method::GET) => match sessions.get(id) {
             Some(session) => json(StatusCode::OK, &session),
-            None => not_found(id),
+            None => match elsewhere(cluster, id).await {
+                Ok(Some(session)) => json(StatusCode::OK, &session),
+                Ok(None) => not_found(id),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+            },
         },
         (["sessions", id, "kill"], &Method::POST) => {
             let id = (*id).to_owned();
-            kill(request, sessions, &id).await
+            kill(request, sessions, cluster, &id).await
         }
         (["sessions", id, "events"], &Method::GET) => match sessions.follow(id).await {
             Ok(follow) => stream_events(follow),
-            Err(FollowError::NotFound(id)) => not_found(&id),
+            Err(FollowError::NotFound(id)) => match elsewhere(cluster, &id).await {
+                Ok(Some(session)) => error(
+                    StatusCode::CONFLICT,
+                    &format!(
+                        "session {id} runs on replica {}; follow it through that replica's \
+                         control socket",
+                        session.replica.unwrap_or_default()
+                    ),
+                ),
+                Ok(None) => not_found(&id),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+            },
             Err(e @ FollowError::Ended(_)) => error(StatusCode::GONE, &e.to_string()),
         },
         (["sessions"] | ["sessions", _] | ["sessions", _, "kill" | "events"], _) => error(
@@ -314,7 +346,42 @@ async fn handle(request: Request<Incoming>, sessions: &LiveSessions) -> Response
     }
 }
 
-async fn kill(request: Request<Incoming>, sessions: &LiveSessions, id: &str) -> Response<Body> {
+/// Every live session of the cluster, each with the replica it runs on.
+async fn cluster_sessions(cluster: &crate::cluster::ClusterMode) -> Result<Vec<LiveSession>, String> {
+    let rows = custody_cluster::live::list(&cluster.db)
+        .await
+        .map_err(|e| format!("the cluster's live sessions cannot be read: {e}"))?;
+    Ok(rows.iter().filter_map(from_live_row).collect())
+}
+
+/// Session `id` when it runs on another replica.
+async fn elsewhere(
+    cluster: Option<&crate::cluster::ClusterMode>,
+    id: &str,
+) -> Result<Option<LiveSession>, String> {
+    let Some(cluster) = cluster else {
+        return Ok(None);
+    };
+    let row = custody_cluster::live::get(&cluster.db, id)
+        .await
+        .map_err(|e| format!("the cluster's live sessions cannot be read: {e}"))?;
+    Ok(row.as_ref().and_then(from_live_row))
+}
+
+fn from_live_row(row: &custody_cluster::live::LiveRow) -> Option<LiveSession> {
+    let meta: custody_recorder::model::SessionMeta =
+        serde_json::from_value(row.summary.clone()).ok()?;
+    let mut session = LiveSession::from_meta(&meta);
+    session.replica = Some(row.replica_id.clone());
+    Some(session)
+}
+
+async fn kill(
+    request: Request<Incoming>,
+    sessions: &LiveSessions,
+    cluster: Option<&crate::cluster::ClusterMode>,
+    id: &str,
+) -> Response<Body> {
     let body = match http_body_util::Limited::new(request.into_body(), MAX_REQUEST_BODY)
         .collect()
         .await
@@ -350,7 +417,38 @@ async fn kill(request: Request<Incoming>, sessions: &LiveSessions, id: &str) -> 
             );
             json(StatusCode::OK, &killed)
         }
-        None => not_found(id),
+        None => kill_elsewhere(cluster, id, kill.reason.as_deref()).await,
+    }
+}
+
+/// Ends a session another replica holds, through a command to it.
+async fn kill_elsewhere(
+    cluster: Option<&crate::cluster::ClusterMode>,
+    id: &str,
+    reason: Option<&str>,
+) -> Response<Body> {
+    let session = match elsewhere(cluster, id).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return not_found(id),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    };
+    let Some(cluster) = cluster else {
+        return not_found(id);
+    };
+    let reason = registry::admin_reason(reason);
+    match cluster
+        .end_session(&LiveSessions::default(), id, &reason, "operator")
+        .await
+    {
+        Ok(Some(replica)) => {
+            tracing::warn!(session_id = %id, %replica, initiator = %session.initiator, %reason, "session on another replica ended by an operator");
+            json(StatusCode::OK, &registry::Killed { session, reason })
+        }
+        Ok(None) => not_found(id),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the command to end session {id} could not be issued: {e}"),
+        ),
     }
 }
 

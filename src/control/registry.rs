@@ -58,6 +58,9 @@ pub struct LiveSession {
     /// The access grant (request id) that allowed the session, if it needed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
+    /// In cluster mode: the replica the session runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 impl LiveSession {
@@ -77,6 +80,7 @@ impl LiveSession {
             client_addr: meta.client_addr.clone(),
             started_at: DateTime::from_timestamp_micros(meta.started_at_us).unwrap_or_default(),
             approval_id: meta.approval_id.clone(),
+            replica: None,
         }
     }
 }
@@ -322,6 +326,7 @@ mod tests {
 
     fn summary(id: &str, started_s: i64) -> LiveSession {
         LiveSession {
+            replica: None,
             id: id.into(),
             kind: SessionKind::Exec,
             initiator: "alice".into(),
