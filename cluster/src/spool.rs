@@ -80,7 +80,8 @@ pub struct Spool {
 
 impl Spool {
     /// Starts uploading new bytes of `file` (the recorder's local file of session `id`) every
-    /// interval, the first time at once. Fails when the file cannot be opened.
+    /// interval, the first time at once (so the header is stored as the session starts).
+    /// Fails when the file cannot be opened. Must be called within a tokio runtime.
     pub fn start(objects: Objects, id: String, file: PathBuf, config: SpoolConfig) -> Result<Self> {
         let handle = File::open(&file).map_err(|e| Error::local(&file, e))?;
         let (failed_tx, failed) = watch::channel(None);
@@ -134,9 +135,8 @@ impl Spool {
     /// compares), then deletes the segments and the local file. Returns the object's length.
     ///
     /// Nothing is deleted before the object verified. On failure the local file and the
-    /// segments stay ([`Error::RecordingNotStored`]): the recording can be stored later, or
-    /// taken over from its segments. Segments that cannot be deleted after the object verified
-    /// are only logged: a takeover finds the verified object and deletes them.
+    /// segments stay ([`Error::RecordingNotStored`]): the recording can be stored later
+    /// ([`store_recording`]), or taken over from its segments.
     pub async fn finish(mut self) -> Result<u64> {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take()
@@ -151,24 +151,39 @@ impl Spool {
             path: uploader.path.clone(),
             source: Box::new(source),
         };
-        while uploader.upload_next(None).await.map_err(not_stored)? {}
-        let len = uploader
-            .objects
-            .put_recording(&uploader.id, &uploader.path)
-            .await
-            .map_err(not_stored)?;
-        if let Err(e) = uploader.objects.delete_segments(&uploader.id).await {
-            tracing::warn!(
-                session = %uploader.id,
-                error = %error_chain(&e),
-                "the recording is stored but its segments were not deleted"
-            );
-        }
-        tokio::fs::remove_file(&uploader.path)
-            .await
-            .map_err(|e| Error::local(&uploader.path, e))?;
-        Ok(len)
+        while uploader.upload_next().await.map_err(not_stored)? {}
+        store_recording(&uploader.objects, &uploader.id, &uploader.path).await
     }
+}
+
+/// Stores the sealed local file `path` as session `id`'s recording object (verified after
+/// upload), then deletes the session's segments and the file; returns the object's length.
+/// [`Spool::finish`] ends with this; a gateway calls it again for a file whose storing failed.
+///
+/// On failure nothing is deleted ([`Error::RecordingNotStored`]). Segments that cannot be
+/// deleted after the object verified are only logged: a takeover finds the verified object and
+/// deletes them.
+pub async fn store_recording(objects: &Objects, id: &str, path: &Path) -> Result<u64> {
+    let len =
+        objects
+            .put_recording(id, path)
+            .await
+            .map_err(|source| Error::RecordingNotStored {
+                id: id.to_owned(),
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+    if let Err(e) = objects.delete_segments(id).await {
+        tracing::warn!(
+            session = id,
+            error = %error_chain(&e),
+            "the recording is stored but its segments were not deleted"
+        );
+    }
+    tokio::fs::remove_file(path)
+        .await
+        .map_err(|e| Error::local(path, e))?;
+    Ok(len)
 }
 
 impl Drop for Spool {
@@ -200,6 +215,8 @@ async fn run(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // When uploads started failing (the start of the first failed attempt).
     let mut failing_since: Option<Instant> = None;
+    // The last failure's reason, for when the bound cuts an attempt off.
+    let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
             biased;
@@ -213,14 +230,20 @@ async fn run(
                 let budget = failing_since.map_or(fail_after, |since| {
                     fail_after.saturating_sub(since.elapsed())
                 });
-                match uploader.upload_next(Some(budget)).await {
-                    Ok(true) => failing_since = None,
-                    Ok(false) => return Ok(()),
-                    Err(e) => {
-                        let since = *failing_since.get_or_insert(started);
-                        return Err((since, e));
+                let error = match tokio::time::timeout(budget, uploader.upload_next()).await {
+                    Ok(Ok(true)) => {
+                        failing_since = None;
+                        last_error = None;
+                        continue;
                     }
-                }
+                    Ok(Ok(false)) => return Ok(()),
+                    Ok(Err(e)) => error_chain(&e),
+                    // Cut off at the bound: the error before it says more than the cut.
+                    Err(_) => last_error
+                        .clone()
+                        .unwrap_or_else(|| format!("an upload had no answer within {budget:?}")),
+                };
+                return Err((*failing_since.get_or_insert(started), error));
             }
         };
         // Stopping cuts an attempt short: `finish` uploads from the same offset.
@@ -229,12 +252,11 @@ async fn run(
             _ = stop.changed() => return,
             outcome = caught_up => outcome,
         };
-        if let Err((since, e)) = outcome {
+        if let Err((since, reason)) = outcome {
             uploader
                 .counters
                 .failed_uploads
                 .fetch_add(1, Ordering::Relaxed);
-            let reason = error_chain(&e);
             tracing::warn!(session = %uploader.id, error = %reason, "a segment upload failed");
             if since.elapsed() >= fail_after && failed.borrow().is_none() {
                 let _ = failed.send(Some(format!(
@@ -242,6 +264,7 @@ async fn run(
                     since.elapsed().as_secs_f64()
                 )));
             }
+            last_error = Some(reason);
         }
     }
 }
@@ -255,9 +278,8 @@ impl Uploader {
         }
     }
 
-    /// Uploads the next new bytes of the file as one segment, within `budget` when given.
-    /// Returns whether there were any.
-    async fn upload_next(&self, budget: Option<Duration>) -> Result<bool> {
+    /// Uploads the next new bytes of the file as one segment. Returns whether there were any.
+    async fn upload_next(&self) -> Result<bool> {
         let offset = self.counters.bytes.load(Ordering::Relaxed);
         let len = self
             .file
@@ -276,16 +298,7 @@ impl Uploader {
         }
         let end = len.min(offset.saturating_add(self.config.max_segment_bytes));
         let bytes = read_range(self.file.clone(), &self.path, offset, end).await?;
-        let put = self.objects.put_segment(&self.id, offset, bytes);
-        match budget {
-            None => put.await?,
-            Some(budget) => tokio::time::timeout(budget, put).await.map_err(|_| {
-                Error::ObjectStoreStalled {
-                    op: "upload a segment",
-                    after: budget,
-                }
-            })??,
-        }
+        self.objects.put_segment(&self.id, offset, bytes).await?;
         self.counters.bytes.store(end, Ordering::Relaxed);
         self.counters.segments.fetch_add(1, Ordering::Relaxed);
         Ok(true)

@@ -3,6 +3,13 @@
 //! verified, and failures that are errors in bounded time (wrong credentials, a stopped
 //! server).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,7 +25,7 @@ fn config(s3: &S3, prefix: &str) -> ObjectStoreConfig {
         s3.access_key(),
         s3.secret_key(),
     );
-    config.prefix = prefix.to_owned();
+    prefix.clone_into(&mut config.prefix);
     config
 }
 
@@ -39,6 +46,10 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
     }
     bytes.truncate(len);
     bytes
+}
+
+fn offset(at: usize) -> u64 {
+    u64::try_from(at).unwrap()
 }
 
 /// The keys under `prefix` in the bucket, as the server lists them.
@@ -82,7 +93,7 @@ async fn segments_join_across_retried_overlaps_and_stop_at_a_gap() {
     // and 400..1000.
     for (from, to) in [(0, 100), (100, 250), (100, 300), (300, 400), (400, 1000)] {
         objects
-            .put_segment(id, from, bytes[from as usize..to].to_vec().into())
+            .put_segment(id, offset(from), bytes[from..to].to_vec().into())
             .await
             .unwrap();
     }
@@ -135,10 +146,10 @@ async fn a_session_with_a_thousand_segments_lists_and_deletes_them_all() {
     let objects = shared("many-segments-test");
     let id = "11111111-0000-4000-8000-000000000003";
     let bytes = noise(1100 * 7, 3);
-    let puts = (0..1100u64).map(|i| {
+    let puts = (0..1100usize).map(|i| {
         let objects = objects.clone();
-        let chunk = bytes[(i * 7) as usize..(i * 7 + 7) as usize].to_vec();
-        async move { objects.put_segment(id, i * 7, chunk.into()).await }
+        let chunk = bytes[i * 7..i * 7 + 7].to_vec();
+        async move { objects.put_segment(id, offset(i * 7), chunk.into()).await }
     });
     let results = futures_util::future::join_all(puts).await;
     assert!(results.iter().all(Result::is_ok));
@@ -241,7 +252,7 @@ async fn wrong_credentials_are_a_clear_error() {
         text.contains("refused (403 Forbidden): SignatureDoesNotMatch"),
         "{text}"
     );
-    assert!(!text.contains("<"), "the code and message, no XML: {text}");
+    assert!(!text.contains('<'), "the code and message, no XML: {text}");
 
     config.access_key_id = "CUSTODYNOSUCHKEY".into();
     let objects = Objects::new(&config).unwrap();
@@ -295,4 +306,25 @@ async fn a_stopped_server_is_an_error_within_the_retry_bound() {
     tokio::task::block_in_place(|| s3.start_again()).unwrap();
     objects.check().await.unwrap();
     assert_eq!(objects.put_recording(id, &file).await.unwrap(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_is_an_error_within_the_retry_bound() {
+    // A listener nobody serves: the kernel completes the connection, nothing ever answers
+    // (a hung store, or a network path that drops everything after the handshake).
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let s3 = S3::shared().expect("the S3 fixture");
+    let mut config = config(s3, "hung-test");
+    config.endpoint = format!("http://{}", black_hole.local_addr().unwrap());
+    config.request_timeout = Duration::from_secs(1);
+    config.retry_timeout = Duration::from_secs(2);
+    let objects = Objects::new(&config).unwrap();
+    let bound = config.retry_timeout + config.request_timeout + Duration::from_secs(1);
+    let started = Instant::now();
+    let err = objects.check().await.unwrap_err();
+    let took = started.elapsed();
+    let text = custody_cluster::error::error_chain(&err);
+    eprintln!("a server that never answers: {took:?}: {text}");
+    assert!(took < bound, "{took:?}");
+    assert!(text.contains("no answer within 1s"), "{text}");
 }

@@ -50,7 +50,12 @@ pub async fn recover_from_segments(
         objects.delete_segments(id).await?;
         return Ok(done);
     }
-    let joined = objects.join_segments(id, &scratch.0).await?;
+    let joined = match objects.join_segments(id, &scratch.0).await {
+        Ok(joined) => joined,
+        // A segment listed but gone when read: another replica stored the object and is
+        // deleting the segments.
+        Err(e) => return stored(objects, id, key, &scratch.0).await?.ok_or(e),
+    };
     if joined == 0 {
         // Another replica may have stored the object and deleted the segments meanwhile.
         return match stored(objects, id, key, &scratch.0).await? {
