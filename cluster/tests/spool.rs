@@ -353,7 +353,9 @@ async fn a_store_that_goes_down_fails_the_session_and_nothing_is_lost_once_it_is
     assert!(spool.failure().is_none());
     assert!(spool.stats().segments >= 1);
 
-    tokio::task::block_in_place(|| s3.stop()).unwrap();
+    // Killed rather than stopped: versitygw's graceful stop waits for the client's idle
+    // keep-alive connections and at times takes the fixture's whole 10 s grace.
+    s3.kill();
     let stopped = Instant::now();
     // The session goes on printing until the spool gives up: `fail_after` from the first
     // failed upload, which starts within an interval of the stop.
@@ -365,7 +367,7 @@ async fn a_store_that_goes_down_fails_the_session_and_nothing_is_lost_once_it_is
         }
     };
     let took = stopped.elapsed();
-    eprintln!("the spool failed {took:?} after the store stopped: {reason}");
+    eprintln!("the spool failed {took:?} after the store went down: {reason}");
     assert!(took >= spool_config.fail_after, "{took:?}");
     assert!(reason.contains("could not be stored"), "{reason}");
     // The gateway ends the session: the seal.

@@ -9,6 +9,11 @@
 //! Either way, when the object exists already the upload is refused by the store, and it
 //! counts as done only if the object holds exactly the file's bytes (a retry of our own upload);
 //! otherwise another writer's recording stands and [`Error::RecordingExists`] says so.
+//!
+//! This needs a store that honours `If-None-Match: *` on `PutObject` and
+//! `CompleteMultipartUpload` (AWS S3 since 2024, versitygw, recent MinIO, R2). One that ignores
+//! it overwrites instead: each upload still verifies, but of two replicas recovering the same
+//! session at the same moment the last one's object stands.
 
 use std::path::Path;
 
