@@ -11,7 +11,7 @@
 //! otherwise another writer's recording stands and [`Error::RecordingExists`] says so.
 //!
 //! This needs a store that honours `If-None-Match: *` on `PutObject` and
-//! `CompleteMultipartUpload` (AWS S3 since 2024, versitygw, recent MinIO, R2). One that ignores
+//! `CompleteMultipartUpload` (AWS S3 since 2024, versitygw, recent `MinIO`, R2). One that ignores
 //! it overwrites instead: each upload still verifies, but of two replicas recovering the same
 //! session at the same moment the last one's object stands.
 
