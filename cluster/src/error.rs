@@ -51,9 +51,79 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    /// The object store answered a request with an S3 error (wrong credentials, no such
+    /// bucket, no permission): its code and message, without the rest of its XML.
+    #[error("object store, {op}: refused{}: {code}: {message}", in_parens(.status))]
+    ObjectStoreRefused {
+        /// What was being done.
+        op: &'static str,
+        /// The HTTP status (`403 Forbidden`), empty when it was not found.
+        status: String,
+        /// The S3 error code (`SignatureDoesNotMatch`, `NoSuchBucket`).
+        code: String,
+        /// The store's message.
+        message: String,
+    },
     /// What the object store holds is not what was written.
     #[error("object store: {0}")]
     ObjectMismatch(String),
+    /// An object's body stopped arriving.
+    #[error("object store, {op}: no data for {after:?}")]
+    ObjectStoreStalled {
+        /// What was being done.
+        op: &'static str,
+        /// How long nothing came.
+        after: std::time::Duration,
+    },
+    /// The session's recording object exists already with other bytes: another replica
+    /// stored it (it took the session over). It is left as it is.
+    #[error(
+        "the recording object of session {id} exists already with other content (another \
+         replica stored it); it was not replaced"
+    )]
+    RecordingExists {
+        /// The session.
+        id: String,
+    },
+    /// The session's recording could not be stored; the local file and the uploaded segments
+    /// are kept, so nothing is lost and storing can be retried.
+    #[error(
+        "session {id}: the recording was not stored, {path} and its segments are kept: {source}"
+    )]
+    RecordingNotStored {
+        /// The session.
+        id: String,
+        /// The local recording file, kept.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The session has neither segments nor a recording object: nothing to take over.
+    #[error("session {id} has neither segments nor a recording object in the object store")]
+    NothingToRecover {
+        /// The session.
+        id: String,
+    },
+    /// Reading, verifying or sealing a recording failed (`op` names what was being done).
+    #[error("recording of session {id}, {op}: {source}")]
+    Recording {
+        /// The session.
+        id: String,
+        /// What was being done.
+        op: &'static str,
+        /// The recorder's error.
+        #[source]
+        source: custody_recorder::Error,
+    },
+    /// A recording does not verify: it is not taken as the session's record.
+    #[error("recording of session {id} does not verify: {problem}")]
+    RecordingUnverified {
+        /// The session.
+        id: String,
+        /// The verdict's first problem.
+        problem: String,
+    },
     /// A local file (spool, cache) could not be read or written.
     #[error("{path}: {source}")]
     LocalFile {
@@ -105,7 +175,25 @@ impl Error {
 impl Error {
     /// The object store error of `op`.
     pub(crate) fn object(op: &'static str) -> impl FnOnce(object_store::Error) -> Self {
-        move |source| Self::ObjectStore { op, source }
+        move |source| {
+            // `object_store` puts the whole XML body of an S3 error into its message (with the
+            // canonical request and string to sign on a signature error); its code and message
+            // are what an operator needs.
+            let text = source.to_string();
+            match between(&text, "<Code>", "</Code>") {
+                Some(code) => Self::ObjectStoreRefused {
+                    op,
+                    status: between(&text, "status code: ", ": <")
+                        .unwrap_or_default()
+                        .to_owned(),
+                    code: code.to_owned(),
+                    message: between(&text, "<Message>", "</Message>")
+                        .unwrap_or_default()
+                        .to_owned(),
+                },
+                None => Self::ObjectStore { op, source },
+            }
+        }
     }
 
     /// A local file error.
@@ -144,4 +232,19 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The text between the first `start` and the next `end` after it.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let (_, rest) = text.split_once(start)?;
+    rest.split_once(end).map(|(inside, _)| inside)
+}
+
+/// ` (text)`, or nothing for no text.
+fn in_parens(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" ({text})")
+    }
 }

@@ -6,7 +6,8 @@
 //! behind `custody_recorder::catalog::Catalog`, with custody's own search tokens ([`search`])
 //! and monthly partitions ([`partition`])), and S3-compatible object storage holds the
 //! recordings ([`objects`]: segments uploaded while a session runs, one verified object at its
-//! end).
+//! end, taken over from its segments when a replica dies; [`spool`]: the uploads of one live
+//! session).
 
 pub mod catalog;
 pub mod commands;
@@ -18,5 +19,6 @@ pub mod partition;
 pub mod postgres;
 pub mod schema;
 pub mod search;
+pub mod spool;
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
 //! The HTTP client `object_store` talks to S3 with: hyper with rustls (`ring`), so cluster mode
-//! brings no second TLS stack (object_store's own client pulls in reqwest and aws-lc). It
+//! brings no second TLS stack (`object_store`'s own client pulls in reqwest and aws-lc). It
 //! trusts the system roots, or only a given CA, and bounds every request in time.
 
 use std::path::Path;
