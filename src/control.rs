@@ -40,7 +40,7 @@ pub mod events;
 pub mod registry;
 
 use events::FollowLine;
-use registry::{Follow, FollowError, LiveSessions};
+use registry::{Follow, FollowError, LiveSession, LiveSessions};
 
 /// The control socket's file name in the data directory.
 pub const SOCKET_FILE: &str = "control.sock";
@@ -347,7 +347,9 @@ async fn handle(
 }
 
 /// Every live session of the cluster, each with the replica it runs on.
-async fn cluster_sessions(cluster: &crate::cluster::ClusterMode) -> Result<Vec<LiveSession>, String> {
+async fn cluster_sessions(
+    cluster: &crate::cluster::ClusterMode,
+) -> Result<Vec<LiveSession>, String> {
     let rows = custody_cluster::live::list(&cluster.db)
         .await
         .map_err(|e| format!("the cluster's live sessions cannot be read: {e}"))?;

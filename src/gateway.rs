@@ -37,7 +37,7 @@ pub mod requests;
 pub mod session;
 pub mod status;
 
-pub use session::RecordingConfig;
+pub use session::{ObjectStorage, RecordingConfig};
 use session::{Recordings, StreamRequest};
 
 use status::{auth_guidance, status_response};
@@ -68,6 +68,8 @@ pub struct GatewayParts {
     /// Where access requests are kept: `None` for `<data_dir>/approvals.sqlite`, the shared
     /// PostgreSQL store in cluster mode.
     pub approval_store: Option<Arc<dyn crate::approval::ApprovalStore>>,
+    /// Cluster mode: the other replicas, for ending sessions they hold.
+    pub cluster: Option<crate::cluster::ClusterMode>,
 }
 
 /// The gateway: the pipeline every request goes through.
@@ -85,6 +87,8 @@ pub struct Gateway {
     policy: Option<Arc<Policy>>,
     /// Access requests and grants (with a policy and a data directory).
     approvals: Option<Approvals>,
+    /// Cluster mode: the other replicas.
+    cluster: Option<crate::cluster::ClusterMode>,
     /// The recorder's redaction per set of role patterns, compiled once.
     redactors:
         std::sync::Mutex<HashMap<Vec<(String, String)>, custody_recorder::redaction::Redactor>>,
@@ -117,6 +121,10 @@ impl Gateway {
             custody_web::api::Api::new(custody_web::api::ApiConfig {
                 data_dir: recording.data_dir.clone(),
                 catalog: recording.catalog.clone(),
+                files: recording.objects.as_ref().map(|storage| {
+                    Arc::new(crate::cluster::ObjectFiles::new(storage))
+                        as Arc<dyn custody_web::api::RecordingFiles>
+                }),
                 key: recording.key.verifying_key(),
                 auditor_groups: parts.auditor_groups.clone(),
                 audit_json: Arc::new(crate::audit::record_to_json),
@@ -157,6 +165,7 @@ impl Gateway {
             audit: parts.audit,
             metrics: parts.metrics,
             recordings: parts.recording.map(Recordings::new),
+            cluster: parts.cluster,
             login_document: None,
         })
     }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod authn;
 pub mod classify;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod credential;

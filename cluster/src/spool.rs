@@ -120,6 +120,12 @@ impl Spool {
         }
     }
 
+    /// A receiver that holds the failure once uploads have failed for longer than
+    /// [`SpoolConfig::fail_after`] (for a watchdog that outlives a borrow of the spool).
+    pub fn failure_watch(&self) -> watch::Receiver<Option<String>> {
+        self.failed.clone()
+    }
+
     /// The failure, if uploads have failed for longer than [`SpoolConfig::fail_after`].
     pub fn failure(&self) -> Option<String> {
         self.failed.borrow().clone()

@@ -6,17 +6,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use custody::approval::ApprovalStore;
+use custody::approval::postgres::PgStore;
 use custody::audit::AuditSink;
 use custody::authn::{Authenticator, TokenReviewer};
+use custody::cluster::ClusterMode;
 use custody::config::Config;
 use custody::control::{self, ControlSocket};
-use custody::gateway::{Gateway, GatewayParts, RecordingConfig};
+use custody::gateway::{Gateway, GatewayParts, ObjectStorage, RecordingConfig};
 use custody::login::LoginDocument;
 use custody::metrics::Metrics;
 use custody::server::{self, Health, ListenerLimits};
 use custody::stream::relay::RelayConfig;
 use custody::upstream::{ClusterReviewer, Upstream};
-use custody_recorder::catalog::SqliteCatalog;
+use custody_cluster::spool::SpoolConfig;
+use custody_recorder::catalog::{Catalog, SqliteCatalog};
 use custody_recorder::index::Index;
 use custody_recorder::integrity::load_or_create_signing_key;
 use custody_recorder::recovery;
@@ -117,13 +121,44 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     });
     let authenticator = Authenticator::new(&config.oidc, &config.service_accounts, reviewer)
         .context("authentication configuration")?;
-    let signing_key = Arc::new(recover_recordings(&config.data_dir)?);
-    let audit = AuditSink::open(&config.data_dir, config.audit.mode).with_context(|| {
-        format!(
-            "cannot open the audit trail under {}",
-            config.data_dir.display()
-        )
-    })?;
+    // Cluster mode: join the cluster (shared key, PostgreSQL, the bucket) before anything is
+    // served; on one machine, recover what a crash left open in the data directory.
+    let cluster = match &config.cluster {
+        Some(section) => Some(
+            ClusterMode::start(section, &config.data_dir, config.server.listen)
+                .await
+                .context("cluster mode")?,
+        ),
+        None => None,
+    };
+    let signing_key = match &cluster {
+        Some(cluster) => cluster.key.clone(),
+        None => Arc::new(recover_recordings(&config.data_dir)?),
+    };
+    let audit = match &cluster {
+        Some(cluster) => AuditSink::with_catalog(cluster.catalog.clone(), config.audit.mode),
+        None => AuditSink::open(&config.data_dir, config.audit.mode).with_context(|| {
+            format!(
+                "cannot open the audit trail under {}",
+                config.data_dir.display()
+            )
+        })?,
+    };
+    let catalog: Arc<dyn Catalog> = match &cluster {
+        Some(cluster) => cluster.catalog.clone(),
+        None => Arc::new(SqliteCatalog::new(&config.data_dir.join("index.sqlite"))),
+    };
+    let objects = cluster.as_ref().map(|cluster| ObjectStorage {
+        objects: cluster.objects.clone(),
+        spool_dir: cluster.spool_dir.clone(),
+        spool: SpoolConfig::default(),
+    });
+    let approval_store = cluster.as_ref().map(|cluster| {
+        Arc::new(PgStore::new(
+            cluster.db.clone(),
+            tokio::runtime::Handle::current(),
+        )) as Arc<dyn ApprovalStore>
+    });
     audit.limit_unauthenticated(
         config.limits.unauthenticated_audit_per_second,
         config.limits.unauthenticated_audit_burst,
@@ -137,7 +172,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         recording: Some(RecordingConfig {
             data_dir: config.data_dir.clone(),
-            catalog: Arc::new(SqliteCatalog::new(&config.data_dir.join("index.sqlite"))),
+            catalog,
             key: signing_key,
             writer: WriterConfig::default(),
             relay: RelayConfig {
@@ -146,11 +181,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 ..RelayConfig::default()
             },
             gateway_id: config.gateway_id.clone(),
+            objects,
         }),
         auditor_groups: config.access.auditor_groups.clone(),
         policy: config.policy.clone(),
         approvals: config.approvals.clone(),
-        approval_store: None,
+        approval_store,
+        cluster: cluster.clone(),
     })
     .context("gateway configuration")?;
     if let Some(document) = login_document(config)? {
@@ -173,9 +210,32 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let control_path = control_socket.path().to_owned();
     let live = gateway.live_sessions().unwrap_or_default();
     let control_stopped = until_stopped(stopped.clone());
-    let tasks = vec![
+    let mut tasks = Vec::new();
+    if let Some(cluster) = &cluster {
+        // A replica that loses its lease has ended its sessions; it stops serving too, so the
+        // balancer sends new connections to the others.
+        let (lost, mut lease_lost) = watch::channel(false);
+        for task in cluster.spawn(live.clone(), stopped.clone(), lost) {
+            tasks.push(tokio::spawn(async move {
+                let _ = task.await;
+                Ok(())
+            }));
+        }
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            if lease_lost.wait_for(|l| *l).await.is_ok() {
+                eprintln!("custody: this replica lost its lease; stopping");
+                let _ = stop.send(true);
+            }
+            Ok(())
+        }));
+    }
+    let control_cluster = cluster.clone();
+    tasks.extend([
         tokio::spawn(async move {
-            if let Err(err) = control::serve(control_socket, live, control_stopped).await {
+            if let Err(err) =
+                control::serve(control_socket, live, control_cluster, control_stopped).await
+            {
                 tracing::warn!(%err, "the control socket ended with an error");
             }
             Ok(())
@@ -195,7 +255,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             ListenerLimits::admin(&config.limits),
             until_stopped(stopped),
         )),
-    ];
+    ]);
     health.set_ready(true);
     Ok(Running {
         addr,

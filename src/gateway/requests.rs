@@ -165,6 +165,7 @@ impl Gateway {
             policy: policy.clone(),
             approvals: approvals.clone(),
             live: self.live_sessions(),
+            cluster: self.cluster.clone(),
             principal: principal.clone(),
             clusters: self.clusters.keys().cloned().collect(),
         };
@@ -205,6 +206,7 @@ struct Work {
     policy: Arc<Policy>,
     approvals: Approvals,
     live: Option<Arc<LiveSessions>>,
+    cluster: Option<crate::cluster::ClusterMode>,
     principal: Principal,
     clusters: Vec<String>,
 }
@@ -383,9 +385,29 @@ impl Work {
     }
 
     /// Ends every live session the grant allowed; returns how many.
+    /// Ends the sessions grant `grant` allowed: here, and in cluster mode on every replica
+    /// that holds one (through a command each). Returns how many ended here.
     fn end_sessions(&self, grant: &str, reason: &str) -> usize {
+        let reason = format!("{GRANT_REVOKED}: {reason}");
+        if let Some(cluster) = &self.cluster {
+            // A blocking thread (see `Work`) may wait on the runtime.
+            let told = tokio::runtime::Handle::current().block_on(cluster.end_grant_elsewhere(
+                grant,
+                &reason,
+                &self.principal.username,
+            ));
+            match told {
+                Ok(replicas) if !replicas.is_empty() => {
+                    tracing::info!(request = %grant, ?replicas, "other replicas told to end the grant's sessions");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(request = %grant, error = %e, "other replicas could not be told to end the grant's sessions; they end when it would have expired");
+                }
+            }
+        }
         let Some(live) = &self.live else { return 0 };
-        live.end_grant(grant, &format!("{GRANT_REVOKED}: {reason}"))
+        live.end_grant(grant, &reason)
     }
 }
 

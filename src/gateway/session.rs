@@ -81,6 +81,26 @@ pub struct RecordingConfig {
     pub relay: RelayConfig,
     /// This gateway instance, written into every recording.
     pub gateway_id: String,
+    /// In cluster mode, the object store recordings go to: the file is written under
+    /// `spool_dir`, uploaded as it grows, and stored as one verified object at the end.
+    pub objects: Option<ObjectStorage>,
+}
+
+/// Where a cluster replica's recordings go.
+#[derive(Debug, Clone)]
+pub struct ObjectStorage {
+    /// The bucket.
+    pub objects: custody_cluster::objects::Objects,
+    /// Where recordings are written while their sessions run.
+    pub spool_dir: PathBuf,
+    /// How often new bytes are uploaded.
+    pub spool: custody_cluster::spool::SpoolConfig,
+}
+
+/// A session's recording: the writer, and in cluster mode the spool that uploads it.
+struct Recording {
+    handle: SessionHandle,
+    spool: Option<custody_cluster::spool::Spool>,
 }
 
 impl std::fmt::Debug for RecordingConfig {
@@ -146,11 +166,15 @@ impl Recordings {
     }
 
     fn dir(&self) -> PathBuf {
-        self.config.data_dir.join(RECORDINGS_DIR)
+        match &self.config.objects {
+            Some(storage) => storage.spool_dir.clone(),
+            None => self.config.data_dir.join(RECORDINGS_DIR),
+        }
     }
 
-    /// Opens the recording of a session: the file, then its index row.
-    async fn open(&self, meta: SessionMeta, writer: WriterConfig) -> Result<SessionHandle, String> {
+    /// Opens the recording of a session: the file (and in cluster mode its spool), then its
+    /// index row.
+    async fn open(&self, meta: SessionMeta, writer: WriterConfig) -> Result<Recording, String> {
         let dir = self.dir();
         let create = dir.clone();
         tokio::task::spawn_blocking(move || custody_recorder::permissions::create_dir(&create))
@@ -160,16 +184,32 @@ impl Recordings {
         let handle = SessionHandle::open(&dir, meta.clone(), self.config.key.clone(), writer)
             .await
             .map_err(|e| e.to_string())?;
-        let path = handle.path().to_owned();
+        let (path, spool) = match &self.config.objects {
+            Some(storage) => {
+                let spool = custody_cluster::spool::Spool::start(
+                    storage.objects.clone(),
+                    meta.session_id.clone(),
+                    handle.path().to_owned(),
+                    storage.spool.clone(),
+                );
+                match spool {
+                    Ok(spool) => (
+                        custody_cluster::objects::Objects::location(&meta.session_id),
+                        Some(spool),
+                    ),
+                    Err(e) => {
+                        let _ = handle.finish(terminated(RECORDING_FAILURE)).await;
+                        return Err(format!("the recording cannot be uploaded: {e}"));
+                    }
+                }
+            }
+            None => (handle.path().to_owned(), None),
+        };
         if let Err(e) = self.config.catalog.record_open(&meta, &path).await {
-            let _ = handle
-                .finish(SessionStatus::Terminated {
-                    reason: RECORDING_FAILURE.into(),
-                })
-                .await;
+            let _ = handle.finish(terminated(RECORDING_FAILURE)).await;
             return Err(format!("the recording index cannot be written: {e}"));
         }
-        Ok(handle)
+        Ok(Recording { handle, spool })
     }
 
     /// Runs an upgrade request: recording, handshake, 101, relay in the background.
@@ -207,7 +247,7 @@ impl Recordings {
             writer.redactor = redactor;
         }
         let handle = match self.open(meta, writer).await {
-            Ok(handle) => handle,
+            Ok(recording) => recording,
             Err(e) => {
                 tracing::error!(request_id = %id, error = %e, "recording unavailable");
                 let msg =
@@ -277,7 +317,7 @@ impl Recordings {
         tokio::spawn(async move {
             // A counter, not a sender: a sender held here would keep the recording's queue
             // open, and the writer could not finish sealing while the session waits for it.
-            let _losses = metrics.recording_losses(session.handle.lost_counter());
+            let _losses = metrics.recording_losses(session.handle.handle.lost_counter());
             let (bytes_in, bytes_out) = session.run(*up).await;
             ex.event.bytes_in = Some(bytes_in);
             ex.event.bytes_out = Some(bytes_out);
@@ -334,9 +374,19 @@ impl Recordings {
     /// The writer derives the session's index rows while writing, so a long session (a
     /// `kubectl cp` of gigabytes) is not read back into memory at its end; the file is read
     /// only when the writer could not derive them (after a recording failure).
-    async fn seal(&self, handle: SessionHandle, status: SessionStatus) {
+    async fn seal(&self, recording: Recording, status: SessionStatus) {
+        let Recording { handle, spool } = recording;
         let path = handle.path().to_owned();
-        match handle.seal(status).await {
+        let sealed = handle.seal(status).await;
+        if let Err(e) = &sealed {
+            tracing::error!(path = %path.display(), error = %e, "recording could not be sealed cleanly");
+        }
+        if let Some(spool) = spool {
+            self.store(spool, sealed.ok().and_then(|s| s.index), path)
+                .await;
+            return;
+        }
+        match sealed {
             Ok(Sealed {
                 index: Some(rows), ..
             }) => {
@@ -344,14 +394,68 @@ impl Recordings {
                     // Startup recovery indexes it from the file.
                     tracing::error!(path = %path.display(), error = %e, "recording could not be indexed");
                 }
-                return;
             }
-            Ok(Sealed { index: None, .. }) => {}
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "recording could not be sealed cleanly");
-            }
+            _ => self.index_file(path).await,
         }
-        self.index_file(path).await;
+    }
+
+    /// Cluster mode: stores the sealed file as its object (verified), then indexes it under
+    /// the object's location. A store that is down is retried in the background; until it
+    /// succeeds the spool file and the uploaded segments stay, and the session's live row keeps
+    /// it this replica's, so nothing is deleted or taken over meanwhile.
+    async fn store(
+        &self,
+        spool: custody_cluster::spool::Spool,
+        rows: Option<IndexedSession>,
+        path: PathBuf,
+    ) {
+        let Some(storage) = self.config.objects.clone() else {
+            return;
+        };
+        let id = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".cast.zst"))
+            .unwrap_or_default()
+            .to_owned();
+        let location = custody_cluster::objects::Objects::location(&id);
+        let rows = match rows {
+            Some(rows) => Some(rows),
+            None => read_rows(&path, &self.config.key.verifying_key())
+                .await
+                .ok(),
+        };
+        if let Err(e) = spool.finish().await {
+            tracing::error!(session = %id, error = %e, "the recording could not be stored; retrying in the background");
+            let catalog = self.config.catalog.clone();
+            let key = self.config.key.verifying_key();
+            tokio::spawn(async move {
+                let mut wait = std::time::Duration::from_secs(1);
+                loop {
+                    tokio::time::sleep(wait).await;
+                    let rows = match &rows {
+                        Some(rows) => Some(rows.clone()),
+                        None => read_rows(&path, &key).await.ok(),
+                    };
+                    match custody_cluster::spool::store_recording(&storage.objects, &id, &path)
+                        .await
+                    {
+                        Ok(_) => {
+                            let _ = tokio::fs::remove_file(&path).await;
+                            index_stored(&*catalog, rows, &location).await;
+                            tracing::info!(session = %id, "the recording was stored after all");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(session = %id, error = %e, "the recording could still not be stored");
+                            wait = (wait * 2).min(std::time::Duration::from_secs(60));
+                        }
+                    }
+                }
+            });
+            return;
+        }
+        index_stored(&*self.config.catalog, rows, &location).await;
     }
 
     async fn index_file(&self, path: PathBuf) {
@@ -382,11 +486,51 @@ impl Recordings {
     }
 }
 
+/// Reads a sealed file's index rows (when the writer could not derive them).
+async fn read_rows(
+    path: &std::path::Path,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<IndexedSession, custody_recorder::Error> {
+    let path = path.to_owned();
+    let key = *key;
+    tokio::task::spawn_blocking(move || {
+        let recording = read_recording(&path, Some(&key))?;
+        let size = std::fs::metadata(&path)
+            .map_err(|source| custody_recorder::Error::RecordingIo {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        IndexedSession::from_recording(&recording, &path, size)
+    })
+    .await
+    .map_err(|e| custody_recorder::Error::Catalog {
+        op: "read a recording",
+        message: e.to_string(),
+    })?
+}
+
+/// Indexes a stored recording under its object's location.
+async fn index_stored(
+    catalog: &dyn Catalog,
+    rows: Option<IndexedSession>,
+    location: &std::path::Path,
+) {
+    let Some(mut rows) = rows else {
+        tracing::error!(location = %location.display(), "a stored recording has no index rows");
+        return;
+    };
+    rows.row.file_path = location.to_owned();
+    if let Err(e) = catalog.upsert(rows).await {
+        tracing::error!(location = %location.display(), error = %e, "a stored recording could not be indexed");
+    }
+}
+
 /// A session after the 101: the relay and its recording.
 struct Session {
     recordings: Recordings,
     relay_config: RelayConfig,
-    handle: SessionHandle,
+    handle: Recording,
     decoder: SessionDecoder,
     on_upgrade: OnUpgrade,
     id: String,
@@ -429,13 +573,33 @@ impl Session {
         let cancel = CancelHandle::new();
         // Listed (and killable) from here on; the guard unlists it on every way out.
         let mut registration = recordings.live.register(summary, cancel.clone());
-        let sender = handle.sender();
+        let sender = handle.handle.sender();
         let watchdog = {
             let cancel = cancel.clone();
             let sender = sender.clone();
             let id = id.clone();
+            let mut stored = handle.spool.as_ref().map(|s| s.failure_watch());
             tokio::spawn(async move {
-                let failure = sender.fatal().await;
+                // In cluster mode a recording that cannot reach the object store fails the
+                // same way as one that cannot be written.
+                let store_failed = async {
+                    let Some(watch) = stored.as_mut() else {
+                        return std::future::pending().await;
+                    };
+                    let reason = watch
+                        .wait_for(Option::is_some)
+                        .await
+                        .map(|reason| reason.clone().unwrap_or_default());
+                    match reason {
+                        Ok(reason) => format!("object store: {reason}"),
+                        // The spool ended without failing: nothing more to watch.
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                let failure = tokio::select! {
+                    failure = sender.fatal() => failure,
+                    failure = store_failed => failure,
+                };
                 if best_effort {
                     tracing::error!(request_id = %id, %failure, "recording failed; the session goes on unrecorded (best-effort recording)");
                     return;
@@ -472,7 +636,7 @@ impl Session {
                 relay_config,
                 &cancel,
             ) => report,
-            never = registration.serve_viewers(&handle) => match never {},
+            never = registration.serve_viewers(&handle.handle) => match never {},
         };
         watchdog.abort();
         if let Some(expiry) = expiry {

@@ -208,6 +208,7 @@ impl Env {
             policy: options.policy.clone(),
             approvals: options.approvals.clone(),
             approval_store: None,
+            cluster: None,
         })
         .unwrap();
         let pki = Pki::generate(&["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
@@ -347,6 +348,7 @@ fn start_control(
     rt.spawn(custody::control::serve(
         socket,
         live,
+        None,
         std::future::pending(),
     ));
     Some(path)
@@ -377,6 +379,7 @@ fn recording_config(
         writer: custody_recorder::writer::WriterConfig::default(),
         relay: relay.unwrap_or_default(),
         gateway_id: "test-gateway".into(),
+        objects: None,
     };
     (Some(key), Some(config))
 }

@@ -61,6 +61,14 @@ pub struct Caller {
     pub groups: Vec<String>,
 }
 
+/// Where recordings are when they are not files in the data directory: in cluster mode, in an
+/// object store, from which a local copy is made for reading.
+#[async_trait::async_trait]
+pub trait RecordingFiles: Send + Sync {
+    /// A local file that holds session `id`'s recording as stored.
+    async fn local_copy(&self, id: &str) -> std::result::Result<PathBuf, String>;
+}
+
 /// What the API needs: where the index and recordings are, the key, who audits.
 #[derive(Clone)]
 pub struct ApiConfig {
@@ -68,6 +76,8 @@ pub struct ApiConfig {
     pub data_dir: PathBuf,
     /// The index of sessions and audit events.
     pub catalog: Arc<dyn Catalog>,
+    /// Where recordings are read from: `None` for `<data_dir>/recordings`.
+    pub files: Option<Arc<dyn RecordingFiles>>,
     /// The public key recordings are verified with.
     pub key: VerifyingKey,
     /// Members of these groups see every session and audit event.
@@ -324,7 +334,7 @@ impl Api {
 
     async fn detail(&self, caller: &Caller, raw_id: &str) -> Result<Response<Body>> {
         let row = self.session_row(caller, raw_id).await?;
-        let path = self.file_of(&row)?;
+        let path = self.file_of(&row).await?;
         let key = self.config.key;
         let integrity = blocking(move || Ok(integrity(&path, &key))).await?;
         let audit = self
@@ -356,7 +366,7 @@ impl Api {
             })?),
         };
         let row = self.session_row(caller, raw_id).await?;
-        let path = self.file_of(&row)?;
+        let path = self.file_of(&row).await?;
         let id = row.meta.session_id.clone();
         let slot = self.downloads.start(&caller.username)?;
         let Some(export) = export else {
@@ -426,8 +436,18 @@ impl Api {
         json_response(&events)
     }
 
-    /// The recording file of an index row, checked to be `<data_dir>/recordings/<id>.cast.zst`.
-    fn file_of(&self, row: &SessionRow) -> Result<PathBuf> {
+    /// The recording file of an index row: a local copy from the object store in cluster
+    /// mode, or the file, checked to be `<data_dir>/recordings/<id>.cast.zst`.
+    async fn file_of(&self, row: &SessionRow) -> Result<PathBuf> {
+        if let Some(files) = &self.config.files {
+            // The id comes from the index row of a validated session id, never the request.
+            return files.local_copy(&row.meta.session_id).await.map_err(|e| {
+                Error::Internal(format!(
+                    "session {}: the recording cannot be read from the object store: {e}",
+                    row.meta.session_id
+                ))
+            });
+        }
         let expected = format!("{}.cast.zst", row.meta.session_id);
         let dir = self.config.data_dir.join(RECORDINGS_DIR);
         let unreadable = |e: std::io::Error| {

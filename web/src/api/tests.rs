@@ -78,6 +78,7 @@ async fn fixture() -> Fixture {
         catalog: Arc::new(custody_recorder::catalog::SqliteCatalog::new(
             &dir.path().join("index.sqlite"),
         )),
+        files: None,
         key: key.verifying_key(),
         auditor_groups: vec!["sre".into()],
         audit_json: Arc::new(|r: &AuditRecord| serde_json::json!({ "id": r.id })),
