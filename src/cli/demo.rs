@@ -15,6 +15,8 @@ use custody_fixtures::pki::Pki;
 
 use super::serve;
 
+mod replicas;
+
 /// Where the demo keeps its files and where the gateway listens.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,6 +27,11 @@ pub struct Args {
     /// The gateway's address. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     listen: SocketAddr,
+    /// Run N gateway replicas in cluster mode instead of one: a throwaway PostgreSQL, an S3
+    /// server (versitygw, built with Go on first use) and HAProxy (Debian's) in front of N
+    /// `custody serve` processes. `DIR/replicas.json` names each replica's pid and URL.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=9))]
+    replicas: u8,
 }
 
 /// Starts everything, prints `ready` and what to try, and runs until interrupted.
@@ -50,6 +57,9 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
     write(&dir.join("issuer-ca.crt"), issuer.ca_pem())?;
     let gateway_ca = write_gateway_certificates(&dir)?;
 
+    if args.replicas > 1 {
+        return demo_replicas(args, &dir, &issuer, &gateway_ca, sim).await;
+    }
     let config_path = dir.join("custody.toml");
     write(&config_path, &demo_config(&dir, args.listen, issuer.url()))?;
     let config = Config::parse(&std::fs::read_to_string(&config_path)?, &|_| None)
@@ -77,6 +87,58 @@ async fn demo(args: &Args) -> anyhow::Result<ExitCode> {
     eprintln!("custody demo: stopping");
     running.shutdown().await;
     drop(issuer);
+    sim.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo in cluster mode: the replicas behind the balancer, which the kubeconfig names.
+async fn demo_replicas(
+    args: &Args,
+    dir: &Path,
+    issuer: &OidcIssuer,
+    gateway_ca: &str,
+    sim: KubeSim,
+) -> anyhow::Result<ExitCode> {
+    if args.listen.port() != 0 {
+        anyhow::bail!("with --replicas the balancer picks a free port; leave --listen out");
+    }
+    let n = usize::from(args.replicas);
+    let (dir_owned, url) = (dir.to_owned(), issuer.url().to_owned());
+    let replicas =
+        tokio::task::spawn_blocking(move || replicas::Replicas::start(&dir_owned, n, &url))
+            .await
+            .context("the replicas' start-up failed")??;
+    let exe = std::env::current_exe().context("cannot find the custody executable")?;
+    let gateway = format!("https://{}", replicas.balancer);
+    let config_home = dir.join("config");
+    log_in_demo_people(&gateway, gateway_ca, &config_home).await?;
+    write(
+        &dir.join("kubeconfig"),
+        &demo_kubeconfig(&exe, &gateway, gateway_ca, &config_home),
+    )?;
+    let mut text = String::new();
+    let _ = writeln!(text, "ready {gateway}");
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
+        "custody demo is running in cluster mode: kube-sim, a development OIDC issuer, and"
+    );
+    text.push_str(&replicas.hints(&exe, dir));
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
+        "  export KUBECONFIG={}",
+        dir.join("kubeconfig").display()
+    );
+    let _ = writeln!(text, "  kubectl --context alice get pods");
+    let _ = writeln!(text);
+    let _ = writeln!(text, "Press Ctrl-C to stop.");
+    let mut stdout = std::io::stdout();
+    let _ = std::io::Write::write_all(&mut stdout, text.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
+    serve::wait_for_signal().await?;
+    eprintln!("custody demo: stopping");
+    tokio::task::spawn_blocking(move || replicas.stop()).await?;
     sim.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
