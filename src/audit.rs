@@ -91,6 +91,9 @@ pub struct AuditEvent {
     /// The access grant (request id) the request was allowed under, if it needed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
+    /// In cluster mode, the replica that handled the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
 }
 
 impl AuditEvent {
@@ -116,6 +119,7 @@ impl AuditEvent {
             kubectl_command: None,
             allowed_by: None,
             approval_id: None,
+            replica_id: None,
         }
     }
 }
@@ -143,6 +147,8 @@ struct Inner {
     /// Where the rows are queried (and, in cluster mode, written).
     catalog: Arc<dyn Catalog>,
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    /// In cluster mode, this replica's id, written into every event.
+    replica_id: Option<String>,
     /// How many requests refused before authentication are written.
     refusals: refusal::RefusalLimit,
 }
@@ -191,15 +197,17 @@ impl AuditSink {
                 jsonl: Some(jsonl.to_owned()),
                 catalog: Arc::new(catalog),
                 jobs,
+                replica_id: None,
                 refusals: refusal::RefusalLimit::default(),
             }),
         })
     }
 
     /// The trail in a shared catalog (cluster mode): each batch is one transaction of the
-    /// catalog, and nothing is written to local files. Starts the writer task on the current
-    /// tokio runtime; it ends when the last clone of the sink is dropped.
-    pub fn with_catalog(catalog: Arc<dyn Catalog>, mode: AuditMode) -> Self {
+    /// catalog, nothing is written to local files, and every event names `replica_id`. Starts
+    /// the writer task on the current tokio runtime; it ends when the last clone of the sink
+    /// is dropped.
+    pub fn with_catalog(catalog: Arc<dyn Catalog>, mode: AuditMode, replica_id: &str) -> Self {
         let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(write_shared(queue, catalog.clone()));
         Self {
@@ -208,6 +216,7 @@ impl AuditSink {
                 jsonl: None,
                 catalog,
                 jobs,
+                replica_id: Some(replica_id.to_owned()),
                 refusals: refusal::RefusalLimit::default(),
             }),
         }
@@ -258,11 +267,15 @@ impl AuditSink {
     async fn write(&self, stage: &'static str, event: &AuditEvent) -> Result<()> {
         let stopped = || Error::AuditEvent("the audit writer has stopped".into());
         let (done, durable) = tokio::sync::oneshot::channel();
+        let mut event = event.clone();
+        if event.replica_id.is_none() {
+            event.replica_id.clone_from(&self.inner.replica_id);
+        }
         self.inner
             .jobs
             .send(Job {
                 stage,
-                event: event.clone(),
+                event,
                 done,
             })
             .map_err(|_| stopped())?;

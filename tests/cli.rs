@@ -246,6 +246,7 @@ fn meta(id: &str, pod: &str) -> SessionMeta {
         user_agent: "kubectl/v1.32.5".into(),
         approval_id: None,
         gateway_id: "custody".into(),
+        replica_id: None,
         started_at_us: 1_700_000_000_000_000,
         term_size: Some((80, 24)),
     }

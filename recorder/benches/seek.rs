@@ -158,6 +158,7 @@ fn meta() -> SessionMeta {
         user_agent: String::new(),
         approval_id: None,
         gateway_id: "g".into(),
+        replica_id: None,
         started_at_us: 0,
         term_size: Some((COLS, ROWS)),
     }

@@ -552,14 +552,14 @@ fn insert_session(tx: &Transaction<'_>, row: &SessionRow, replace: bool) -> Resu
             exit_message = excluded.exit_message, event_count = excluded.event_count,
             frame_count = excluded.frame_count, chain_head = excluded.chain_head,
             file_path = excluded.file_path, file_size = excluded.file_size,
-            damage = excluded.damage"
+            damage = excluded.damage, replica_id = excluded.replica_id"
     } else {
         "ON CONFLICT (id) DO NOTHING"
     };
     let sql = format!(
         "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26,
-            ?27, ?28, ?29, ?30, ?31, ?32, ?33) {conflict}"
+            ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34) {conflict}"
     );
     tx.execute(
         &sql,
@@ -597,6 +597,7 @@ fn insert_session(tx: &Transaction<'_>, row: &SessionRow, replace: bool) -> Resu
             row.file_path.to_string_lossy(),
             to_i64(row.file_size),
             row.damage,
+            m.replica_id.as_deref().unwrap_or_default(),
         ],
     )
     .map_err(db)?;
@@ -637,6 +638,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
         user_agent: r.get(18)?,
         approval_id: r.get(19)?,
         gateway_id: r.get(20)?,
+        replica_id: Some(r.get::<_, String>(33)?).filter(|id| !id.is_empty()),
         started_at_us: r.get(21)?,
     };
     Ok(SessionRow {
@@ -709,7 +711,7 @@ const SESSION_COLUMNS: &str = "id, kind, initiator_issuer, initiator_subject, in
     initiator_groups, effective_user, effective_groups, effective_uid, cluster, namespace, pod,
     container, command, tty, term_cols, term_rows, client_addr, user_agent, approval_id,
     gateway_id, started_at_us, ended_at_us, status, end_reason, exit_code, exit_message,
-    event_count, frame_count, chain_head, file_path, file_size, damage";
+    event_count, frame_count, chain_head, file_path, file_size, damage, replica_id";
 
 const FRAME_COLUMNS: &str = "idx, file_offset, compressed_len, first_event_us, last_event_us,
     event_count, first_event_index, chain_hash, keyframe";

@@ -81,6 +81,9 @@ pub struct SessionMeta {
     pub approval_id: Option<String>,
     /// The gateway instance that recorded it.
     pub gateway_id: String,
+    /// In cluster mode, the replica that recorded it (absent on one machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
     /// Start time, microseconds since the Unix epoch.
     pub started_at_us: i64,
     /// The initial terminal size (columns, rows), when known.

@@ -26,6 +26,7 @@ pub fn session_meta(id: &str, size: (u16, u16)) -> SessionMeta {
         user_agent: String::new(),
         approval_id: None,
         gateway_id: "bench".into(),
+        replica_id: None,
         started_at_us: 0,
         term_size: Some(size),
     }

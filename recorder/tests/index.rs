@@ -49,6 +49,7 @@ fn meta(id: &str, user: &str, pod: &str, kind: SessionKind, started_at_us: i64) 
         user_agent: "kubectl/v1.33".into(),
         approval_id: None,
         gateway_id: "gw-1".into(),
+        replica_id: None,
         started_at_us,
         term_size: Some((80, 24)),
     }

@@ -39,6 +39,7 @@ fn meta(tty: bool, size: Option<(u16, u16)>) -> SessionMeta {
         user_agent: String::new(),
         approval_id: None,
         gateway_id: "gw".into(),
+        replica_id: None,
         started_at_us: 1_700_000_000_000_000,
         term_size: size,
     }

@@ -132,6 +132,7 @@ pub(super) fn to_record(e: &AuditEvent) -> AuditRecord {
         bytes_out: e.bytes_out,
         kubectl_session: e.kubectl_session.clone(),
         kubectl_command: e.kubectl_command.clone(),
+        replica_id: e.replica_id.clone().unwrap_or_default(),
     }
 }
 
@@ -196,6 +197,7 @@ pub(super) fn from_record(r: &AuditRecord) -> AuditEvent {
         bytes_out: r.bytes_out,
         kubectl_session: r.kubectl_session.clone(),
         kubectl_command: r.kubectl_command.clone(),
+        replica_id: Some(r.replica_id.clone()).filter(|id| !id.is_empty()),
         allowed_by: (r.decision == "allow" && !r.reason.is_empty()).then(|| r.reason.clone()),
         approval_id: grant_in(&r.reason),
     }

@@ -136,7 +136,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         None => Arc::new(recover_recordings(&config.data_dir)?),
     };
     let audit = match &cluster {
-        Some(cluster) => AuditSink::with_catalog(cluster.catalog.clone(), config.audit.mode),
+        Some(cluster) => AuditSink::with_catalog(
+            cluster.catalog.clone(),
+            config.audit.mode,
+            cluster.replica_id(),
+        ),
         None => AuditSink::open(&config.data_dir, config.audit.mode).with_context(|| {
             format!(
                 "cannot open the audit trail under {}",
@@ -181,6 +185,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 ..RelayConfig::default()
             },
             gateway_id: config.gateway_id.clone(),
+            replica_id: cluster.as_ref().map(|c| c.replica_id().to_owned()),
             objects,
         }),
         auditor_groups: config.access.auditor_groups.clone(),

@@ -81,6 +81,8 @@ pub struct RecordingConfig {
     pub relay: RelayConfig,
     /// This gateway instance, written into every recording.
     pub gateway_id: String,
+    /// In cluster mode, this replica, written into every recording.
+    pub replica_id: Option<String>,
     /// In cluster mode, the object store recordings go to: the file is written under
     /// `spool_dir`, uploaded as it grows, and stored as one verified object at the end.
     pub objects: Option<ObjectStorage>,
@@ -363,6 +365,7 @@ impl Recordings {
             user_agent: ex.event.user_agent.clone(),
             approval_id: request.grant.as_ref().map(|(id, _)| id.clone()),
             gateway_id: self.config.gateway_id.clone(),
+            replica_id: self.config.replica_id.clone(),
             started_at_us,
             term_size: None,
         }

@@ -379,6 +379,7 @@ fn recording_config(
         writer: custody_recorder::writer::WriterConfig::default(),
         relay: relay.unwrap_or_default(),
         gateway_id: "test-gateway".into(),
+        replica_id: None,
         objects: None,
     };
     (Some(key), Some(config))

@@ -17,7 +17,8 @@ pub(super) const SESSION_COLUMNS: &str = "id, kind, initiator_issuer, initiator_
     initiator_username, initiator_groups, effective_user, effective_groups, effective_uid,
     cluster, namespace, pod, container, command, tty, term_cols, term_rows, client_addr,
     user_agent, approval_id, gateway_id, started_at_us, ended_at_us, status, end_reason,
-    exit_code, exit_message, event_count, frame_count, chain_head, file_path, file_size, damage";
+    exit_code, exit_message, event_count, frame_count, chain_head, file_path, file_size, damage,
+    replica_id";
 
 pub(super) const FRAME_COLUMNS: &str = "idx, file_offset, compressed_len, first_event_us,
     last_event_us, event_count, first_event_index, chain_hash, keyframe";
@@ -44,7 +45,7 @@ pub(super) async fn insert_session<C: GenericClient + Sync>(
     let sql = format!(
         "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
          $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
-         $27, $28, $29, $30, $31, $32, $33) {conflict}"
+         $27, $28, $29, $30, $31, $32, $33, $34) {conflict}"
     );
     let (cols, rows) = match m.term_size {
         Some((c, r)) => (Some(i32::from(c)), Some(i32::from(r))),
@@ -88,6 +89,7 @@ pub(super) async fn insert_session<C: GenericClient + Sync>(
                 &row.file_path.to_string_lossy().as_ref(),
                 &to_i64(row.file_size),
                 &row.damage,
+                &m.replica_id.as_deref().unwrap_or_default(),
             ],
         )
         .await
@@ -217,6 +219,7 @@ pub(super) fn session_from_row(r: &Row) -> Result<SessionRow> {
         user_agent: r.try_get(18).map_err(get)?,
         approval_id: r.try_get(19).map_err(get)?,
         gateway_id: r.try_get(20).map_err(get)?,
+        replica_id: Some(r.try_get::<_, String>(33).map_err(get)?).filter(|id| !id.is_empty()),
         started_at_us: r.try_get(21).map_err(get)?,
     };
     let status: String = r.try_get(23).map_err(get)?;

@@ -45,7 +45,8 @@ CREATE TABLE sessions (
     chain_head          text,
     file_path           text NOT NULL,
     file_size           bigint NOT NULL,
-    damage              text
+    damage              text,
+    replica_id          text NOT NULL DEFAULT ''
 );
 
 CREATE INDEX sessions_started ON sessions (started_at_us DESC);
@@ -117,6 +118,7 @@ CREATE TABLE audit_events (
     bytes_out           bigint,
     kubectl_session     text,
     kubectl_command     text,
+    replica_id          text NOT NULL DEFAULT '',
     PRIMARY KEY (id, time_us)
 ) PARTITION BY RANGE (time_us);
 

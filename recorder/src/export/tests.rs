@@ -24,6 +24,7 @@ fn meta(tty: bool) -> SessionMeta {
         user_agent: String::new(),
         approval_id: None,
         gateway_id: "gw".into(),
+        replica_id: None,
         started_at_us: 1_700_000_000_500_000,
         term_size: tty.then_some((20, 3)),
     }

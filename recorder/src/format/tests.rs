@@ -28,6 +28,7 @@ fn meta() -> SessionMeta {
         user_agent: "kubectl/v1.33".into(),
         approval_id: Some("apr-1".into()),
         gateway_id: "gw-a".into(),
+        replica_id: None,
         started_at_us: 1_700_000_000_123_456,
         term_size: Some((100, 30)),
     }

@@ -75,6 +75,8 @@ pub struct AuditRecord {
     pub kubectl_session: Option<String>,
     /// kubectl's `Kubectl-Command` header.
     pub kubectl_command: Option<String>,
+    /// In cluster mode, the replica that audited the request (empty on one machine).
+    pub replica_id: String,
 }
 
 /// The end of a request, recorded when its response ends.
@@ -173,7 +175,7 @@ impl Index {
                 &format!(
                     "INSERT INTO audit_events ({INSERT_COLUMNS}) VALUES
                      (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                      ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
+                      ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)"
                 ),
                 params![
                     r.id,
@@ -206,6 +208,7 @@ impl Index {
                     r.bytes_out.map(to_i64),
                     r.kubectl_session,
                     r.kubectl_command,
+                    r.replica_id,
                 ],
             )
             .map_err(db)?;
@@ -349,6 +352,7 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
         bytes_out: unsigned(28)?,
         kubectl_session: r.get(29)?,
         kubectl_command: r.get(30)?,
+        replica_id: r.get(31)?,
     })
 }
 
@@ -361,13 +365,13 @@ const INSERT_COLUMNS: &str = "id, request_id, time_us, initiator_method, initiat
     initiator_subject, initiator_username, initiator_groups, effective_user, effective_groups,
     effective_uid, client_addr, user_agent, cluster, verb, api_group, api_version, resource,
     subresource, namespace, name, path, decision, reason, status_code, upstream_audit_id,
-    latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command";
+    latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command, replica_id";
 
 const SELECT_COLUMNS: &str = "seq, id, time_us, initiator_method, initiator_issuer,
     initiator_subject, initiator_username, initiator_groups, effective_user, effective_groups,
     effective_uid, client_addr, user_agent, cluster, verb, api_group, api_version, resource,
     subresource, namespace, name, path, decision, reason, status_code, upstream_audit_id,
-    latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command";
+    latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command, replica_id";
 
 const DEFAULT_LIMIT: usize = 100;
 

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_audit_request_context.sql"),
     include_str!("migrations/0003_subject_indexes.sql"),
+    include_str!("migrations/0004_replica.sql"),
 ];
 
 /// The schema version this build writes and reads.

@@ -19,6 +19,7 @@ fn meta(tty: bool) -> SessionMeta {
         user_agent: String::new(),
         approval_id: None,
         gateway_id: "g".into(),
+        replica_id: None,
         started_at_us: 0,
         term_size: Some((40, 10)),
     }

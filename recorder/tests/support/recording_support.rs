@@ -44,6 +44,7 @@ pub fn meta(session_id: &str) -> SessionMeta {
         user_agent: "kubectl/v1.33.0".into(),
         approval_id: None,
         gateway_id: "gw-test".into(),
+        replica_id: None,
         started_at_us: 1_760_000_000_000_000,
         term_size: Some((40, 6)),
     }

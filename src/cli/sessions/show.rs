@@ -334,6 +334,7 @@ mod tests {
                 user_agent: "kubectl/v1.32.0".into(),
                 approval_id: None,
                 gateway_id: "custody-eu-1".into(),
+                replica_id: None,
                 started_at_us: 0,
                 term_size: Some((80, 24)),
             },

@@ -38,6 +38,7 @@ fn meta(id: &str, user: &str) -> SessionMeta {
         user_agent: String::new(),
         approval_id: None,
         gateway_id: "gw".into(),
+        replica_id: None,
         started_at_us: 1_700_000_000_000_000,
         term_size: None,
     }
