@@ -273,11 +273,7 @@ impl AuditSink {
         }
         self.inner
             .jobs
-            .send(Job {
-                stage,
-                event,
-                done,
-            })
+            .send(Job { stage, event, done })
             .map_err(|_| stopped())?;
         durable.await.map_err(|_| stopped())?
     }

@@ -178,7 +178,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             data_dir: config.data_dir.clone(),
             catalog,
             key: signing_key,
-            writer: WriterConfig::default(),
+            // In cluster mode what reaches the file is uploaded about once a second; flushing it
+            // four times a second keeps what a dead replica loses near one second, not two.
+            writer: if cluster.is_some() {
+                WriterConfig {
+                    flush_interval: std::time::Duration::from_millis(250),
+                    ..WriterConfig::default()
+                }
+            } else {
+                WriterConfig::default()
+            },
             relay: RelayConfig {
                 idle_timeout: config.streams.idle_timeout(),
                 max_duration: config.streams.max_duration(),

@@ -58,6 +58,9 @@ pub struct SessionSummary {
     pub damage: Option<String>,
     /// The recording's size in bytes.
     pub file_size: u64,
+    /// In cluster mode, the replica that recorded the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
 }
 
 impl From<&SessionRow> for SessionSummary {
@@ -82,6 +85,7 @@ impl From<&SessionRow> for SessionSummary {
             reason,
             damage: row.damage.clone(),
             file_size: row.file_size,
+            replica_id: meta.replica_id.clone(),
         }
     }
 }

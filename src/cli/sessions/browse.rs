@@ -364,6 +364,7 @@ mod tests {
                 reason: None,
                 damage: None,
                 file_size: 1000 + u64::from(n),
+                replica_id: None,
             },
             snippet: (n == 2).then(|| "$ «cat» /etc/passwd".to_owned()),
         }

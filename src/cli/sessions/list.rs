@@ -288,6 +288,7 @@ mod tests {
             reason: None,
             damage: None,
             file_size: 1234,
+            replica_id: None,
         }
     }
 

@@ -309,6 +309,7 @@ mod tests {
                 reason: None,
                 damage: None,
                 file_size: 2048,
+                replica_id: None,
             },
             meta: SessionMeta {
                 session_id: id.into(),

@@ -1,0 +1,430 @@
+//! Cluster mode end to end: three `custody serve` replicas behind real HAProxy (PROXY v2),
+//! sharing a real PostgreSQL and a real S3 server (versitygw). Sessions through the balancer
+//! are recorded to the bucket and read through any replica; a replica killed with `kill -9`
+//! has its sessions sealed `interrupted` by another from their segments; a kill and a grant
+//! revocation issued on one replica end a session held by another within a second.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
+mod cluster_support;
+
+use std::io::{Read, Write};
+use std::process::{Child, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cluster_support::{Cluster, Options};
+use custody_fixtures::harness::{Collected, Kubectl};
+
+/// The clusters of these tests are heavy (three gateways, PostgreSQL, S3, HAProxy, kube-sim):
+/// one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The sessions replica `i` lists, as JSON.
+fn sessions(cluster: &Cluster, i: usize, extra: &[&str]) -> Vec<serde_json::Value> {
+    let out = cluster
+        .custody("bob")
+        .args(["sessions", "list", "--json", "--server"])
+        .arg(cluster.url(i))
+        .arg("--ca-file")
+        .arg(&cluster.gateway_ca)
+        .args(extra)
+        .output()
+        .unwrap();
+    serde_json::from_str(&ok(&out)).unwrap()
+}
+
+/// Downloads session `id` through replica `i` and verifies it with the cluster's key; returns
+/// the verify exit code and the file.
+fn download_and_verify(cluster: &Cluster, i: usize, id: &str) -> (i32, std::path::PathBuf) {
+    let dir = cluster.dir.path().join(format!("download-{i}-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = cluster
+        .custody("bob")
+        .current_dir(&dir)
+        .args(["download", id, "--server"])
+        .arg(cluster.url(i))
+        .arg("--ca-file")
+        .arg(&cluster.gateway_ca)
+        .output()
+        .unwrap();
+    ok(&out);
+    let file = dir.join(format!("{id}.cast.zst"));
+    assert!(file.exists(), "downloaded to {}", dir.display());
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
+        .arg("verify")
+        .arg(&file)
+        .arg("--key")
+        .arg(&cluster.key_pem)
+        .output()
+        .unwrap();
+    (verify.status.code().unwrap_or(-1), file)
+}
+
+/// The plain-text transcript of a recording.
+fn transcript(file: &std::path::Path) -> String {
+    let bytes = std::fs::read(file).unwrap();
+    let recording = custody_recorder::reader::read_recording_bytes(&bytes, None).unwrap();
+    let mut text = String::new();
+    for event in &recording.events {
+        if let custody_recorder::model::EventKind::Output(b) = &event.kind {
+            text.push_str(&String::from_utf8_lossy(b));
+        }
+    }
+    text
+}
+
+fn port_forward(k: &Kubectl) {
+    let mut child = k
+        .command(["port-forward", "pod/demo", ":8080"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Collected::spawn(child.stdout.take().unwrap());
+    let stderr = Collected::spawn(child.stderr.take().unwrap());
+    let text = stdout
+        .wait_for(" -> 8080", Duration::from_secs(30))
+        .map_err(|e| format!("{e}\nstderr: {}", stderr.text()))
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Forwarding from 127.0.0.1:"))
+        .unwrap();
+    let port: u16 = line["Forwarding from 127.0.0.1:".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let sent = b"through the balancer and back\n";
+    socket.write_all(sent).unwrap();
+    let mut got = vec![0u8; sent.len()];
+    socket.read_exact(&mut got).unwrap();
+    assert_eq!(&got, sent);
+    drop(socket);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A session that prints a numbered line every 100 ms until it is ended.
+fn ticker(k: &Kubectl) -> (Child, Collected, Collected) {
+    let mut child = k
+        .command([
+            "exec",
+            "demo",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Collected::spawn(child.stdout.take().unwrap());
+    let stderr = Collected::spawn(child.stderr.take().unwrap());
+    stdout
+        .wait_for("tick-3\n", Duration::from_secs(30))
+        .map_err(|e| format!("{e}\nstderr: {}", stderr.text()))
+        .unwrap();
+    (child, stdout, stderr)
+}
+
+/// The highest `tick-N` in `text`.
+fn last_tick(text: &str) -> u64 {
+    text.split("tick-")
+        .skip(1)
+        .filter_map(|t| t.split('\n').next()?.trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits for `child` to exit, up to `limit`; returns how long it took.
+fn exits_within(child: &mut Child, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// The live session ids replica `i`'s control socket lists for the whole cluster, with their
+/// replicas.
+fn live(cluster: &Cluster, i: usize) -> Vec<(String, String)> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["sessions", "live", "--json", "--data-dir"])
+        .arg(cluster.replicas[i].data_dir.as_path())
+        .output()
+        .unwrap();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&ok(&out)).unwrap();
+    list.iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_owned(),
+                s["replica"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sessions_through_the_balancer_are_stored_and_read_through_every_replica() {
+    let _one = lock();
+    let cluster = Cluster::start(Options::default());
+    for minor in ["1.32", "1.28"] {
+        let k = cluster.kubectl(minor, "bob");
+        let out = k
+            .run([
+                "exec",
+                "demo",
+                "--",
+                "sh",
+                "-c",
+                &format!("echo marker-{minor}-done"),
+            ])
+            .unwrap();
+        assert!(ok(&out).contains(&format!("marker-{minor}-done")));
+    }
+    port_forward(&cluster.kubectl("1.32", "bob"));
+    // Stored recordings are listed once their objects are in: give the last one a moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut listed = Vec::new();
+    while Instant::now() < deadline {
+        listed = sessions(&cluster, 0, &[]);
+        if listed.len() >= 3 && listed.iter().all(|s| s["status"] != "open") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(listed.len(), 3, "{listed:#?}");
+    for i in 0..3 {
+        let here = sessions(&cluster, i, &[]);
+        assert_eq!(
+            here.iter().map(|s| &s["id"]).collect::<Vec<_>>(),
+            listed.iter().map(|s| &s["id"]).collect::<Vec<_>>(),
+            "replica {i} lists the same sessions"
+        );
+        let found = sessions(&cluster, i, &["--grep", "marker-1.28-done"]);
+        assert_eq!(found.len(), 1, "replica {i}: {found:#?}");
+        for s in &here {
+            let id = s["id"].as_str().unwrap();
+            let (verdict, file) = download_and_verify(&cluster, i, id);
+            assert_eq!(
+                verdict, 0,
+                "session {id} through replica {i} verifies intact"
+            );
+            if s["kind"] == "exec" {
+                assert!(transcript(&file).contains("marker-"), "{id}");
+            }
+        }
+    }
+    // The recordings name the replica that recorded them, and the audit trail those that
+    // handled each request.
+    let replicas: std::collections::BTreeSet<String> = listed
+        .iter()
+        .filter_map(|s| s["replica_id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!replicas.is_empty(), "{listed:#?}");
+}
+
+#[test]
+fn a_replica_killed_with_nine_has_its_sessions_sealed_by_another() {
+    let _one = lock();
+    let mut cluster = Cluster::start(Options::default());
+    let victim = 1;
+    let k = cluster.kubectl_to("1.32", "bob", victim);
+    let mut running: Vec<(Child, Collected, Collected)> = (0..10).map(|_| ticker(&k)).collect();
+    // In the order they started, as `running` is (each waited for its first lines).
+    let ids: Vec<String> = live(&cluster, 0)
+        .into_iter()
+        .filter(|(_, replica)| replica == &cluster.replicas[victim].id)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        ids.len(),
+        10,
+        "all ten run on {}",
+        cluster.replicas[victim].id
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.kill9(victim);
+    let killed_at = Instant::now();
+    // What each client had received when the replica died (a little later at most).
+    let seen: Vec<u64> = running
+        .iter()
+        .map(|(_, out, _)| last_tick(&out.text()))
+        .collect();
+    for (child, _, stderr) in &mut running {
+        assert!(
+            exits_within(child, Duration::from_secs(30)).is_some(),
+            "the client noticed"
+        );
+        assert!(!child.wait().unwrap().success(), "{}", stderr.text());
+    }
+    // Every recording is sealed interrupted by another replica within 30 s.
+    let mut sealed = Vec::new();
+    while killed_at.elapsed() < Duration::from_secs(30) {
+        let listed = sessions(&cluster, 0, &[]);
+        sealed = listed
+            .iter()
+            .filter(|s| ids.iter().any(|id| s["id"] == id.as_str()) && s["status"] == "interrupted")
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>();
+        if sealed.len() == ids.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        sealed.len(),
+        ids.len(),
+        "sealed within 30 s: {sealed:?}\n{}",
+        cluster.log(0)
+    );
+    let elapsed = killed_at.elapsed();
+    for (id, printed) in ids.iter().zip(&seen) {
+        let (verdict, file) = download_and_verify(&cluster, 2, id);
+        assert_eq!(verdict, 2, "session {id}: intact but interrupted");
+        let recorded = last_tick(&transcript(&file));
+        // Lines come every 100 ms: what was printed up to 1.5 s before the kill is recorded.
+        assert!(
+            recorded + 15 >= *printed,
+            "session {id}: recorded up to tick {recorded}, its client had seen {printed}"
+        );
+    }
+    eprintln!("ten sessions of a killed replica sealed by the others in {elapsed:?}");
+}
+
+#[test]
+fn a_kill_and_a_revocation_on_one_replica_end_a_session_on_another_within_a_second() {
+    let _one = lock();
+    let cluster = Cluster::start(Options::default());
+    let holder = 1;
+    // An operator's kill through replica 0's control socket.
+    let (mut child, _out, _err) = ticker(&cluster.kubectl_to("1.32", "bob", holder));
+    let (id, replica) = live(&cluster, 0).into_iter().next().unwrap();
+    assert_eq!(replica, cluster.replicas[holder].id);
+    let issued = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["sessions", "kill", &id, "--reason", "INC-9", "--data-dir"])
+        .arg(cluster.replicas[0].data_dir.as_path())
+        .output()
+        .unwrap();
+    ok(&out);
+    let took = exits_within(&mut child, Duration::from_secs(10)).expect("the session ended");
+    assert!(
+        issued.elapsed() <= Duration::from_secs(1),
+        "ended {took:?} after the kill was issued on another replica"
+    );
+
+    // A grant revoked through replica 0 ends alice's session on replica 1.
+    let request = cluster
+        .custody("alice")
+        .args([
+            "request",
+            "create",
+            "--cluster",
+            "demo",
+            "-n",
+            "kube-system",
+        ])
+        .args(["--pod", "coredns-sim"])
+        .args(["--for", "15m", "--reason", "INC-10", "--server"])
+        .arg(cluster.url(2))
+        .arg("--ca-file")
+        .arg(&cluster.gateway_ca)
+        .output()
+        .unwrap();
+    let text = ok(&request);
+    let grant = text
+        .split_whitespace()
+        .find(|w| w.len() == 36 && w.matches('-').count() == 4)
+        .unwrap_or_else(|| panic!("no request id in {text:?}"))
+        .to_owned();
+    ok(&cluster
+        .custody("bob")
+        .args(["request", "approve", &grant, "--server"])
+        .arg(cluster.url(0))
+        .arg("--ca-file")
+        .arg(&cluster.gateway_ca)
+        .output()
+        .unwrap());
+    let k = cluster.kubectl_to("1.32", "alice", holder);
+    let mut child = k
+        .command([
+            "exec",
+            "-n",
+            "kube-system",
+            "coredns-sim",
+            "--",
+            "sh",
+            "-c",
+            "while true; do echo up; sleep 0.1; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Collected::spawn(child.stdout.take().unwrap());
+    let stderr = Collected::spawn(child.stderr.take().unwrap());
+    stdout
+        .wait_for("up\n", Duration::from_secs(30))
+        .map_err(|e| format!("{e}\nstderr: {}", stderr.text()))
+        .unwrap();
+    let issued = Instant::now();
+    ok(&cluster
+        .custody("bob")
+        .args(["request", "revoke", &grant, "--reason", "done", "--server"])
+        .arg(cluster.url(0))
+        .arg("--ca-file")
+        .arg(&cluster.gateway_ca)
+        .output()
+        .unwrap());
+    exits_within(&mut child, Duration::from_secs(10)).expect("the session ended");
+    assert!(
+        issued.elapsed() <= Duration::from_secs(1),
+        "ended {:?} after the revocation was issued on another replica",
+        issued.elapsed()
+    );
+    assert!(
+        stderr.text().contains("grant for this session was revoked"),
+        "{}",
+        stderr.text()
+    );
+    eprintln!(
+        "kill reached the other replica's session in {took:?}; revocation in {:?}",
+        issued.elapsed()
+    );
+}
