@@ -428,3 +428,140 @@ fn a_kill_and_a_revocation_on_one_replica_end_a_session_on_another_within_a_seco
         issued.elapsed()
     );
 }
+
+/// The names of the audit events of `verb` requests, read straight from PostgreSQL.
+fn audited_names(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .postgres
+        .psql(
+            "custody",
+            "SELECT name FROM audit_events WHERE name LIKE 'marker-%' ORDER BY name",
+        )
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn postgresql_restarted_mid_run_refuses_while_down_loses_nothing_and_recovers() {
+    let _one = lock();
+    let mut cluster = Cluster::start(Options::default());
+    let k = cluster.kubectl("1.32", "bob");
+    // Answered requests: each one's decision was durable before it was forwarded.
+    for i in 0..6 {
+        let out = k
+            .run([
+                "get",
+                "pod",
+                &format!("marker-before-{i}"),
+                "--request-timeout=20s",
+            ])
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    cluster.postgres.stop().unwrap();
+    let started = Instant::now();
+    let out = k
+        .run(["get", "pod", "marker-during-0", "--request-timeout=30s"])
+        .unwrap();
+    let refused = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("audit trail cannot be written") || stderr.contains("503"),
+        "strict audit refuses while PostgreSQL is down: {stderr}"
+    );
+    assert!(
+        refused < Duration::from_secs(15),
+        "answered in {refused:?}, not hung"
+    );
+    // Not forwarded: the cluster never saw it.
+    let cluster_audit =
+        std::fs::read_to_string(cluster.dir.path().join("cluster/audit.log")).unwrap();
+    assert!(!cluster_audit.contains("marker-during-0"));
+
+    cluster.postgres.start_again().unwrap();
+    // Service resumes by itself: the pools reconnect.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut after = 0;
+    while after < 6 && Instant::now() < deadline {
+        let out = k
+            .run([
+                "get",
+                "pod",
+                &format!("marker-after-{after}"),
+                "--request-timeout=20s",
+            ])
+            .unwrap();
+        if String::from_utf8_lossy(&out.stderr).contains("NotFound") {
+            after += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    assert_eq!(after, 6, "service resumed after PostgreSQL came back");
+    let names = audited_names(&cluster);
+    for i in 0..6 {
+        for stage in ["before", "after"] {
+            let name = format!("marker-{stage}-{i}");
+            assert!(
+                names.contains(&name),
+                "{name} was answered, so it is audited: {names:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_object_store_outage_ends_the_session_with_a_reason_and_loses_nothing() {
+    let _one = lock();
+    let mut cluster = Cluster::start(Options::default());
+    let (mut child, stdout, stderr) = ticker(&cluster.kubectl_to("1.32", "bob", 0));
+    let (id, _) = live(&cluster, 1).into_iter().next().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.s3.kill();
+    let stopped = Instant::now();
+    let took = exits_within(&mut child, Duration::from_secs(30)).expect("the session ended");
+    assert!(!child.wait().unwrap().success());
+    let said = stderr.text();
+    assert!(
+        said.contains("recording failed") && said.contains("object store"),
+        "the user is told why the session ended: {said}"
+    );
+    let printed = last_tick(&stdout.text());
+    eprintln!("the session ended {took:?} after the object store went away: {said}");
+    assert!(stopped.elapsed() < Duration::from_secs(30));
+
+    cluster.s3.start_again().unwrap();
+    // The replica keeps the spool file and stores it once the bucket is back.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut status = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let listed = sessions(&cluster, 2, &[]);
+        if let Some(s) = listed.iter().find(|s| s["id"] == id.as_str())
+            && s["status"] != "open"
+        {
+            status = s.clone();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        status["status"],
+        "terminated",
+        "{status:#}\n{}",
+        cluster.log(0)
+    );
+    let (verdict, file) = download_and_verify(&cluster, 2, &id);
+    assert_eq!(verdict, 0, "complete and intact once stored");
+    let recorded = last_tick(&transcript(&file));
+    assert!(
+        recorded >= printed,
+        "every line the client saw is in the recording: {recorded} < {printed}"
+    );
+}

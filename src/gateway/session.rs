@@ -629,6 +629,7 @@ impl Session {
             ports,
             best_effort,
             unrecorded: false,
+            store_failure: handle.spool.as_ref().map(|s| s.failure_watch()),
         };
         let report = tokio::select! {
             report = relay(
@@ -748,6 +749,21 @@ struct Recorder {
     best_effort: bool,
     /// The recording failed and the session goes on without it (best-effort only).
     unrecorded: bool,
+    /// In cluster mode, why uploading the recording failed, once it has.
+    store_failure: Option<tokio::sync::watch::Receiver<Option<String>>>,
+}
+
+impl Recorder {
+    /// Why the recording failed: the writer's words, else the object store's.
+    fn failure_detail(&self) -> Option<String> {
+        self.sender.failure().or_else(|| {
+            self.store_failure
+                .as_ref()
+                .and_then(|w| w.borrow().clone())
+                // `cause` keeps the last part after ": ", so the store is named after it.
+                .map(|reason| format!("{} (the object store)", cause(&reason)))
+        })
+    }
 }
 
 impl Observer for Recorder {
@@ -815,7 +831,7 @@ impl Observer for Recorder {
     fn farewell(&mut self, end: &RelayEnd, delivered: u64) -> Option<Bytes> {
         let farewell = match end {
             RelayEnd::Cancelled(reason) if reason == RECORDING_FAILURE => {
-                Farewell::recording_failure(cause(&self.sender.failure().unwrap_or_default()))
+                Farewell::recording_failure(cause(&self.failure_detail().unwrap_or_default()))
             }
             RelayEnd::Cancelled(reason)
                 if reason.starts_with(super::requests::GRANT_REVOKED)
@@ -836,7 +852,7 @@ impl Observer for Recorder {
             RelayEnd::MaxDuration => Farewell::max_duration(self.limits.max_duration?),
             RelayEnd::Observer(..) if self.failure == Some(RECORDING_FAILURE) => {
                 // The writer's own words when it failed; else what `record` said (a stall).
-                let detail = self.sender.failure().or_else(|| self.record_error.clone());
+                let detail = self.failure_detail().or_else(|| self.record_error.clone());
                 Farewell::recording_failure(cause(&detail.unwrap_or_default()))
             }
             _ => return None,

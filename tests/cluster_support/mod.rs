@@ -41,7 +41,6 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     pub gateway_ca: PathBuf,
     pub key_pem: PathBuf,
-    pub lease_seconds: u64,
 }
 
 impl Drop for Cluster {
@@ -124,7 +123,6 @@ impl Cluster {
             replicas: Vec::new(),
             gateway_ca,
             key_pem,
-            lease_seconds: options.lease_seconds,
         };
         for i in 0..options.replicas {
             let replica = cluster.configure(i, &options);
