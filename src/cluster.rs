@@ -26,6 +26,8 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::watch;
 
 use crate::config::cluster::ClusterModeConfig;
+
+pub mod peer;
 use crate::control::registry::LiveSessions;
 
 /// The manifest reason of sessions ended because their replica lost its lease.
@@ -53,6 +55,8 @@ pub struct ClusterMode {
     pub key: Arc<SigningKey>,
     /// Where this replica spools recordings and joins recovered ones.
     pub spool_dir: PathBuf,
+    /// Replica-to-replica TLS (`[cluster.peer]`), for following sessions held elsewhere.
+    pub peer: Option<peer::PeerTls>,
 }
 
 impl std::fmt::Debug for ClusterMode {
@@ -80,6 +84,9 @@ pub enum ClusterError {
     /// PostgreSQL or the object store refused or failed.
     #[error(transparent)]
     Shared(#[from] custody_cluster::Error),
+    /// The peer certificates could not be loaded.
+    #[error(transparent)]
+    Peer(#[from] peer::PeerError),
 }
 
 impl ClusterMode {
@@ -111,10 +118,14 @@ impl ClusterMode {
         object_config.ca_file.clone_from(&store.ca_file);
         let objects = Objects::new(&object_config)?;
         objects.check().await?;
+        let peer = config.peer.as_ref().map(peer::PeerTls::load).transpose()?;
         let url = config
             .advertise_url
             .clone()
-            .unwrap_or_else(|| format!("https://{listen}"));
+            .unwrap_or_else(|| match &config.peer {
+                Some(section) => format!("https://{}", section.listen),
+                None => format!("https://{listen}"),
+            });
         let info = ReplicaInfo {
             id: config.replica_id.clone(),
             url,
@@ -136,6 +147,7 @@ impl ClusterMode {
             objects,
             key: Arc::new(key),
             spool_dir,
+            peer,
         })
     }
 
@@ -189,6 +201,25 @@ impl ClusterMode {
         )
         .await?;
         Ok(Some(row.replica_id))
+    }
+
+    /// Follows session `id` on `replica` through its peer listener.
+    pub async fn follow_on(
+        &self,
+        replica: &str,
+        id: &str,
+    ) -> Result<http::Response<crate::proxy::Body>, String> {
+        let Some(tls) = &self.peer else {
+            return Err("no [cluster.peer] is configured on this replica".into());
+        };
+        let members = custody_cluster::members::members(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let member = members
+            .iter()
+            .find(|m| m.id == replica && m.live)
+            .ok_or_else(|| format!("replica {replica} holds no current lease"))?;
+        peer::follow(tls, &member.url, id).await
     }
 
     /// Ends the sessions of grant `grant` on every other replica that holds one (this

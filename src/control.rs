@@ -318,18 +318,7 @@ async fn handle(
         }
         (["sessions", id, "events"], &Method::GET) => match sessions.follow(id).await {
             Ok(follow) => stream_events(follow),
-            Err(FollowError::NotFound(id)) => match elsewhere(cluster, &id).await {
-                Ok(Some(session)) => error(
-                    StatusCode::CONFLICT,
-                    &format!(
-                        "session {id} runs on replica {}; follow it through that replica's \
-                         control socket",
-                        session.replica.unwrap_or_default()
-                    ),
-                ),
-                Ok(None) => not_found(&id),
-                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
-            },
+            Err(FollowError::NotFound(id)) => follow_elsewhere(cluster, &id).await,
             Err(e @ FollowError::Ended(_)) => error(StatusCode::GONE, &e.to_string()),
         },
         (["sessions"] | ["sessions", _] | ["sessions", _, "kill" | "events"], _) => error(
@@ -341,6 +330,40 @@ async fn handle(
             &format!(
                 "no such endpoint {path}; try GET /sessions, POST /sessions/ID/kill, \
                  GET /sessions/ID/events"
+            ),
+        ),
+    }
+}
+
+/// Follows a live session of this replica: the NDJSON stream of its events (what another
+/// replica's peer call gets too).
+pub(crate) async fn follow(sessions: &LiveSessions, id: &str) -> Response<Body> {
+    match sessions.follow(id).await {
+        Ok(follow) => stream_events(follow),
+        Err(FollowError::NotFound(id)) => not_found(&id),
+        Err(e @ FollowError::Ended(_)) => error(StatusCode::GONE, &e.to_string()),
+    }
+}
+
+/// Follows a session another replica holds, through that replica's peer listener.
+async fn follow_elsewhere(
+    cluster: Option<&crate::cluster::ClusterMode>,
+    id: &str,
+) -> Response<Body> {
+    let session = match elsewhere(cluster, id).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return not_found(id),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    };
+    let (Some(cluster), Some(replica)) = (cluster, session.replica.as_deref()) else {
+        return not_found(id);
+    };
+    match cluster.follow_on(replica, id).await {
+        Ok(response) => response,
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "session {id} runs on replica {replica}, which cannot be followed from here: {e}"
             ),
         ),
     }
@@ -514,7 +537,7 @@ fn json<T: Serialize>(code: StatusCode, value: &T) -> Response<Body> {
     response
 }
 
-fn error(code: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn error(code: StatusCode, message: &str) -> Response<Body> {
     json(
         code,
         &ErrorBody {

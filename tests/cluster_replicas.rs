@@ -348,6 +348,33 @@ fn a_kill_and_a_revocation_on_one_replica_end_a_session_on_another_within_a_seco
         "ended {took:?} after the kill was issued on another replica"
     );
 
+    // A follow through replica 2 of a session on replica 1: relayed over mutual TLS.
+    let (mut child, _out, _err) = ticker(&cluster.kubectl_to("1.32", "bob", holder));
+    let (id, _) = live(&cluster, 0).into_iter().next().unwrap();
+    let asked = Instant::now();
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["sessions", "follow", &id, "--data-dir"])
+        .arg(cluster.replicas[2].data_dir.as_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let followed = Collected::spawn(follower.stdout.take().unwrap());
+    let follow_err = Collected::spawn(follower.stderr.take().unwrap());
+    followed
+        .wait_for("tick-", Duration::from_secs(10))
+        .map_err(|e| format!("{e}\nstderr: {}", follow_err.text()))
+        .unwrap();
+    let first_line = asked.elapsed();
+    assert!(
+        first_line <= Duration::from_secs(1),
+        "the first followed line came {first_line:?} after asking another replica"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = follower.kill();
+    let _ = follower.wait();
+
     // A grant revoked through replica 0 ends alice's session on replica 1.
     let request = cluster
         .custody("alice")

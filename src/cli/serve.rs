@@ -225,7 +225,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let live = gateway.live_sessions().unwrap_or_default();
     let control_stopped = until_stopped(stopped.clone());
     let mut tasks = Vec::new();
-    if let Some(cluster) = &cluster {
+    if let (Some(cluster), Some(section)) = (&cluster, config.cluster.as_ref()) {
+        if let (Some(tls), Some(peer)) = (&cluster.peer, &section.peer) {
+            let listener = TcpListener::bind(peer.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (cluster.peer)", peer.listen))?;
+            let (tls, live, stopped) = (tls.clone(), live.clone(), until_stopped(stopped.clone()));
+            tasks.push(tokio::spawn(async move {
+                custody::cluster::peer::serve(listener, tls, live, stopped).await;
+                Ok(())
+            }));
+        }
         // A replica that loses its lease has ended its sessions; it stops serving too, so the
         // balancer sends new connections to the others.
         let (lost, mut lease_lost) = watch::channel(false);

@@ -14,8 +14,8 @@ pub struct ClusterModeConfig {
     /// This replica's id: unique in the cluster, stable across restarts (a pod name from a
     /// `StatefulSet`, a host name). Written into audit events and recordings.
     pub replica_id: String,
-    /// Where the other replicas reach this one (following its sessions), e.g.
-    /// `https://10.0.0.5:8443`; default `https://<server.listen>`.
+    /// Where the other replicas reach this one's `[cluster.peer]` listener (following its
+    /// sessions), e.g. `https://10.0.0.5:8444`; default `https://<cluster.peer.listen>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise_url: Option<String>,
     /// The signing key every replica shares (a file, or a mounted secret). Replicas with
@@ -32,6 +32,24 @@ pub struct ClusterModeConfig {
     pub postgres: PostgresSection,
     /// Where recordings are stored.
     pub object_store: ObjectStoreSection,
+    /// The listener other replicas reach this one on (following its sessions), over mutual
+    /// TLS; without it, a session is followed through the replica that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerSection>,
+}
+
+/// `[cluster.peer]`: replica-to-replica calls, over mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// Where to listen, e.g. `0.0.0.0:8444`; `advertise_url` names it to the others.
+    pub listen: std::net::SocketAddr,
+    /// This replica's certificate, valid for serving and for client authentication.
+    pub cert_file: PathBuf,
+    /// Its key.
+    pub key_file: PathBuf,
+    /// The CA that signs every replica's peer certificate: the only one trusted either way.
+    pub ca_file: PathBuf,
 }
 
 /// `[cluster.postgres]`.

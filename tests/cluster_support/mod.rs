@@ -100,6 +100,17 @@ impl Cluster {
         .unwrap();
         let gateway_ca = dir.path().join("gateway-ca.crt");
         std::fs::write(&gateway_ca, pki.ca_pem()).unwrap();
+        // The replicas' own CA for calling each other (mutual TLS), and a certificate each.
+        let peers =
+            Pki::generate_named("custody-peers", "unused", &["127.0.0.1".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("peer-ca.crt"), peers.ca_pem()).unwrap();
+        for i in 0..options.replicas {
+            let cert = peers
+                .issue_peer(&format!("replica-{i}"), &["127.0.0.1".to_owned()])
+                .unwrap();
+            std::fs::write(dir.path().join(format!("peer-{i}.crt")), &cert.cert).unwrap();
+            std::fs::write(dir.path().join(format!("peer-{i}.key")), &cert.key).unwrap();
+        }
         std::fs::write(dir.path().join("gateway.crt"), &pki.server().cert).unwrap();
         std::fs::write(dir.path().join("gateway.key"), &pki.server().key).unwrap();
         let postgres = Postgres::start(PostgresOptions::default()).unwrap();
@@ -180,6 +191,12 @@ replica_id = "{id}"
 signing_key_file = {signing_key}
 lease_seconds = {lease}
 
+[cluster.peer]
+listen = "{peer}"
+cert_file = {peer_cert}
+key_file = {peer_key}
+ca_file = {peer_ca}
+
 [cluster.postgres]
 url = "{pg}"
 
@@ -200,6 +217,10 @@ secret_access_key = "{secret}"
             policy = custody::policy::EXAMPLE_POLICY,
             signing_key = d("signing.key"),
             lease = options.lease_seconds,
+            peer = free_addr(),
+            peer_cert = d(&format!("peer-{i}.crt")),
+            peer_key = d(&format!("peer-{i}.key")),
+            peer_ca = d("peer-ca.crt"),
             pg = self.postgres.url(),
             endpoint = self.s3.endpoint(),
             bucket = self.s3.bucket(),

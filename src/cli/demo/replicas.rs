@@ -66,6 +66,15 @@ impl Replicas {
         let key_path = dir.join("signing.key");
         custody_recorder::integrity::load_or_create_signing_key(&key_path)
             .with_context(|| format!("cannot create the shared key {}", key_path.display()))?;
+        // The replicas call each other over mutual TLS (following a session held elsewhere):
+        // a CA of their own and a certificate each.
+        let peers = custody_fixtures::pki::Pki::generate_named(
+            "custody-demo-peers",
+            "unused",
+            &["127.0.0.1".to_owned()],
+        )
+        .context("cannot generate the replicas' peer certificates")?;
+        write(&dir.join("peer-ca.crt"), &peers.ca_pem())?;
         let mut replicas = Vec::new();
         for i in 0..n {
             let id = format!("replica-{i}");
@@ -73,6 +82,15 @@ impl Replicas {
             let data_dir = dir.join("replicas").join(&id);
             std::fs::create_dir_all(&data_dir)?;
             let config_path = dir.join(format!("{id}.toml"));
+            let cert = peers
+                .issue_peer(&id, &["127.0.0.1".to_owned()])
+                .context("cannot issue a peer certificate")?;
+            let (peer_cert, peer_key) = (
+                dir.join(format!("{id}-peer.crt")),
+                dir.join(format!("{id}-peer.key")),
+            );
+            write(&peer_cert, &cert.cert)?;
+            write(&peer_key, &cert.key)?;
             let mut config = demo_config(dir, addr, issuer).replace(
                 &format!("data_dir = {}", toml_string(&dir.join("data"))),
                 &format!("data_dir = {}", toml_string(&data_dir.join("data"))),
@@ -83,8 +101,12 @@ impl Replicas {
             );
             let _ = write!(
                 config,
-                "\n# Cluster mode: this replica shares PostgreSQL, the bucket and the key.\n[cluster]\nreplica_id = \"{id}\"\nsigning_key_file = {key}\nlease_seconds = 6\n\n[cluster.postgres]\nurl = \"{pg}\"\n\n[cluster.object_store]\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nregion = \"{region}\"\naccess_key_id = \"{access}\"\nsecret_access_key = \"{secret}\"\n",
+                "\n# Cluster mode: this replica shares PostgreSQL, the bucket and the key.\n[cluster]\nreplica_id = \"{id}\"\nsigning_key_file = {key}\nlease_seconds = 6\n\n[cluster.peer]\nlisten = \"{peer}\"\ncert_file = {peer_cert}\nkey_file = {peer_key}\nca_file = {peer_ca}\n\n[cluster.postgres]\nurl = \"{pg}\"\n\n[cluster.object_store]\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nregion = \"{region}\"\naccess_key_id = \"{access}\"\nsecret_access_key = \"{secret}\"\n",
                 key = toml_string(&key_path),
+                peer = free_addr()?,
+                peer_cert = toml_string(&peer_cert),
+                peer_key = toml_string(&peer_key),
+                peer_ca = toml_string(&dir.join("peer-ca.crt")),
                 pg = postgres.url(),
                 endpoint = s3.endpoint(),
                 bucket = s3.bucket(),
