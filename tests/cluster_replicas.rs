@@ -592,3 +592,46 @@ fn an_object_store_outage_ends_the_session_with_a_reason_and_loses_nothing() {
         "every line the client saw is in the recording: {recorded} < {printed}"
     );
 }
+
+#[test]
+fn a_replica_that_shuts_down_drains_its_sessions_and_stores_their_recordings() {
+    let _one = lock();
+    let mut cluster = Cluster::start(Options {
+        drain_seconds: 2,
+        ..Options::default()
+    });
+    let (mut child, stdout, stderr) = ticker(&cluster.kubectl_to("1.32", "bob", 1));
+    let (id, _) = live(&cluster, 0).into_iter().next().unwrap();
+    let asked = Instant::now();
+    let status = cluster.terminate(1, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "a drained replica exits cleanly: {status:?}"
+    );
+    // The session ran on through the drain time, then was ended with a message.
+    let ended = exits_within(&mut child, Duration::from_secs(1)).is_some();
+    assert!(ended, "the session ended with its replica");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "it had its drain time"
+    );
+    let said = stderr.text();
+    assert!(said.contains("shutting down"), "{said}");
+    let printed = last_tick(&stdout.text());
+    // Sealed and stored by the replica itself before it left: terminated, intact.
+    let listed = sessions(&cluster, 0, &[]);
+    let s = listed.iter().find(|s| s["id"] == id.as_str()).unwrap();
+    assert_eq!(s["status"], "terminated", "{s:#}");
+    assert_eq!(s["reason"], "replica_shutdown", "{s:#}");
+    let (verdict, file) = download_and_verify(&cluster, 0, &id);
+    assert_eq!(verdict, 0);
+    assert!(last_tick(&transcript(&file)) >= printed);
+    let gone = cluster
+        .postgres
+        .psql(
+            "custody",
+            "SELECT state FROM replicas WHERE id = 'replica-1'",
+        )
+        .unwrap();
+    assert_eq!(gone.trim(), "gone");
+}

@@ -40,12 +40,59 @@ pub struct Running {
     pub control_socket: PathBuf,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<custody::Result<()>>>,
+    /// Cluster mode: what draining needs.
+    drain: Option<Drain>,
+}
+
+/// How a replica drains: its membership, its live sessions, how long they may run on.
+struct Drain {
+    cluster: ClusterMode,
+    /// Stops the lease, command and orphan loops, which run on while the replica drains.
+    stop_loops: watch::Sender<bool>,
+    live: Arc<custody::control::registry::LiveSessions>,
+    grace: std::time::Duration,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests end, and waits for the listeners.
+    /// Stops accepting, lets in-flight requests end, and waits for the listeners. In cluster
+    /// mode the replica drains first: it tells the others it is draining, stops accepting
+    /// (the balancer's health checks then fail over), lets its sessions end by themselves for
+    /// `drain_seconds`, ends the rest with a message to their users, waits for their
+    /// recordings to be sealed and stored, and leaves the cluster.
     pub async fn shutdown(self) {
+        if let Some(drain) = &self.drain {
+            if let Err(e) = drain.cluster.membership.drain().await {
+                tracing::warn!(error = %e, "cannot mark this replica as draining");
+            }
+        }
         let _ = self.stop.send(true);
+        if let Some(drain) = &self.drain {
+            let live = &drain.live;
+            let waiting = live.list().len();
+            if waiting > 0 {
+                eprintln!(
+                    "custody: draining: {waiting} session(s) may run for up to {} s",
+                    drain.grace.as_secs()
+                );
+            }
+            let deadline = tokio::time::Instant::now() + drain.grace;
+            while !live.list().is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let ended = live.end_all(custody::cluster::REPLICA_SHUTDOWN);
+            if ended > 0 {
+                eprintln!("custody: draining: ended {ended} session(s) still running");
+            }
+            // Their recordings are sealed and stored before the registry lets them go.
+            let stored_by = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !live.list().is_empty() && tokio::time::Instant::now() < stored_by {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            if let Err(e) = drain.cluster.membership.leave().await {
+                tracing::warn!(error = %e, "cannot leave the cluster cleanly; the lease runs out instead");
+            }
+            let _ = drain.stop_loops.send(true);
+        }
         for task in self.tasks {
             match task.await {
                 Ok(Err(err)) => tracing::warn!(%err, "listener ended with an error"),
@@ -223,8 +270,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     };
     let control_path = control_socket.path().to_owned();
     let live = gateway.live_sessions().unwrap_or_default();
+    let drain_live = live.clone();
     let control_stopped = until_stopped(stopped.clone());
     let mut tasks = Vec::new();
+    let (stop_loops, loops_stopped) = watch::channel(false);
     if let (Some(cluster), Some(section)) = (&cluster, config.cluster.as_ref()) {
         if let (Some(tls), Some(peer)) = (&cluster.peer, &section.peer) {
             let listener = TcpListener::bind(peer.listen)
@@ -239,7 +288,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         // A replica that loses its lease has ended its sessions; it stops serving too, so the
         // balancer sends new connections to the others.
         let (lost, mut lease_lost) = watch::channel(false);
-        for task in cluster.spawn(live.clone(), stopped.clone(), lost) {
+        for task in cluster.spawn(live.clone(), loops_stopped.clone(), lost) {
             tasks.push(tokio::spawn(async move {
                 let _ = task.await;
                 Ok(())
@@ -250,6 +299,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             if lease_lost.wait_for(|l| *l).await.is_ok() {
                 eprintln!("custody: this replica lost its lease; stopping");
                 let _ = stop.send(true);
+                // Its sessions were ended with a farewell; give them a moment to say it, then
+                // exit so that a supervisor starts it again (it rejoins under a new epoch).
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                std::process::exit(LEASE_LOST_EXIT);
             }
             Ok(())
         }));
@@ -281,12 +334,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         )),
     ]);
     health.set_ready(true);
+    let drain = match (&cluster, &config.cluster) {
+        (Some(cluster), Some(section)) => Some(Drain {
+            cluster: cluster.clone(),
+            stop_loops,
+            live: drain_live,
+            grace: std::time::Duration::from_secs(section.drain_seconds),
+        }),
+        _ => None,
+    };
     Ok(Running {
         addr,
         admin_addr,
         control_socket: control_path,
         stop,
         tasks,
+        drain,
     })
 }
 
@@ -346,6 +409,9 @@ fn recover_recordings(data_dir: &Path) -> anyhow::Result<SigningKey> {
     }
     Ok(key)
 }
+
+/// The exit status of a replica that lost its lease (`EX_TEMPFAIL`: start it again).
+const LEASE_LOST_EXIT: i32 = 75;
 
 /// The signing key's file name under `data_dir`.
 pub const SIGNING_KEY_FILE: &str = "signing.key";

@@ -842,6 +842,12 @@ impl Observer for Recorder {
             RelayEnd::Cancelled(reason) if reason == CREDENTIAL_EXPIRED => {
                 Farewell::credential_expired()
             }
+            RelayEnd::Cancelled(reason) if reason == crate::cluster::REPLICA_SHUTDOWN => {
+                Farewell::replica_leaving("is shutting down")
+            }
+            RelayEnd::Cancelled(reason) if reason == crate::cluster::LEASE_LOST => {
+                Farewell::replica_leaving("lost its place in the cluster")
+            }
             // `admin_kill` or `admin_kill: <text>`; any other canceller's reason as it is.
             RelayEnd::Cancelled(reason) => Farewell::ended_by_admin(Some(
                 reason

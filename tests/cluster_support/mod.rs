@@ -61,6 +61,8 @@ impl Drop for Cluster {
 pub struct Options {
     pub replicas: usize,
     pub lease_seconds: u64,
+    /// `[cluster] drain_seconds`.
+    pub drain_seconds: u64,
     /// Extra lines for every replica's `[limits]`, `[streams]`... (appended at the top level).
     pub extra: String,
 }
@@ -70,6 +72,7 @@ impl Default for Options {
         Self {
             replicas: 3,
             lease_seconds: 6,
+            drain_seconds: 30,
             extra: String::new(),
         }
     }
@@ -190,6 +193,7 @@ auditor_groups = ["sre"]
 replica_id = "{id}"
 signing_key_file = {signing_key}
 lease_seconds = {lease}
+drain_seconds = {drain}
 
 [cluster.peer]
 listen = "{peer}"
@@ -217,6 +221,7 @@ secret_access_key = "{secret}"
             policy = custody::policy::EXAMPLE_POLICY,
             signing_key = d("signing.key"),
             lease = options.lease_seconds,
+            drain = options.drain_seconds,
             peer = free_addr(),
             peer_cert = d(&format!("peer-{i}.crt")),
             peer_key = d(&format!("peer-{i}.key")),
@@ -283,6 +288,28 @@ secret_access_key = "{secret}"
     /// Replica `i`'s log so far.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.replicas[i].config.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGTERM to replica `i`, then waits (up to `limit`) for it to exit; its exit status.
+    pub fn terminate(&mut self, i: usize, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.replicas[i].child.take().unwrap();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{} did not stop",
+                self.replicas[i].id
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `kill -9` of replica `i`.

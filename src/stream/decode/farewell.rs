@@ -118,6 +118,20 @@ impl Farewell {
         }
     }
 
+    /// The gateway replica holding the session is going away (`why`: shutting down, or it
+    /// lost its place in the cluster); the client reconnects through the balancer.
+    pub fn replica_leaving(why: &str) -> Self {
+        Self {
+            message: format!(
+                "custody: the gateway replica holding this session {why}; the session was ended \
+                 and its recording sealed; run the command again to continue through another \
+                 replica"
+            ),
+            reason: "ServiceUnavailable",
+            code: 503,
+        }
+    }
+
     /// The recording failed (`detail`, shortened); sessions never run unrecorded.
     pub fn recording_failure(detail: &str) -> Self {
         let detail = detail.trim();
