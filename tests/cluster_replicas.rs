@@ -133,6 +133,53 @@ fn port_forward(k: &Kubectl) {
     let _ = child.wait();
 }
 
+/// `kubectl attach -i` to a pod reading lines: typed lines come back through the balancer.
+fn attach(k: &Kubectl) {
+    ok(&k
+        .run([
+            "run", "attachee", "--image=kube-sim/shell", "--restart=Never", "-i=false",
+            "--overrides",
+            r#"{"spec":{"containers":[{"name":"attachee","image":"kube-sim/shell","stdin":true,"command":["sh","-c","while read l; do echo got:$l; done"]}]}}"#,
+        ])
+        .unwrap());
+    ok(&k
+        .run([
+            "wait",
+            "--for=condition=Ready",
+            "pod/attachee",
+            "--timeout=30s",
+        ])
+        .unwrap());
+    let mut child = k
+        .command(["attach", "-i", "attachee"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = Collected::spawn(child.stdout.take().unwrap());
+    let stderr = Collected::spawn(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 0;
+    // Attach sees output only from the moment it joins: type until a reply shows.
+    while !stdout.text().contains("got:attached-") {
+        assert!(
+            Instant::now() < deadline,
+            "attach never relayed: {}\nstderr: {}",
+            stdout.text(),
+            stderr.text()
+        );
+        writeln!(stdin, "attached-{round}").unwrap();
+        round += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Let the reply's frame be recorded before kubectl goes.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// A session that prints a numbered line every 100 ms until it is ended.
 fn ticker(k: &Kubectl) -> (Child, Collected, Collected) {
     let mut child = k
@@ -217,17 +264,25 @@ fn sessions_through_the_balancer_are_stored_and_read_through_every_replica() {
         assert!(ok(&out).contains(&format!("marker-{minor}-done")));
     }
     port_forward(&cluster.kubectl("1.32", "bob"));
+    attach(&cluster.kubectl("1.28", "bob"));
     // Stored recordings are listed once their objects are in: give the last one a moment.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut listed = Vec::new();
     while Instant::now() < deadline {
         listed = sessions(&cluster, 0, &[]);
-        if listed.len() >= 3 && listed.iter().all(|s| s["status"] != "open") {
+        if listed.len() >= 4 && listed.iter().all(|s| s["status"] != "open") {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(listed.len(), 3, "{listed:#?}");
+    assert_eq!(listed.len(), 4, "{listed:#?}");
+    let kinds: std::collections::BTreeSet<&str> =
+        listed.iter().filter_map(|s| s["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["attach", "exec", "port-forward"].into_iter().collect(),
+        "{listed:#?}"
+    );
     for i in 0..3 {
         let here = sessions(&cluster, i, &[]);
         assert_eq!(
@@ -244,8 +299,10 @@ fn sessions_through_the_balancer_are_stored_and_read_through_every_replica() {
                 verdict, 0,
                 "session {id} through replica {i} verifies intact"
             );
-            if s["kind"] == "exec" {
-                assert!(transcript(&file).contains("marker-"), "{id}");
+            match s["kind"].as_str() {
+                Some("exec") => assert!(transcript(&file).contains("marker-"), "{id}"),
+                Some("attach") => assert!(transcript(&file).contains("got:attached-"), "{id}"),
+                _ => {}
             }
         }
     }
