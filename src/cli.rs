@@ -129,11 +129,21 @@ enum Command {
     )]
     #[command(verbatim_doc_comment)]
     Download(download::Args),
-    /// Print the public key that verifies this gateway's recordings (PEM, or hex with --hex).
+    /// Print the public key that verifies this gateway's recordings (PEM, or hex with --hex),
+    /// or make a new signing key for the replicas of a cluster (--generate).
+    ///
+    /// Examples:
+    ///   custody key --data-dir /var/lib/custody > gateway.pub.pem
+    ///   custody key --generate signing.key   # then give it to every replica ([cluster] signing_key_file)
+    #[command(verbatim_doc_comment)]
     Key {
         /// The data directory (as in the configuration's `data_dir`).
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "generate")]
+        data_dir: Option<PathBuf>,
+        /// Write a new signing key to FILE (owner-only; an existing file is never replaced)
+        /// and print its public key.
+        #[arg(long, value_name = "FILE", conflicts_with = "data_dir")]
+        generate: Option<PathBuf>,
         /// Print the key as hex instead of PEM.
         #[arg(long)]
         hex: bool,
@@ -204,7 +214,15 @@ pub fn main() -> ExitCode {
         Command::Policy(command) => policy::run(&command),
         Command::Request(args) => request::run(&args),
         Command::Reindex { data_dir } => reindex::run(&data_dir),
-        Command::Key { data_dir, hex } => key::run(&data_dir, hex),
+        Command::Key {
+            data_dir,
+            generate,
+            hex,
+        } => match (data_dir, generate) {
+            (_, Some(file)) => key::generate(&file, hex),
+            (Some(data_dir), None) => key::run(&data_dir, hex),
+            (None, None) => Err(anyhow::anyhow!("--data-dir DIR or --generate FILE")),
+        },
     };
     match result {
         Ok(code) => code,

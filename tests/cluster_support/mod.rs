@@ -118,14 +118,17 @@ impl Cluster {
         std::fs::write(dir.path().join("gateway.key"), &pki.server().key).unwrap();
         let postgres = Postgres::start(PostgresOptions::default()).unwrap();
         let s3 = S3::start().unwrap();
+        // The shared key, made as an operator makes it; the public half verifies downloads.
         let key_path = dir.path().join("signing.key");
-        let key = custody_recorder::integrity::load_or_create_signing_key(&key_path).unwrap();
+        let made = Command::new(env!("CARGO_BIN_EXE_custody"))
+            .arg("key")
+            .arg("--generate")
+            .arg(&key_path)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
         let key_pem = dir.path().join("key.pem");
-        std::fs::write(
-            &key_pem,
-            custody_recorder::integrity::public_key_pem(&key.verifying_key()).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(&key_pem, &made.stdout).unwrap();
         let mut cluster = Cluster {
             rt,
             dir,
