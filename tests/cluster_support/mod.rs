@@ -261,7 +261,7 @@ secret_access_key = "{secret}"
             .arg("serve")
             .arg("--config")
             .arg(&r.config)
-            .env("RUST_LOG", "info")
+            .env("CUSTODY_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
