@@ -548,6 +548,9 @@ fn postgresql_restarted_mid_run_refuses_while_down_loses_nothing_and_recovers() 
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // A session running while the database goes away, ended during the outage.
+    let (mut running, _out, _err) = ticker(&cluster.kubectl_to("1.32", "bob", 0));
+    let (session, _) = live(&cluster, 0).into_iter().next().unwrap();
     cluster.postgres.stop().unwrap();
     let started = Instant::now();
     let out = k
@@ -569,6 +572,9 @@ fn postgresql_restarted_mid_run_refuses_while_down_loses_nothing_and_recovers() 
         std::fs::read_to_string(cluster.dir.path().join("cluster/audit.log")).unwrap();
     assert!(!cluster_audit.contains("marker-during-0"));
 
+    running.kill().unwrap();
+    running.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
     cluster.postgres.start_again().unwrap();
     // Service resumes by itself: the pools reconnect.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -589,6 +595,22 @@ fn postgresql_restarted_mid_run_refuses_while_down_loses_nothing_and_recovers() 
         }
     }
     assert_eq!(after, 6, "service resumed after PostgreSQL came back");
+    // The session that ended while the database was down is indexed once it is back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut status = String::new();
+    while Instant::now() < deadline {
+        if let Some(s) = sessions(&cluster, 1, &[])
+            .iter()
+            .find(|s| s["id"] == session.as_str())
+        {
+            status = s["status"].as_str().unwrap_or_default().to_owned();
+            if status != "open" {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(status, "complete", "{}", cluster.log(0));
     let names = audited_names(&cluster);
     for i in 0..6 {
         for stage in ["before", "after"] {

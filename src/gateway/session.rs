@@ -445,7 +445,7 @@ impl Recordings {
                     {
                         Ok(_) => {
                             let _ = tokio::fs::remove_file(&path).await;
-                            index_stored(&*catalog, rows, &location).await;
+                            index_stored(&catalog, rows, &location).await;
                             tracing::info!(session = %id, "the recording was stored after all");
                             return;
                         }
@@ -458,7 +458,7 @@ impl Recordings {
             });
             return;
         }
-        index_stored(&*self.config.catalog, rows, &location).await;
+        index_stored(&self.config.catalog, rows, &location).await;
     }
 
     async fn index_file(&self, path: PathBuf) {
@@ -515,7 +515,7 @@ async fn read_rows(
 
 /// Indexes a stored recording under its object's location.
 async fn index_stored(
-    catalog: &dyn Catalog,
+    catalog: &Arc<dyn Catalog>,
     rows: Option<IndexedSession>,
     location: &std::path::Path,
 ) {
@@ -524,9 +524,32 @@ async fn index_stored(
         return;
     };
     rows.row.file_path = location.to_owned();
-    if let Err(e) = catalog.upsert(rows).await {
-        tracing::error!(location = %location.display(), error = %e, "a stored recording could not be indexed");
-    }
+    let Err(e) = catalog.upsert(rows.clone()).await else {
+        return;
+    };
+    // The database is down or unreachable: the recording is stored, and its session stays
+    // this replica's (its live row) until the index has it, so nobody else seals it again.
+    // Retried until it succeeds; if this replica dies first, the replica that takes its
+    // sessions over finds the stored object and indexes it.
+    tracing::error!(location = %location.display(), error = %e, "a stored recording could not be indexed; retrying");
+    let catalog = catalog.clone();
+    let location = location.to_owned();
+    tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            match catalog.upsert(rows.clone()).await {
+                Ok(()) => {
+                    tracing::info!(location = %location.display(), "the stored recording was indexed after all");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(location = %location.display(), error = %e, "a stored recording could still not be indexed");
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                }
+            }
+        }
+    });
 }
 
 /// A session after the 101: the relay and its recording.
