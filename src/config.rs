@@ -681,7 +681,10 @@ impl Config {
                 AuditMode::Strict => "strict",
                 AuditMode::BestEffort => "best-effort",
             },
-            self.data_dir.display(),
+            match &self.cluster {
+                Some(_) => "PostgreSQL (cluster mode)".to_owned(),
+                None => self.data_dir.display().to_string(),
+            },
             self.streams.explain(),
             self.limits.explain(),
             if self.access.auditor_groups.is_empty() {
@@ -690,6 +693,10 @@ impl Config {
                 self.access.auditor_groups.join(", ")
             },
         ) + &self.explain_policy()
+            + &self.cluster.as_ref().map_or_else(
+                || "cluster mode: off (one machine: SQLite and local files)\n".to_owned(),
+                cluster::ClusterModeConfig::explain,
+            )
     }
 
     /// The `policy:` lines of [`Config::explain`].

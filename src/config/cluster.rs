@@ -135,6 +135,24 @@ impl ClusterModeConfig {
         }
     }
 
+    /// The `cluster mode:` lines of `custody config check`; never a password.
+    pub(super) fn explain(&self) -> String {
+        format!(
+            "cluster mode: replica {}, lease {} s, drain {} s\n  PostgreSQL {}\n  recordings in {} bucket {} (prefix {:?})\n  peers: {}\n",
+            self.replica_id,
+            self.lease_seconds,
+            self.drain_seconds,
+            without_password(&self.postgres.url),
+            self.object_store.endpoint,
+            self.object_store.bucket,
+            self.object_store.prefix,
+            match &self.peer {
+                Some(peer) => format!("mutual TLS on {}", peer.listen),
+                None => "none (sessions are followed on the replica holding them)".to_owned(),
+            },
+        )
+    }
+
     /// The checks serde cannot express.
     pub(super) fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -188,5 +206,36 @@ impl ClusterModeConfig {
             );
         }
         problems
+    }
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user@host/db`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explaining_never_shows_the_password() {
+        assert_eq!(
+            without_password("postgres://custody:s3cret@db:5432/custody?sslmode=require"),
+            "postgres://custody@db:5432/custody?sslmode=require"
+        );
+        assert_eq!(
+            without_password("postgres://db/custody"),
+            "postgres://db/custody"
+        );
     }
 }
