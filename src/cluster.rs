@@ -511,24 +511,33 @@ impl ObjectFiles {
 
 #[async_trait::async_trait]
 impl custody_web::api::RecordingFiles for ObjectFiles {
-    async fn local_copy(&self, id: &str) -> Result<PathBuf, String> {
-        custody_recorder::permissions::create_dir(&self.cache).map_err(|e| e.to_string())?;
+    async fn local_copy(&self, id: &str) -> Result<PathBuf, custody_web::api::RecordingFileError> {
+        use custody_web::api::RecordingFileError;
+        let failed = |e: String| RecordingFileError::Store(e);
+        custody_recorder::permissions::create_dir(&self.cache)
+            .map_err(|e| failed(e.to_string()))?;
         self.prune().await;
         let path = self.cache.join(format!("{id}.cast.zst"));
         let stored = self
             .objects
             .recording_len(id)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                "no recording object (a live session, or one still being stored)".to_owned()
-            })?;
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or(RecordingFileError::NotStoredYet)?;
         let cached = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
         if cached != Some(stored) {
+            // Each request downloads to a name of its own and renames it into place, so two
+            // requests for the same recording never write one file.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let fetched = self.cache.join(format!("{id}.{n}.fetch"));
             self.objects
-                .fetch_recording(id, &path)
+                .fetch_recording(id, &fetched)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| failed(e.to_string()))?;
+            tokio::fs::rename(&fetched, &path)
+                .await
+                .map_err(|e| failed(format!("{}: {e}", path.display())))?;
         }
         Ok(path)
     }

@@ -66,7 +66,18 @@ pub struct Caller {
 #[async_trait::async_trait]
 pub trait RecordingFiles: Send + Sync {
     /// A local file that holds session `id`'s recording as stored.
-    async fn local_copy(&self, id: &str) -> std::result::Result<PathBuf, String>;
+    async fn local_copy(&self, id: &str) -> std::result::Result<PathBuf, RecordingFileError>;
+}
+
+/// Why a stored recording cannot be read now.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingFileError {
+    /// The session runs, or its recording is still being stored.
+    #[error("the recording is not stored yet (the session runs, or is being sealed)")]
+    NotStoredYet,
+    /// The store failed.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// What the API needs: where the index and recordings are, the key, who audits.
