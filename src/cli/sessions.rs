@@ -178,6 +178,26 @@ async fn live(client: &ControlClient, json: bool) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
+    // In cluster mode every replica's sessions are listed: say which replica holds each.
+    if sessions.iter().any(|s| s.replica.is_some()) {
+        let rows: Vec<[String; 6]> = rows
+            .into_iter()
+            .zip(&sessions)
+            .map(|([id, kind, who, target, started], s)| {
+                [
+                    id,
+                    s.replica.clone().unwrap_or_default(),
+                    kind,
+                    who,
+                    target,
+                    started,
+                ]
+            })
+            .collect();
+        let header = ["ID", "REPLICA", "KIND", "WHO", "TARGET", "STARTED"];
+        write!(out, "{}", table(header, &rows))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let header = ["ID", "KIND", "WHO", "TARGET", "STARTED"];
     write!(out, "{}", table(header, &rows))?;
     Ok(ExitCode::SUCCESS)
