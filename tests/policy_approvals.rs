@@ -317,10 +317,7 @@ fn alice_asks_bob_approves_and_the_grant_is_exactly_its_scope() {
 
     // Every recording of those sessions names the grant in its header (the index row's
     // metadata is the header's).
-    let index = custody_recorder::index::Index::open(&env.data_dir.join("index.sqlite")).unwrap();
-    let sessions = index
-        .sessions(&custody_recorder::index::SessionQuery::default())
-        .unwrap();
+    let sessions = env.sessions();
     let granted: Vec<_> = sessions
         .iter()
         .filter(|s| s.meta.initiator.username == "alice" && s.meta.namespace == "kube-system")

@@ -14,8 +14,7 @@
 #[path = "gateway_support/env.rs"]
 mod env;
 
-use std::io::{Read, Write};
-use std::path::Path;
+use std::io::Write;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -319,13 +318,12 @@ fn secret_values_are_masked_everywhere_for_alice_and_leak_nowhere() {
         needles.push(b64(value));
     }
     let mut scanned = 0;
-    for (path, bytes) in files(&env.data_dir) {
+    for (path, bytes) in env.written() {
         scanned += 1;
         for needle in &needles {
             assert!(
                 !contains(&bytes, needle.as_bytes()),
-                "{} holds {needle:?}",
-                path.display()
+                "{path} holds {needle:?}"
             );
         }
     }
@@ -345,32 +343,4 @@ fn secret_values_are_masked_everywhere_for_alice_and_leak_nowhere() {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Every file under `dir`, zstd recordings decompressed.
-fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let Ok(mut bytes) = std::fs::read(&path) else {
-                continue; // the control socket
-            };
-            if path.extension().is_some_and(|e| e == "zst") {
-                let mut plain = Vec::new();
-                zstd::stream::read::Decoder::new(bytes.as_slice())
-                    .unwrap()
-                    .read_to_end(&mut plain)
-                    .unwrap();
-                bytes = plain;
-            }
-            out.push((path, bytes));
-        }
-    }
-    out
 }

@@ -430,12 +430,9 @@ fn port_forward_is_held_to_the_roles_ports() {
     let _ = child.wait();
     let _ = stderr.text();
     // The recording says why it ended.
-    let index = custody_recorder::index::Index::open(&env.data_dir.join("index.sqlite")).unwrap();
     let t0 = std::time::Instant::now();
     loop {
-        let sessions = index
-            .sessions(&custody_recorder::index::SessionQuery::default())
-            .unwrap();
+        let sessions = env.sessions();
         let ended = sessions.iter().any(|s| {
             format!("{:?}", s.status).contains(custody::gateway::session::PORT_NOT_ALLOWED)
         });
@@ -516,12 +513,9 @@ fn a_roles_redaction_patterns_apply_to_its_members_recordings() {
             "the person sees the output as it is"
         );
     }
-    let index = custody_recorder::index::Index::open(&env.data_dir.join("index.sqlite")).unwrap();
     let t0 = std::time::Instant::now();
     let recorded = loop {
-        let sessions = index
-            .sessions(&custody_recorder::index::SessionQuery::default())
-            .unwrap();
+        let sessions = env.sessions();
         let sealed: Vec<_> = sessions
             .into_iter()
             .filter(|s| s.meta.kind == custody_recorder::model::SessionKind::Exec)
@@ -534,7 +528,7 @@ fn a_roles_redaction_patterns_apply_to_its_members_recordings() {
     };
     assert_eq!(recorded.len(), 2);
     for row in recorded {
-        let recording = custody_recorder::reader::read_recording(&row.file_path, None).unwrap();
+        let recording = env.recording(&row.meta.session_id);
         let output: Vec<u8> = recording
             .events
             .iter()

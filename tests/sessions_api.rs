@@ -226,12 +226,7 @@ fn every_download_format_plays_in_real_players_and_raw_verifies_offline() {
         format!("attachment; filename=\"{id}.cast.zst\"")
     );
     assert_eq!(raw.headers["accept-ranges"], "bytes");
-    let stored = std::fs::read(
-        env.data_dir
-            .join("recordings")
-            .join(format!("{id}.cast.zst")),
-    )
-    .unwrap();
+    let stored = env.stored_recording(&id);
     assert_eq!(raw.body, stored);
     let raw_file = dir.join(format!("{id}.cast.zst"));
     std::fs::write(&raw_file, &raw.body).unwrap();
@@ -705,23 +700,5 @@ fn a_session_detail_shows_only_its_initiators_requests_whatever_kubectl_session_
     }
 
     // Everything custody wrote under its data directory is its user's alone.
-    let mut checked = 0;
-    let mut stack = vec![env.data_dir.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let meta = entry.metadata().unwrap();
-            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
-            let path = entry.path();
-            if meta.is_dir() {
-                assert_eq!(mode, 0o700, "{}", path.display());
-                stack.push(path);
-            } else {
-                assert_eq!(mode, 0o600, "{}", path.display());
-            }
-            checked += 1;
-        }
-    }
-    // index.sqlite (and its WAL), the audit trail, the recording, the control socket.
-    assert!(checked >= 5, "{checked} entries");
+    env.assert_data_dir_private();
 }

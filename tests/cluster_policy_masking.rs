@@ -1,0 +1,6 @@
+//! Secret masking and its leak check (`tests/policy_masking.rs`, the same tests) in cluster mode: the
+//! harness sees this binary's name start with `cluster_` and builds every gateway as a replica
+//! on PostgreSQL and S3 (`tests/gateway_support/env.rs`).
+
+#[path = "policy_masking.rs"]
+mod suite;
