@@ -314,7 +314,7 @@ impl Objects {
     /// frame.
     pub async fn join_segments(&self, id: &str, to: &Path) -> Result<u64> {
         let segments = self.segments(id).await?;
-        let mut file = tokio::fs::File::create(to)
+        let mut file = crate::objects::private_file(to)
             .await
             .map_err(|e| Error::local(to, e))?;
         let mut at = 0u64;
@@ -431,4 +431,22 @@ fn unique_name() -> String {
         .map_or(0, |d| d.as_nanos());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{now:x}-{}-{n}", std::process::id())
+}
+
+/// Creates (or truncates) `path` for writing, owner-only (0600) whatever the umask: the
+/// files under a replica's data directory are the gateway user's alone.
+pub(crate) async fn private_file(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let file = options.open(path).await?;
+    // An existing file keeps its mode through `open`: make it owner-only too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .await?;
+    }
+    Ok(file)
 }

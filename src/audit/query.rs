@@ -133,6 +133,7 @@ pub(super) fn to_record(e: &AuditEvent) -> AuditRecord {
         kubectl_session: e.kubectl_session.clone(),
         kubectl_command: e.kubectl_command.clone(),
         replica_id: e.replica_id.clone().unwrap_or_default(),
+        approval_id: e.approval_id.clone(),
     }
 }
 
@@ -199,14 +200,16 @@ pub(super) fn from_record(r: &AuditRecord) -> AuditEvent {
         kubectl_command: r.kubectl_command.clone(),
         replica_id: Some(r.replica_id.clone()).filter(|id| !id.is_empty()),
         allowed_by: (r.decision == "allow" && !r.reason.is_empty()).then(|| r.reason.clone()),
-        approval_id: grant_in(&r.reason),
+        // Rows written before the column was filled name the grant only in their reason.
+        approval_id: r.approval_id.clone().or_else(|| grant_in(&r.reason)),
     }
 }
 
 /// The grant id an allow reason names (`... under grant <uuid> ...`): the index keeps the
 /// reason text, which names the grant, rather than a column of its own.
+/// The grant a policy decision's reason names (`approved access request <id> allows ...`).
 fn grant_in(reason: &str) -> Option<String> {
-    let (_, rest) = reason.split_once("grant ")?;
+    let (_, rest) = reason.split_once("approved access request ")?;
     let id: String = rest
         .chars()
         .take_while(|c| c.is_ascii_hexdigit() || *c == '-')

@@ -94,6 +94,7 @@ pub fn join(
             objects,
             key,
             spool_dir: spool_dir.to_owned(),
+            peer: None,
         },
         database: database.name,
         prefix,

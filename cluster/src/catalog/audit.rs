@@ -29,7 +29,7 @@ const COLUMNS: &str = "id, time_us, initiator_method, initiator_issuer,
     initiator_subject, initiator_username, initiator_groups, effective_user, effective_groups,
     effective_uid, client_addr, user_agent, cluster, verb, api_group, api_version, resource,
     subresource, namespace, name, path, decision, reason, status_code, upstream_audit_id,
-    latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command, replica_id";
+    latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command, replica_id, approval_id";
 
 /// Applies `changes` in one transaction.
 pub(super) async fn batch(
@@ -53,7 +53,7 @@ pub(super) async fn batch(
         .prepare_cached(&format!(
             "INSERT INTO audit_events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
              $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25,
-             $26, $27, $28, $29, $30, $31)"
+             $26, $27, $28, $29, $30, $31, $32)"
         ))
         .await
         .map_err(Error::pg("prepare an audit insert"))?;
@@ -103,6 +103,7 @@ pub(super) async fn batch(
                         &r.kubectl_session,
                         &r.kubectl_command,
                         &r.replica_id,
+                        &r.approval_id,
                     ],
                 )
                 .await
@@ -259,6 +260,7 @@ fn record_from_row(r: &Row) -> Result<AuditRecord> {
         kubectl_session: r.try_get(29).map_err(get)?,
         kubectl_command: r.try_get(30).map_err(get)?,
         replica_id: r.try_get(31).map_err(get)?,
+        approval_id: r.try_get(32).map_err(get)?,
     })
 }
 

@@ -119,6 +119,7 @@ CREATE TABLE audit_events (
     kubectl_session     text,
     kubectl_command     text,
     replica_id          text NOT NULL DEFAULT '',
+    approval_id         text,
     PRIMARY KEY (id, time_us)
 ) PARTITION BY RANGE (time_us);
 

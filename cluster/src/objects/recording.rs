@@ -169,7 +169,7 @@ impl Objects {
             .map_err(Error::object(OP))?
             .into_stream();
         let written = async {
-            let mut file = tokio::fs::File::create(&partial)
+            let mut file = crate::objects::private_file(&partial)
                 .await
                 .map_err(|e| Error::local(&partial, e))?;
             let mut len = 0u64;

@@ -77,6 +77,8 @@ pub struct AuditRecord {
     pub kubectl_command: Option<String>,
     /// In cluster mode, the replica that audited the request (empty on one machine).
     pub replica_id: String,
+    /// The access grant (request id) the request was allowed under, if it needed one.
+    pub approval_id: Option<String>,
 }
 
 /// The end of a request, recorded when its response ends.
@@ -175,7 +177,8 @@ impl Index {
                 &format!(
                     "INSERT INTO audit_events ({INSERT_COLUMNS}) VALUES
                      (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                      ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)"
+                      ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31,
+                      ?32)"
                 ),
                 params![
                     r.id,
@@ -209,6 +212,7 @@ impl Index {
                     r.kubectl_session,
                     r.kubectl_command,
                     r.replica_id,
+                    r.approval_id,
                 ],
             )
             .map_err(db)?;
@@ -353,6 +357,7 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
         kubectl_session: r.get(29)?,
         kubectl_command: r.get(30)?,
         replica_id: r.get(31)?,
+        approval_id: r.get(32)?,
     })
 }
 
@@ -365,13 +370,13 @@ const INSERT_COLUMNS: &str = "id, request_id, time_us, initiator_method, initiat
     initiator_subject, initiator_username, initiator_groups, effective_user, effective_groups,
     effective_uid, client_addr, user_agent, cluster, verb, api_group, api_version, resource,
     subresource, namespace, name, path, decision, reason, status_code, upstream_audit_id,
-    latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command, replica_id";
+    latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command, replica_id, approval_id";
 
 const SELECT_COLUMNS: &str = "seq, id, time_us, initiator_method, initiator_issuer,
     initiator_subject, initiator_username, initiator_groups, effective_user, effective_groups,
     effective_uid, client_addr, user_agent, cluster, verb, api_group, api_version, resource,
     subresource, namespace, name, path, decision, reason, status_code, upstream_audit_id,
-    latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command, replica_id";
+    latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command, replica_id, approval_id";
 
 const DEFAULT_LIMIT: usize = 100;
 

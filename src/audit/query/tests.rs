@@ -108,3 +108,20 @@ fn decision_serializes_flat() {
     let back: AuditEvent = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
     assert_eq!(back, d);
 }
+
+#[test]
+fn the_grant_is_kept_and_read_back_from_older_rows_too() {
+    let mut e = event("alice", true);
+    let grant = uuid::Uuid::new_v4().to_string();
+    e.approval_id = Some(grant.clone());
+    e.allowed_by = Some(format!(
+        "approved access request {grant} allows exec pods/x in kube-system until 2030-01-01T00:00:00+00:00"
+    ));
+    let mut record = to_record(&e);
+    assert_eq!(record.approval_id.as_deref(), Some(grant.as_str()));
+    assert_eq!(from_record(&record).approval_id, Some(grant.clone()));
+    // A row written before the column was filled: the reason names the grant.
+    record.approval_id = None;
+    assert_eq!(from_record(&record).approval_id, Some(grant));
+    assert_eq!(grant_in("allowed by role dev"), None);
+}
