@@ -134,7 +134,7 @@ enum Command {
     ///
     /// Examples:
     ///   custody key --data-dir /var/lib/custody > gateway.pub.pem
-    ///   custody key --generate signing.key   # then give it to every replica ([cluster] signing_key_file)
+    ///   custody key --generate signing.key   # then give it to every replica (`[cluster] signing_key_file`)
     #[command(verbatim_doc_comment)]
     Key {
         /// The data directory (as in the configuration's `data_dir`).

@@ -420,10 +420,10 @@ pub async fn recover_orphans(cluster: &ClusterMode) {
         }
         match seal_orphan(cluster, &orphan.id).await {
             Ok(()) => {
-                tracing::info!(session = %orphan.id, from = %orphan.replica_id, "orphaned session sealed interrupted from its segments")
+                tracing::info!(session = %orphan.id, from = %orphan.replica_id, "orphaned session sealed interrupted from its segments");
             }
             Err(e) => {
-                tracing::error!(session = %orphan.id, from = %orphan.replica_id, error = %e, "an orphaned session could not be sealed; it stays claimed by this replica and is retried when this replica restarts")
+                tracing::error!(session = %orphan.id, from = %orphan.replica_id, error = %e, "an orphaned session could not be sealed; it stays claimed by this replica and is retried when this replica restarts");
             }
         }
     }

@@ -8,7 +8,9 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
+    clippy::too_many_lines,
+    clippy::similar_names,
+    reason = "test code: a failed step should fail the test loudly; each test reads as a story"
 )]
 
 mod cluster_support;
@@ -248,7 +250,7 @@ fn live(cluster: &Cluster, i: usize) -> Vec<(String, String)> {
 #[test]
 fn sessions_through_the_balancer_are_stored_and_read_through_every_replica() {
     let _one = lock();
-    let cluster = Cluster::start(Options::default());
+    let cluster = Cluster::start(&Options::default());
     for minor in ["1.32", "1.28"] {
         let k = cluster.kubectl(minor, "bob");
         let out = k
@@ -318,7 +320,7 @@ fn sessions_through_the_balancer_are_stored_and_read_through_every_replica() {
 #[test]
 fn a_replica_killed_with_nine_has_its_sessions_sealed_by_another() {
     let _one = lock();
-    let mut cluster = Cluster::start(Options::default());
+    let mut cluster = Cluster::start(&Options::default());
     let victim = 1;
     let k = cluster.kubectl_to("1.32", "bob", victim);
     let mut running: Vec<(Child, Collected, Collected)> = (0..10).map(|_| ticker(&k)).collect();
@@ -386,7 +388,7 @@ fn a_replica_killed_with_nine_has_its_sessions_sealed_by_another() {
 #[test]
 fn a_kill_and_a_revocation_on_one_replica_end_a_session_on_another_within_a_second() {
     let _one = lock();
-    let cluster = Cluster::start(Options::default());
+    let cluster = Cluster::start(&Options::default());
     let holder = 1;
     // An operator's kill through replica 0's control socket.
     let (mut child, _out, _err) = ticker(&cluster.kubectl_to("1.32", "bob", holder));
@@ -530,7 +532,7 @@ fn audited_names(cluster: &Cluster) -> Vec<String> {
 #[test]
 fn postgresql_restarted_mid_run_refuses_while_down_loses_nothing_and_recovers() {
     let _one = lock();
-    let mut cluster = Cluster::start(Options::default());
+    let mut cluster = Cluster::start(&Options::default());
     let k = cluster.kubectl("1.32", "bob");
     // Answered requests: each one's decision was durable before it was forwarded.
     for i in 0..6 {
@@ -626,7 +628,7 @@ fn postgresql_restarted_mid_run_refuses_while_down_loses_nothing_and_recovers() 
 #[test]
 fn an_object_store_outage_ends_the_session_with_a_reason_and_loses_nothing() {
     let _one = lock();
-    let mut cluster = Cluster::start(Options::default());
+    let mut cluster = Cluster::start(&Options::default());
     let (mut child, stdout, stderr) = ticker(&cluster.kubectl_to("1.32", "bob", 0));
     let (id, _) = live(&cluster, 1).into_iter().next().unwrap();
     std::thread::sleep(Duration::from_secs(1));
@@ -675,7 +677,7 @@ fn an_object_store_outage_ends_the_session_with_a_reason_and_loses_nothing() {
 #[test]
 fn a_replica_that_shuts_down_drains_its_sessions_and_stores_their_recordings() {
     let _one = lock();
-    let mut cluster = Cluster::start(Options {
+    let mut cluster = Cluster::start(&Options {
         drain_seconds: 2,
         ..Options::default()
     });

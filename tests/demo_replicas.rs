@@ -6,7 +6,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "test code: a failed step should fail the test loudly"
+    clippy::too_many_lines,
+    reason = "test code: a failed step should fail the test loudly; the newcomer's steps in order"
 )]
 
 use std::io::{BufRead, BufReader};

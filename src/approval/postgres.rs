@@ -50,10 +50,18 @@ impl PgStore {
     }
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "used as `map_err(shared)`, which hands the error over"
+)]
 fn shared(e: custody_cluster::Error) -> ApprovalError {
     ApprovalError::SharedStore(e.to_string())
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "used as `map_err(statement)`, which hands the error over"
+)]
 fn statement(e: tokio_postgres::Error) -> ApprovalError {
     ApprovalError::SharedStore(custody_cluster::error::error_chain(&e))
 }

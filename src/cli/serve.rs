@@ -60,10 +60,10 @@ impl Running {
     /// `drain_seconds`, ends the rest with a message to their users, waits for their
     /// recordings to be sealed and stored, and leaves the cluster.
     pub async fn shutdown(self) {
-        if let Some(drain) = &self.drain {
-            if let Err(e) = drain.cluster.membership.drain().await {
-                tracing::warn!(error = %e, "cannot mark this replica as draining");
-            }
+        if let Some(drain) = &self.drain
+            && let Err(e) = drain.cluster.membership.drain().await
+        {
+            tracing::warn!(error = %e, "cannot mark this replica as draining");
         }
         let _ = self.stop.send(true);
         if let Some(drain) = &self.drain {

@@ -575,6 +575,10 @@ struct Session {
 impl Session {
     /// Relays until the session ends, seals and indexes the recording; returns the bytes
     /// forwarded (client to upstream, upstream to client).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "a session's life reads top to bottom: hand-over, watchdog, relay, ending, sealing"
+    )]
     async fn run(self, up: crate::stream::upgrade::Upgraded) -> (u64, u64) {
         let Session {
             recordings,
@@ -604,7 +608,10 @@ impl Session {
             let cancel = cancel.clone();
             let sender = sender.clone();
             let id = id.clone();
-            let mut stored = handle.spool.as_ref().map(|s| s.failure_watch());
+            let mut stored = handle
+                .spool
+                .as_ref()
+                .map(custody_cluster::spool::Spool::failure_watch);
             tokio::spawn(async move {
                 // In cluster mode a recording that cannot reach the object store fails the
                 // same way as one that cannot be written.
@@ -652,7 +659,10 @@ impl Session {
             ports,
             best_effort,
             unrecorded: false,
-            store_failure: handle.spool.as_ref().map(|s| s.failure_watch()),
+            store_failure: handle
+                .spool
+                .as_ref()
+                .map(custody_cluster::spool::Spool::failure_watch),
         };
         let report = tokio::select! {
             report = relay(

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use base64::Engine;
 use custody_fixtures::haproxy::Haproxy;
 use custody_fixtures::harness::{Kubectl, kubectl_binary};
 use custody_fixtures::kube_sim::{KubeSim, KubeSimConfig};
@@ -79,7 +80,7 @@ impl Default for Options {
 }
 
 impl Cluster {
-    pub fn start(options: Options) -> Cluster {
+    pub fn start(options: &Options) -> Cluster {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -142,7 +143,7 @@ impl Cluster {
             key_pem,
         };
         for i in 0..options.replicas {
-            let replica = cluster.configure(i, &options);
+            let replica = cluster.configure(i, options);
             cluster.replicas.push(replica);
         }
         for i in 0..options.replicas {
@@ -336,7 +337,6 @@ secret_access_key = "{secret}"
             .path()
             .join(format!("kubeconfig-{user}-{}", addr.port()));
         let ca = std::fs::read_to_string(&self.gateway_ca).unwrap();
-        use base64::Engine;
         let ca = base64::engine::general_purpose::STANDARD.encode(ca);
         std::fs::write(
             &path,

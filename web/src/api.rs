@@ -516,6 +516,10 @@ impl Api {
 }
 
 /// A catalog failure, as the API reports it.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "used as `map_err(internal)`, which hands the error over"
+)]
 fn internal(e: custody_recorder::Error) -> Error {
     Error::Internal(e.to_string())
 }

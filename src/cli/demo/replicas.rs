@@ -21,10 +21,10 @@ use super::{demo_config, toml_string, write};
 /// The shared servers and the replica processes.
 pub(super) struct Replicas {
     pub(super) balancer: SocketAddr,
-    replicas: Vec<Replica>,
+    members: Vec<Replica>,
     // Dropped (stopped) after the replicas, in this order.
     _haproxy: Haproxy,
-    _s3: S3,
+    s3: S3,
     _postgres: Postgres,
 }
 
@@ -132,9 +132,9 @@ impl Replicas {
         let balancer = haproxy.addr();
         let this = Self {
             balancer,
-            replicas,
+            members: replicas,
             _haproxy: haproxy,
-            _s3: s3,
+            s3,
             _postgres: postgres,
         };
         this.write_manifest(dir)?;
@@ -145,9 +145,9 @@ impl Replicas {
         let manifest = Manifest {
             balancer: format!("https://{}", self.balancer),
             postgres: "a throwaway PostgreSQL on loopback (stopped with the demo)".into(),
-            object_store: format!("{} bucket {}", self._s3.endpoint(), self._s3.bucket()),
+            object_store: format!("{} bucket {}", self.s3.endpoint(), self.s3.bucket()),
             replicas: self
-                .replicas
+                .members
                 .iter()
                 .map(|r| ReplicaEntry {
                     id: &r.id,
@@ -171,11 +171,11 @@ impl Replicas {
         let _ = writeln!(
             text,
             "{} replicas behind HAProxy at https://{} share PostgreSQL and the S3 bucket ({}):",
-            self.replicas.len(),
+            self.members.len(),
             self.balancer,
             dir.join("replicas.json").display()
         );
-        for r in &self.replicas {
+        for r in &self.members {
             let _ = writeln!(text, "  {}  pid {}  https://{}", r.id, r.child.id(), r.addr);
         }
         let _ = writeln!(
@@ -186,7 +186,7 @@ impl Replicas {
             text,
             "  kubectl --context bob exec -it demo -- sh -c 'while true; do date; sleep 0.1; done'"
         );
-        let first = &self.replicas[0];
+        let first = &self.members[0];
         let _ = writeln!(
             text,
             "  {} sessions live --data-dir {}   # every replica's sessions, with the one holding each",
@@ -208,14 +208,14 @@ impl Replicas {
 
     /// Stops the replicas (SIGTERM, then SIGKILL after a grace).
     pub(super) fn stop(mut self) {
-        for r in &self.replicas {
+        for r in &self.members {
             let _ = Command::new("kill")
                 .arg("-TERM")
                 .arg(r.child.id().to_string())
                 .status();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        for r in &mut self.replicas {
+        for r in &mut self.members {
             while std::time::Instant::now() < deadline {
                 if matches!(r.child.try_wait(), Ok(Some(_))) {
                     break;
