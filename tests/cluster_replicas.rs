@@ -266,18 +266,19 @@ fn sessions_through_the_balancer_are_stored_and_read_through_every_replica() {
         assert!(ok(&out).contains(&format!("marker-{minor}-done")));
     }
     port_forward(&cluster.kubectl("1.32", "bob"));
+    port_forward(&cluster.kubectl("1.28", "bob"));
     attach(&cluster.kubectl("1.28", "bob"));
     // Stored recordings are listed once their objects are in: give the last one a moment.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut listed = Vec::new();
     while Instant::now() < deadline {
         listed = sessions(&cluster, 0, &[]);
-        if listed.len() >= 4 && listed.iter().all(|s| s["status"] != "open") {
+        if listed.len() >= 5 && listed.iter().all(|s| s["status"] != "open") {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(listed.len(), 4, "{listed:#?}");
+    assert_eq!(listed.len(), 5, "{listed:#?}");
     let kinds: std::collections::BTreeSet<&str> =
         listed.iter().filter_map(|s| s["kind"].as_str()).collect();
     assert_eq!(
