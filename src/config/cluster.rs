@@ -53,7 +53,7 @@ pub struct PeerSection {
 }
 
 /// `[cluster.postgres]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSection {
     /// `postgres://user:password@host:port/database` (`CUSTODY_CLUSTER_POSTGRES_URL` overrides
@@ -68,7 +68,7 @@ pub struct PostgresSection {
 }
 
 /// `[cluster.object_store]`: an S3-compatible bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectStoreSection {
     /// The endpoint, `https://s3.eu-west-1.amazonaws.com` or a compatible server's.
@@ -91,6 +91,30 @@ pub struct ObjectStoreSection {
     /// The CA of the endpoint's certificate; the system's roots without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+}
+
+// Debug output never holds a secret: the URL's password and the secret key are left out.
+impl std::fmt::Debug for PostgresSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSection")
+            .field("url", &without_password(&self.url))
+            .field("ca_file", &self.ca_file)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ObjectStoreSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreSection")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_lease_seconds() -> u64 {
