@@ -242,6 +242,29 @@ impl ClusterMode {
     }
 }
 
+/// The file in a replica's data directory that says it is one (`custody` commands that read a
+/// data directory point to `--server` instead of reading an empty one).
+pub const MARKER: &str = "CLUSTER-REPLICA";
+
+/// Writes [`MARKER`] into `data_dir`.
+pub fn mark_data_dir(data_dir: &Path, replica: &str) -> std::io::Result<()> {
+    std::fs::write(
+        data_dir.join(MARKER),
+        format!(
+            "This is the data directory of replica {replica} of a custody cluster: its sessions,\n\
+             recordings and audit trail are in the cluster's PostgreSQL and object store. Ask a\n\
+             running replica with --server https://HOST:PORT instead of --data-dir.\n"
+        ),
+    )
+}
+
+/// `Some(replica)` when `data_dir` belongs to a cluster replica.
+pub fn replica_of(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join(MARKER)).ok()?;
+    let rest = text.split_once("replica ")?.1;
+    Some(rest.split_whitespace().next()?.to_owned())
+}
+
 /// The shared signing key: it must exist (a replica never makes its own, which would sign
 /// recordings no other replica's key verifies).
 fn load_shared_key(path: &Path) -> Result<SigningKey, ClusterError> {

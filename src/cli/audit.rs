@@ -68,10 +68,7 @@ pub struct Args {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let path = args.data_dir.join("index.sqlite");
     if !path.exists() {
-        anyhow::bail!(
-            "no index at {} (is --data-dir the gateway's data_dir?)",
-            path.display()
-        );
+        return Err(super::source::no_index(&args.data_dir));
     }
     let index = Index::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let filter = AuditFilter {

@@ -104,6 +104,9 @@ fn load(
         );
     };
     let index_path = data_dir.join("index.sqlite");
+    if !index_path.exists() {
+        return Err(super::source::no_index(data_dir));
+    }
     let index = Index::open(&index_path)
         .with_context(|| format!("cannot open the index {}", index_path.display()))?;
     Session::open_indexed(&index, &args.target, key, origin)

@@ -178,6 +178,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         ),
         None => None,
     };
+    if let Some(cluster) = &cluster {
+        custody::cluster::mark_data_dir(&config.data_dir, cluster.replica_id())
+            .with_context(|| format!("cannot write to data_dir {}", config.data_dir.display()))?;
+    }
     let signing_key = match &cluster {
         Some(cluster) => cluster.key.clone(),
         None => Arc::new(recover_recordings(&config.data_dir)?),

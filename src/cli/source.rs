@@ -16,6 +16,22 @@ use secrecy::SecretString;
 
 pub use local::Local;
 
+/// The error for a data directory without an index: a cluster replica's says where to look.
+pub fn no_index(data_dir: &std::path::Path) -> anyhow::Error {
+    match custody::cluster::replica_of(data_dir) {
+        Some(replica) => anyhow::anyhow!(
+            "{} is the data directory of cluster replica {replica}: its sessions, recordings \
+             and audit trail are in the cluster's PostgreSQL and object store; ask a running \
+             replica with --server https://HOST:PORT (and a token) instead",
+            data_dir.display()
+        ),
+        None => anyhow::anyhow!(
+            "no index at {} (is --data-dir the gateway's data_dir?)",
+            data_dir.join("index.sqlite").display()
+        ),
+    }
+}
+
 /// The flags that choose where sessions are read: exactly one of `--data-dir` and `--server`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SourceArgs {

@@ -40,10 +40,7 @@ impl Local {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join("index.sqlite");
         if !path.exists() {
-            anyhow::bail!(
-                "no index at {} (is --data-dir the gateway's data_dir?)",
-                path.display()
-            );
+            return Err(super::no_index(data_dir));
         }
         let index = Index::open(&path)
             .with_context(|| format!("cannot open the index {}", path.display()))?;
