@@ -61,7 +61,7 @@ struct Args {
     #[arg(long, value_name = "N")]
     index_sessions: Option<u64>,
     /// Sessions of the pg-index scenario (default 10,000,000; 100,000 with --quick), reduced
-    /// to fit half the free disk space.
+    /// to fit the free disk space less 4 GiB.
     #[arg(long, value_name = "N")]
     pg_sessions: Option<u64>,
     /// Audit rows of the pg-index scenario (default 100,000,000; 1,000,000 with --quick).
