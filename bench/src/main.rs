@@ -3,6 +3,9 @@
 //! nginx), and writes `docs/benchmarks.md` and `docs/benchmarks.json`.
 //!
 //! `cargo build --release && cargo run --release -p custody-bench -- --quick`
+//!
+//! The cluster scenarios (`pg-index`, `pg-audit`, `objects`) start their own PostgreSQL and
+//! S3 servers (`custody_fixtures`) and need no custody binary.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -14,6 +17,8 @@ mod api;
 mod client;
 mod exec;
 mod index;
+mod objects;
+mod pg_index;
 mod procs;
 mod recorder;
 mod report;
@@ -44,7 +49,8 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "docs/benchmarks.json", value_name = "FILE")]
     json: PathBuf,
-    /// Only these scenarios (api, throughput, keystroke, scale, start, recorder, index).
+    /// Only these scenarios (api, throughput, keystroke, scale, start, recorder, index,
+    /// pg-index, pg-audit, objects).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Bytes of exec stdout per throughput run (default: 1 GiB, 32 MiB with --quick).
@@ -54,6 +60,13 @@ struct Args {
     /// 50,000 and 500,000 with --quick).
     #[arg(long, value_name = "N")]
     index_sessions: Option<u64>,
+    /// Sessions of the pg-index scenario (default 10,000,000; 100,000 with --quick), reduced
+    /// to fit the free disk space less 4 GiB.
+    #[arg(long, value_name = "N")]
+    pg_sessions: Option<u64>,
+    /// Audit rows of the pg-index scenario (default 100,000,000; 1,000,000 with --quick).
+    #[arg(long, value_name = "N")]
+    pg_audit_rows: Option<u64>,
     /// Concurrent sessions of the scale scenario (default 1,000).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     sessions: usize,
@@ -81,6 +94,12 @@ pub struct Plan {
     pub index_sessions: u64,
     /// Audit rows in the index.
     pub audit_rows: u64,
+    /// Sessions in the PostgreSQL catalog.
+    pub pg_sessions: u64,
+    /// Audit rows in the PostgreSQL catalog.
+    pub pg_audit_rows: u64,
+    /// Seconds of the recorded session whose uploads to S3 are counted.
+    pub object_seconds: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -111,12 +130,27 @@ fn run(args: &Args) -> anyhow::Result<()> {
         sessions: args.sessions,
         index_sessions,
         audit_rows: index_sessions * 10,
+        pg_sessions: args
+            .pg_sessions
+            .unwrap_or(if quick { 100_000 } else { 10_000_000 }),
+        pg_audit_rows: args
+            .pg_audit_rows
+            .unwrap_or(if quick { 1_000_000 } else { 100_000_000 }),
+        object_seconds: if quick { 10 } else { 60 },
     };
-    let custody_bin = find_custody(args.custody.as_deref())?;
     let wants = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let needs_stack = ["api", "throughput", "keystroke", "scale", "start"]
+        .iter()
+        .any(|s| wants(s));
+    // Only the scenarios that run it need the gateway's binary.
+    let custody_bin = if needs_stack {
+        Some(find_custody(args.custody.as_deref())?)
+    } else {
+        None
+    };
 
     let mut report = Report {
-        header: header(&plan, &custody_bin),
+        header: header(&plan, custody_bin.as_deref()),
         ..Report::default()
     };
     for line in &report.header {
@@ -128,12 +162,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let dir = tempfile::Builder::new().prefix("custody-bench").tempdir()?;
-    let needs_stack = ["api", "throughput", "keystroke", "scale", "start"]
-        .iter()
-        .any(|s| wants(s));
-    if needs_stack {
+    if let Some(custody_bin) = &custody_bin {
         runtime.block_on(async {
-            let stack = procs::start(dir.path(), &custody_bin).await?;
+            let stack = procs::start(dir.path(), custody_bin).await?;
             if let Some(why) = &stack.nginx_missing {
                 println!("nginx: not measured: {why}");
                 report
@@ -183,6 +214,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
         let t = Instant::now();
         index::run(&plan, dir.path(), &mut report)?;
         report.timing("index", t);
+    }
+    if wants("pg-index") {
+        let t = Instant::now();
+        pg_index::run(&plan, dir.path(), &runtime, &mut report)?;
+        report.timing("pg-index", t);
+    }
+    if wants("pg-audit") {
+        let t = Instant::now();
+        pg_index::audit(&plan, dir.path(), &runtime, &mut report)?;
+        report.timing("pg-audit", t);
+    }
+    if wants("objects") {
+        let t = Instant::now();
+        objects::run(&plan, dir.path(), &runtime, &mut report)?;
+        report.timing("objects", t);
     }
     report.header.push(format!(
         "the whole run took {:.0} s ({})",
@@ -273,7 +319,7 @@ fn find_custody(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(found)
 }
 
-fn header(plan: &Plan, custody_bin: &Path) -> Vec<String> {
+fn header(plan: &Plan, custody_bin: Option<&Path>) -> Vec<String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -323,8 +369,15 @@ fn header(plan: &Plan, custody_bin: &Path) -> Vec<String> {
         ),
         format!("machine: {model}, {cores} cores, {mem_gib:.1} GiB, Linux {kernel}"),
         format!(
-            "commit: {commit}; custody binary: {}",
-            shown_path(custody_bin).display()
+            "commit: {commit}; custody binary: {}; this harness: {} build",
+            custody_bin.map_or("not used".to_owned(), |b| shown_path(b)
+                .display()
+                .to_string()),
+            if cfg!(debug_assertions) {
+                "debug (dependencies at opt-level 2)"
+            } else {
+                "release"
+            }
         ),
         format!("nginx: {nginx}"),
         format!(
