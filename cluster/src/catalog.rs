@@ -143,12 +143,9 @@ impl PgCatalog {
     }
 
     async fn query_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRow>> {
-        let mut sql = Sql::new(format!("SELECT {SESSION_COLUMNS} FROM sessions"));
+        let mut sql = Sql::new();
         if let Some(who) = &query.initiator {
-            sql.clause(
-                "(initiator_username = {} OR initiator_subject = {})",
-                who.clone(),
-            );
+            sql.initiator(who);
         }
         sql.text_eq("effective_user", query.effective_user.as_deref());
         sql.text_eq("cluster", query.cluster.as_deref());
@@ -181,10 +178,16 @@ impl PgCatalog {
             );
         }
         let limit = to_i64(query.limit.unwrap_or(DEFAULT_LIMIT) as u64);
-        sql.tail(" ORDER BY started_at_us DESC, id LIMIT {}", limit);
+        let text = sql.render(
+            SESSION_COLUMNS,
+            "sessions",
+            "started_at_us DESC, id",
+            "started_at_us DESC, id",
+            limit,
+        );
         let client = self.db.get().await?;
         let rows = client
-            .query(&sql.text, &sql.params())
+            .query(&text, &sql.params())
             .await
             .map_err(Error::pg("query sessions"))?;
         rows.iter().map(session_from_row).collect()
@@ -374,40 +377,40 @@ async fn release(
 
 /// A statement built from clauses with numbered parameters (`{}` in a clause becomes the
 /// next `$n`). Values are always parameters, never text in the statement.
+///
+/// A filter by initiator (a username or a subject) is two index-ordered queries, one per
+/// column, joined with `UNION ALL` and cut to the limit: written as `username = $1 OR
+/// subject = $1`, PostgreSQL walks the time index and filters, which for a person with few
+/// rows reads the whole table.
 struct Sql {
-    text: String,
-    clauses: usize,
+    clauses: Vec<String>,
     values: Vec<Box<dyn ToSql + Sync + Send>>,
+    initiator: Option<usize>,
 }
 
 impl Sql {
-    fn new(select: String) -> Self {
+    fn new() -> Self {
         Self {
-            text: select,
-            clauses: 0,
+            clauses: Vec::new(),
             values: Vec::new(),
+            initiator: None,
         }
     }
 
-    fn placeholder(&mut self, fragment: &str, value: Box<dyn ToSql + Sync + Send>) -> String {
-        self.values.push(value);
-        fragment.replace("{}", &format!("${}", self.values.len()))
+    /// Adds `value` as the next parameter; returns its number.
+    fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> usize {
+        self.values.push(Box::new(value));
+        self.values.len()
     }
 
     fn clause(&mut self, fragment: &str, value: impl ToSql + Sync + Send + 'static) {
-        let fragment = self.placeholder(fragment, Box::new(value));
-        self.raw_clause(&fragment);
+        let n = self.param(value);
+        self.raw_clause(&fragment.replace("{}", &format!("${n}")));
     }
 
     /// A clause without a value.
     fn raw_clause(&mut self, fragment: &str) {
-        self.text.push_str(if self.clauses == 0 {
-            " WHERE "
-        } else {
-            " AND "
-        });
-        self.text.push_str(fragment);
-        self.clauses += 1;
+        self.clauses.push(fragment.to_owned());
     }
 
     fn text_eq(&mut self, column: &str, value: Option<&str>) {
@@ -416,9 +419,46 @@ impl Sql {
         }
     }
 
-    fn tail(&mut self, fragment: &str, value: impl ToSql + Sync + Send + 'static) {
-        let fragment = self.placeholder(fragment, Box::new(value));
-        self.text.push_str(&fragment);
+    /// Rows whose initiator (username or subject) is `who`.
+    fn initiator(&mut self, who: &str) {
+        self.initiator = Some(self.param(who.to_owned()));
+    }
+
+    /// The statement: `columns` of `table` under the clauses, ordered by `order` (columns of
+    /// the table) and, around a union, by `outer_order` (the same, as output columns).
+    fn render(
+        &mut self,
+        columns: &str,
+        table: &str,
+        order: &str,
+        outer_order: &str,
+        limit: i64,
+    ) -> String {
+        let l = self.param(limit);
+        let select = |extra: &[String]| {
+            let all: Vec<&str> = extra
+                .iter()
+                .chain(&self.clauses)
+                .map(String::as_str)
+                .collect();
+            let filter = if all.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", all.join(" AND "))
+            };
+            format!("SELECT {columns} FROM {table}{filter} ORDER BY {order} LIMIT ${l}")
+        };
+        match self.initiator {
+            None => select(&[]),
+            Some(k) => format!(
+                "SELECT * FROM (({}) UNION ALL ({})) AS u ORDER BY {outer_order} LIMIT ${l}",
+                select(&[format!("initiator_username = ${k}")]),
+                select(&[
+                    format!("initiator_subject = ${k}"),
+                    format!("initiator_username <> ${k}"),
+                ]),
+            ),
+        }
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

@@ -157,7 +157,10 @@ impl Spool {
             path: uploader.path.clone(),
             source: Box::new(source),
         };
-        while uploader.upload_next().await.map_err(not_stored)? {}
+        while !matches!(
+            uploader.upload_next().await.map_err(not_stored)?,
+            Upload::Nothing
+        ) {}
         store_recording(&uploader.objects, &uploader.id, &uploader.path).await
     }
 }
@@ -237,12 +240,20 @@ async fn run(
                     fail_after.saturating_sub(since.elapsed())
                 });
                 let error = match tokio::time::timeout(budget, uploader.upload_next()).await {
-                    Ok(Ok(true)) => {
+                    // One upload per tick: bytes flushed during it wait for the next tick
+                    // (each PUT costs the same whatever its size), unless a whole segment's
+                    // worth was waiting and more may be behind it.
+                    Ok(Ok(Upload::Backlog)) => {
                         failing_since = None;
                         last_error = None;
                         continue;
                     }
-                    Ok(Ok(false)) => return Ok(()),
+                    Ok(Ok(Upload::Sent)) => {
+                        failing_since = None;
+                        last_error = None;
+                        return Ok(());
+                    }
+                    Ok(Ok(Upload::Nothing)) => return Ok(()),
                     Ok(Err(e)) => error_chain(&e),
                     // Cut off at the bound: the error before it says more than the cut.
                     Err(_) => last_error
@@ -284,8 +295,8 @@ impl Uploader {
         }
     }
 
-    /// Uploads the next new bytes of the file as one segment. Returns whether there were any.
-    async fn upload_next(&self) -> Result<bool> {
+    /// Uploads the next new bytes of the file as one segment.
+    async fn upload_next(&self) -> Result<Upload> {
         let offset = self.counters.bytes.load(Ordering::Relaxed);
         let len = self
             .file
@@ -297,18 +308,32 @@ impl Uploader {
             // past the cut are no longer the file's; upload again from the cut.
             tracing::warn!(session = %self.id, offset, len, "the recording file shrank");
             self.counters.bytes.store(len, Ordering::Relaxed);
-            return Ok(true);
+            return Ok(Upload::Backlog);
         }
         if len == offset {
-            return Ok(false);
+            return Ok(Upload::Nothing);
         }
         let end = len.min(offset.saturating_add(self.config.max_segment_bytes));
         let bytes = read_range(self.file.clone(), &self.path, offset, end).await?;
         self.objects.put_segment(&self.id, offset, bytes).await?;
         self.counters.bytes.store(end, Ordering::Relaxed);
         self.counters.segments.fetch_add(1, Ordering::Relaxed);
-        Ok(true)
+        Ok(if end < len {
+            Upload::Backlog
+        } else {
+            Upload::Sent
+        })
     }
+}
+
+/// What one upload did.
+enum Upload {
+    /// Nothing new.
+    Nothing,
+    /// Everything new went up.
+    Sent,
+    /// A segment went up and more is waiting (a segment's maximum), or the offset moved back.
+    Backlog,
 }
 
 /// Bytes `offset..end` of the file (positioned reads: the writer appends meanwhile).

@@ -161,6 +161,7 @@ fn audit(id: &str, time_us: i64, who: &str) -> AuditRecord {
         id: id.into(),
         time_us,
         initiator_username: who.into(),
+        initiator_subject: format!("sub-{who}"),
         initiator_groups: vec!["dev".into()],
         cluster: "prod".into(),
         verb: "get".into(),
@@ -217,6 +218,25 @@ async fn audit_rows_complete_and_query() {
         .await
         .unwrap();
     assert_eq!(alice, vec![a]);
+    // By subject as well as by username (two index-ordered queries joined), each row once.
+    let by_subject = pg
+        .audit_events(&AuditQuery {
+            initiator: Some("sub-bob".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_subject.len(), 1);
+    assert_eq!(by_subject[0].id, "b");
+    let following_bob = pg
+        .audit_events(&AuditQuery {
+            initiator: Some("bob".into()),
+            after_seq: Some(0),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(following_bob.iter().all(|r| r.initiator_username == "bob"));
 
     // A batch is all or nothing: a duplicate id at the same time fails the whole batch.
     let err = pg

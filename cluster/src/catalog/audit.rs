@@ -65,71 +65,123 @@ pub(super) async fn batch(
         )
         .await
         .map_err(Error::pg("prepare an audit completion"))?;
-    for change in changes {
-        match change {
-            AuditChange::Insert(r) => {
-                let status = r.status_code.map(i32::from);
-                tx.execute(
-                    &insert,
-                    &[
-                        &r.id,
-                        &r.time_us,
-                        &r.initiator_method,
-                        &r.initiator_issuer,
-                        &r.initiator_subject,
-                        &r.initiator_username,
-                        &r.initiator_groups,
-                        &r.effective_user,
-                        &r.effective_groups,
-                        &r.effective_uid,
-                        &r.client_addr,
-                        &r.user_agent,
-                        &r.cluster,
-                        &r.verb,
-                        &r.api_group,
-                        &r.api_version,
-                        &r.resource,
-                        &r.subresource,
-                        &r.namespace,
-                        &r.name,
-                        &r.path,
-                        &r.decision,
-                        &r.reason,
-                        &status,
-                        &r.upstream_audit_id,
-                        &r.latency_us,
-                        &r.bytes_in.map(to_i64),
-                        &r.bytes_out.map(to_i64),
-                        &r.kubectl_session,
-                        &r.kubectl_command,
-                        &r.replica_id,
-                        &r.approval_id,
-                    ],
-                )
-                .await
-                .map_err(Error::pg("insert an audit event"))?;
-            }
-            AuditChange::Complete(done) => {
-                tx.execute(
-                    &complete,
-                    &[
-                        &done.id,
-                        &done.time_us,
-                        &i32::from(done.status_code),
-                        &done.upstream_audit_id,
-                        &done.latency_us,
-                        &to_i64(done.bytes_in),
-                        &to_i64(done.bytes_out),
-                    ],
-                )
-                .await
-                .map_err(Error::pg("complete an audit event"))?;
+    // The statements are pipelined: all of them are sent before the first answer is awaited
+    // (tokio-postgres sends them in the order the futures are first polled, which
+    // `try_join_all` does in order), so a batch costs one round trip, not one per event.
+    let owned: Vec<Owned> = changes.iter().map(Owned::of).collect();
+    let statements = changes.iter().zip(&owned).map(|(change, owned)| {
+        let (tx, insert, complete) = (&tx, &insert, &complete);
+        async move {
+            match (change, owned) {
+                (
+                    AuditChange::Insert(r),
+                    Owned::Insert {
+                        status,
+                        bytes_in,
+                        bytes_out,
+                    },
+                ) => tx
+                    .execute(
+                        insert,
+                        &[
+                            &r.id,
+                            &r.time_us,
+                            &r.initiator_method,
+                            &r.initiator_issuer,
+                            &r.initiator_subject,
+                            &r.initiator_username,
+                            &r.initiator_groups,
+                            &r.effective_user,
+                            &r.effective_groups,
+                            &r.effective_uid,
+                            &r.client_addr,
+                            &r.user_agent,
+                            &r.cluster,
+                            &r.verb,
+                            &r.api_group,
+                            &r.api_version,
+                            &r.resource,
+                            &r.subresource,
+                            &r.namespace,
+                            &r.name,
+                            &r.path,
+                            &r.decision,
+                            &r.reason,
+                            status,
+                            &r.upstream_audit_id,
+                            &r.latency_us,
+                            bytes_in,
+                            bytes_out,
+                            &r.kubectl_session,
+                            &r.kubectl_command,
+                            &r.replica_id,
+                            &r.approval_id,
+                        ],
+                    )
+                    .await
+                    .map_err(Error::pg("insert an audit event")),
+                (
+                    AuditChange::Complete(done),
+                    Owned::Complete {
+                        status,
+                        bytes_in,
+                        bytes_out,
+                    },
+                ) => tx
+                    .execute(
+                        complete,
+                        &[
+                            &done.id,
+                            &done.time_us,
+                            status,
+                            &done.upstream_audit_id,
+                            &done.latency_us,
+                            bytes_in,
+                            bytes_out,
+                        ],
+                    )
+                    .await
+                    .map_err(Error::pg("complete an audit event")),
+                // `Owned::of` made each from its own change.
+                _ => Ok(0),
             }
         }
-    }
+    });
+    futures_util::future::try_join_all(statements).await?;
     tx.commit()
         .await
         .map_err(Error::pg("commit an audit batch"))
+}
+
+/// The parameters of a change that are not fields of it (converted to PostgreSQL's types).
+enum Owned {
+    Insert {
+        status: Option<i32>,
+        bytes_in: Option<i64>,
+        bytes_out: Option<i64>,
+    },
+    Complete {
+        status: i32,
+        bytes_in: i64,
+        bytes_out: i64,
+    },
+}
+
+impl Owned {
+    fn of(change: &AuditChange) -> Self {
+        match change {
+            AuditChange::Insert(r) => Self::Insert {
+                status: r.status_code.map(i32::from),
+                bytes_in: r.bytes_in.map(to_i64),
+                bytes_out: r.bytes_out.map(to_i64),
+            },
+            AuditChange::Complete(done) => Self::Complete {
+                status: i32::from(done.status_code),
+                bytes_in: to_i64(done.bytes_in),
+                bytes_out: to_i64(done.bytes_out),
+            },
+        }
+    }
 }
 
 /// The event of one request.
@@ -138,7 +190,7 @@ pub(super) async fn event(db: &Postgres, id: &str) -> Result<Option<AuditRecord>
     let row = client
         .query_opt(
             &format!(
-                "SELECT txid::text::bigint, {COLUMNS} FROM audit_events WHERE id = $1
+                "SELECT txid::text::bigint AS seq, {COLUMNS} FROM audit_events WHERE id = $1
                  ORDER BY time_us DESC LIMIT 1"
             ),
             &[&id],
@@ -151,14 +203,9 @@ pub(super) async fn event(db: &Postgres, id: &str) -> Result<Option<AuditRecord>
 /// The events matching `query`: newest first, or after a cursor oldest first (and only those
 /// whose transaction is older than every transaction still running).
 pub(super) async fn events(db: &Postgres, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
-    let mut sql = Sql::new(format!(
-        "SELECT txid::text::bigint, {COLUMNS} FROM audit_events"
-    ));
+    let mut sql = Sql::new();
     if let Some(who) = &query.initiator {
-        sql.clause(
-            "(initiator_username = {} OR initiator_subject = {})",
-            who.clone(),
-        );
+        sql.initiator(who);
     }
     sql.text_eq("effective_user", query.effective_user.as_deref());
     sql.text_eq("cluster", query.cluster.as_deref());
@@ -175,23 +222,31 @@ pub(super) async fn events(db: &Postgres, query: &AuditQuery) -> Result<Vec<Audi
     }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     let following = query.after_seq.is_some();
-    if let Some(after) = query.after_seq {
+    let columns = format!("txid::text::bigint AS seq, {COLUMNS}");
+    let text = if let Some(after) = query.after_seq {
         sql.clause("txid > ({}::bigint)::text::xid8", after.max(0));
         sql.raw_clause("txid < pg_snapshot_xmin(pg_current_snapshot())");
-        // Enough rows to finish the last transaction a page reaches.
-        sql.tail(
-            " ORDER BY txid ASC, time_us ASC, id ASC LIMIT {}",
+        // The table's column `txid`, not the output's `seq` (an expression no index gives in
+        // order), and enough rows to finish the last transaction a page reaches.
+        sql.render(
+            &columns,
+            "audit_events",
+            "audit_events.txid ASC, time_us ASC, id ASC",
+            "seq ASC, time_us ASC, id ASC",
             to_i64((limit + MAX_BATCH_ROWS) as u64),
-        );
+        )
     } else {
-        sql.tail(
-            " ORDER BY time_us DESC, txid DESC, id DESC LIMIT {}",
+        sql.render(
+            &columns,
+            "audit_events",
+            "time_us DESC, audit_events.txid DESC, id DESC",
+            "time_us DESC, seq DESC, id DESC",
             to_i64(limit as u64),
-        );
-    }
+        )
+    };
     let client = db.get().await?;
     let rows = client
-        .query(&sql.text, &sql.params())
+        .query(&text, &sql.params())
         .await
         .map_err(Error::pg("query audit events"))?;
     let mut records = rows
