@@ -413,8 +413,15 @@ async fn orphan_loop(cluster: ClusterMode, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Expires the leases that ran out, then claims and seals their sessions.
+/// How long applied commands are kept (for an operator reading the table).
+const COMMANDS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Expires the leases that ran out, then claims and seals their sessions; also drops
+/// commands applied long ago.
 pub async fn recover_orphans(cluster: &ClusterMode) {
+    if let Err(e) = commands::prune(&cluster.db, COMMANDS_KEPT).await {
+        tracing::debug!(error = %e, "cannot prune old commands");
+    }
     match cluster.membership.expire_others(Duration::ZERO).await {
         Ok(gone) if !gone.is_empty() => {
             tracing::warn!(replicas = ?gone, "replica leases expired; recovering their sessions");

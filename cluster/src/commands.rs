@@ -124,3 +124,18 @@ pub async fn record_outcome(db: &Postgres, id: i64, outcome: &str) -> Result<()>
         .map_err(Error::pg("record a command's outcome"))?;
     Ok(())
 }
+
+/// Deletes commands applied more than `older_than` ago (the table keeps them for the record
+/// for that long); returns how many.
+pub async fn prune(db: &Postgres, older_than: std::time::Duration) -> Result<u64> {
+    let client = db.get().await?;
+    let seconds = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+    client
+        .execute(
+            "DELETE FROM commands WHERE done_at IS NOT NULL
+               AND done_at < now() - $1::bigint * interval '1 second'",
+            &[&seconds],
+        )
+        .await
+        .map_err(Error::pg("prune commands"))
+}

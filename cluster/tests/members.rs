@@ -186,4 +186,16 @@ async fn a_command_wakes_its_replica_and_is_taken_once() {
     assert_eq!(taken[0].target, "s-1");
     assert!(commands::take(&db, "b").await.unwrap().is_empty());
     commands::record_outcome(&db, id, "ended").await.unwrap();
+    // Applied commands are kept a while, then pruned; pending ones never are.
+    commands::issue(&db, "c", CommandKind::EndGrant, "g", "r", "bob")
+        .await
+        .unwrap();
+    assert_eq!(
+        commands::prune(&db, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(commands::prune(&db, Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(commands::take(&db, "c").await.unwrap().len(), 1);
 }
