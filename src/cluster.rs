@@ -140,6 +140,7 @@ impl ClusterMode {
                 source: e,
             })
         })?;
+        tidy_spool(&PgCatalog::new(db.clone()), &objects, &spool_dir).await;
         Ok(Self {
             catalog: Arc::new(PgCatalog::for_replica(db.clone(), membership.clone())),
             db,
@@ -263,6 +264,81 @@ pub fn replica_of(data_dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(data_dir.join(MARKER)).ok()?;
     let rest = text.split_once("replica ")?.1;
     Some(rest.split_whitespace().next()?.to_owned())
+}
+
+/// What a previous run of this replica left in its spool directory (it crashed, or was
+/// killed): the recording of a session still open is uploaded whole as segments, so that the
+/// replica that seals it (maybe this one) has every byte that reached the disk, not only what
+/// the last upload took; the file of a session sealed and stored meanwhile is removed.
+/// Anything else stays, and is logged.
+async fn tidy_spool(catalog: &PgCatalog, objects: &Objects, spool_dir: &Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(spool_dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".cast.zst"))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let row = match catalog.session(&id).await {
+            Ok(row) => row,
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "a spool file left by an earlier run is kept: its session cannot be looked up");
+                continue;
+            }
+        };
+        let open = row
+            .as_ref()
+            .is_some_and(|r| r.status == custody_recorder::model::SessionStatus::Open);
+        if open {
+            match upload_whole(objects, &id, &path).await {
+                Ok(len) => {
+                    tracing::warn!(session = %id, bytes = len, "an earlier run's recording was uploaded whole for its takeover")
+                }
+                Err(e) => {
+                    tracing::error!(session = %id, error = %e, "an earlier run's recording could not be uploaded; its takeover has what was uploaded before")
+                }
+            }
+            continue;
+        }
+        let stored = objects.recording_len(&id).await.ok().flatten();
+        if row.is_some() && stored.is_some() {
+            let _ = tokio::fs::remove_file(&path).await;
+        } else {
+            tracing::warn!(session = %id, path = %path.display(), "a spool file left by an earlier run is kept: its recording is not stored");
+        }
+    }
+}
+
+/// Uploads the whole file as segments of at most 8 MiB; returns its length.
+async fn upload_whole(objects: &Objects, id: &str, path: &Path) -> Result<u64, String> {
+    use tokio::io::AsyncReadExt;
+    const CHUNK: usize = 8 << 20;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut offset = 0u64;
+    loop {
+        let mut buf = Vec::with_capacity(CHUNK);
+        let n = (&mut file)
+            .take(CHUNK as u64)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(offset);
+        }
+        objects
+            .put_segment(id, offset, bytes::Bytes::from(buf))
+            .await
+            .map_err(|e| e.to_string())?;
+        offset += n as u64;
+    }
 }
 
 /// The shared signing key: it must exist (a replica never makes its own, which would sign

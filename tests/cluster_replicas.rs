@@ -717,3 +717,47 @@ fn a_replica_that_shuts_down_drains_its_sessions_and_stores_their_recordings() {
         .unwrap();
     assert_eq!(gone.trim(), "gone");
 }
+
+#[test]
+fn a_replica_restarted_after_a_crash_hands_over_every_byte_it_had_written() {
+    let _one = lock();
+    let mut cluster = Cluster::start(&Options::default());
+    let (mut child, stdout, _stderr) = ticker(&cluster.kubectl_to("1.32", "bob", 1));
+    let (id, _) = live(&cluster, 0).into_iter().next().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.kill9(1);
+    exits_within(&mut child, Duration::from_secs(30)).expect("the client noticed");
+    let printed = last_tick(&stdout.text());
+    // Back at once, before its old lease ran out: its spool still holds the last flushes.
+    cluster.start_replica(1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "sealed: {}", cluster.log(1));
+        let listed = sessions(&cluster, 0, &[]);
+        if listed
+            .iter()
+            .any(|s| s["id"] == id.as_str() && s["status"] == "interrupted")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (verdict, file) = download_and_verify(&cluster, 0, &id);
+    assert_eq!(verdict, 2);
+    let recorded = last_tick(&transcript(&file));
+    // The writer flushes four times a second: at most a few lines were only in memory.
+    assert!(
+        recorded + 3 >= printed,
+        "recorded up to tick {recorded}, the client saw {printed}"
+    );
+    // Once sealed and stored elsewhere, a later start removes the leftover spool file.
+    cluster.kill9(1);
+    cluster.start_replica(1);
+    let spool = cluster.replicas[1].data_dir.join("spool");
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cast.zst"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
