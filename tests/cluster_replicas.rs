@@ -750,6 +750,11 @@ fn a_replica_restarted_after_a_crash_hands_over_every_byte_it_had_written() {
         recorded + 3 >= printed,
         "recorded up to tick {recorded}, the client saw {printed}"
     );
+    assert!(
+        cluster.log(1).contains("uploaded whole for its takeover"),
+        "the restarted replica handed its spool over: {}",
+        cluster.log(1)
+    );
     // Once sealed and stored elsewhere, a later start removes the leftover spool file.
     cluster.kill9(1);
     cluster.start_replica(1);
