@@ -92,7 +92,17 @@ fn render(detail: &SessionDetail) -> String {
         let _ = write!(client, ", {}", printable(&m.user_agent, 200));
     }
     facts.push(("client", client));
-    facts.push(("gateway", printable(&m.gateway_id, 80)));
+    facts.push((
+        "gateway",
+        match &m.replica_id {
+            Some(replica) => format!(
+                "{} (replica {})",
+                printable(&m.gateway_id, 80),
+                printable(replica, 63)
+            ),
+            None => printable(&m.gateway_id, 80),
+        },
+    ));
     if let Some(approval) = &m.approval_id {
         facts.push(("approval", printable(approval, 80)));
     }
