@@ -288,6 +288,22 @@ impl ApiClient {
         self.get_json(&path).await
     }
 
+    /// The audit events matching `filter` (`GET /audit?...`: `initiator`, `verb`, `since`, ...
+    /// as `docs/api.md` lists them), newest first, as the audit trail's JSON.
+    pub async fn audit(&self, filter: &[(&str, String)]) -> Result<Vec<serde_json::Value>, Error> {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in filter {
+            query.append_pair(key, value);
+        }
+        let query = query.finish();
+        let path = if query.is_empty() {
+            "/audit".to_owned()
+        } else {
+            format!("/audit?{query}")
+        };
+        self.get_json(&path).await
+    }
+
     /// Everything about one session (`GET /sessions/{id}`).
     pub async fn session(&self, id: &str) -> Result<SessionDetail, Error> {
         let id = checked_id(id)?;

@@ -309,6 +309,35 @@ fn sessions_through_the_balancer_are_stored_and_read_through_every_replica() {
             }
         }
     }
+    // The audit trail, read through any replica with `custody audit --server`, names the
+    // replica that handled each request.
+    let out = cluster
+        .custody("bob")
+        .args([
+            "audit",
+            "--json",
+            "--initiator",
+            "bob",
+            "--verb",
+            "get",
+            "--server",
+        ])
+        .arg(cluster.url(2))
+        .arg("--ca-file")
+        .arg(&cluster.gateway_ca)
+        .output()
+        .unwrap();
+    let events: Vec<serde_json::Value> = ok(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.len() >= 5, "{events:#?}");
+    assert!(
+        events.iter().all(|e| e["replica_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("replica-"))),
+        "{events:#?}"
+    );
     // The recordings name the replica that recorded them, and the audit trail those that
     // handled each request.
     let replicas: std::collections::BTreeSet<String> = listed

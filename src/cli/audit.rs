@@ -1,6 +1,5 @@
 //! `custody audit`: query and follow the audit trail.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,9 +16,10 @@ use custody_recorder::index::Index;
 )]
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The data directory (as in the configuration's `data_dir`).
-    #[arg(long, value_name = "DIR")]
-    data_dir: PathBuf,
+    /// Where the audit trail is: `--data-dir DIR` (read directly) or `--server URL` (a running
+    /// gateway's sessions API, as the token's owner; what cluster mode's trail is read through).
+    #[command(flatten)]
+    source: super::source::SourceArgs,
     /// Only requests by this person (initiator username).
     #[arg(long)]
     initiator: Option<String>,
@@ -66,9 +66,18 @@ pub struct Args {
 
 /// Runs the query (and the follow loop).
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let path = args.data_dir.join("index.sqlite");
+    let data_dir = match (&args.source.data_dir, &args.source.server) {
+        (Some(dir), None) => dir.clone(),
+        (None, Some(_)) => return remote(args),
+        _ => {
+            // The same explanation the sessions commands give.
+            super::source::Source::open(&args.source)?;
+            anyhow::bail!("give either --data-dir or --server")
+        }
+    };
+    let path = data_dir.join("index.sqlite");
     if !path.exists() {
-        return Err(super::source::no_index(&args.data_dir));
+        return Err(super::source::no_index(&data_dir));
     }
     let index = Index::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let filter = AuditFilter {
@@ -107,6 +116,62 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let mut events = query(&index, &filter)?;
     events.reverse();
+    for event in &events {
+        print_event(event, args.json)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--server`: the same filters through the sessions API (`GET /custody/v1/audit`).
+fn remote(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.follow {
+        anyhow::bail!(
+            "--follow reads a data directory (--data-dir); through --server, run the query again"
+        );
+    }
+    let mut filter: Vec<(&str, String)> = Vec::new();
+    let mut add = |key, value: &Option<String>| {
+        if let Some(v) = value {
+            filter.push((key, v.clone()));
+        }
+    };
+    add("initiator", &args.initiator);
+    add("effective_user", &args.effective_user);
+    add("cluster", &args.cluster);
+    add("verb", &args.verb);
+    add("resource", &args.resource);
+    add("namespace", &args.namespace);
+    add("kubectl_session", &args.session);
+    if args.allowed || args.denied {
+        filter.push((
+            "decision",
+            if args.allowed { "allow" } else { "deny" }.into(),
+        ));
+    }
+    if let Some(since) = args.since {
+        filter.push(("since", since.to_rfc3339()));
+    }
+    if let Some(until) = args.until {
+        filter.push(("until", until.to_rfc3339()));
+    }
+    filter.push(("limit", args.limit.to_string()));
+    let super::source::Source::Remote(client) = super::source::Source::open(&args.source)? else {
+        anyhow::bail!("--server is needed here");
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let rows = runtime.block_on(client.audit(&filter))?;
+    let mut events = rows
+        .into_iter()
+        .map(serde_json::from_value::<AuditEvent>)
+        .collect::<Result<Vec<_>, _>>()
+        .context("the gateway answered audit events this build cannot read")?;
+    events.reverse();
+    if !args.json {
+        println!(
+            "{:<24} {:<10} {:<22} {:<22} {:<7} {:<30} {:>4}  DECISION",
+            "TIME", "CLUSTER", "INITIATOR", "AS", "VERB", "RESOURCE", "CODE"
+        );
+    }
     for event in &events {
         print_event(event, args.json)?;
     }
