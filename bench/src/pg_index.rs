@@ -796,6 +796,15 @@ pub fn audit(
     let db = pool(&database.url, 2)?;
     runtime.block_on(custody_cluster::schema::migrate(&db))?;
     let pg = PgCatalog::new(db);
+    // The same server as production runs it: fsync and full-page writes on.
+    let durable_server = Server::start(PostgresOptions {
+        durable: true,
+        ..PostgresOptions::default()
+    })?;
+    let durable_database = durable_server.fresh_database()?;
+    let durable_db = pool(&durable_database.url, 2)?;
+    runtime.block_on(custody_cluster::schema::migrate(&durable_db))?;
+    let durable = PgCatalog::new(durable_db);
     let sqlite_path = dir.join("pg-audit-baseline.sqlite");
     let sqlite = SqliteCatalog::new(&sqlite_path);
     let (singles, batches) = if plan.mode == "quick" {
@@ -810,8 +819,8 @@ pub fn audit(
              ({batches} times), one after another after 20 warm-up batches, through `PgCatalog::audit_batch` (one \
              transaction, over loopback TCP) and `SqliteCatalog::audit_batch` (WAL, `synchronous=FULL`, on this machine's \
              disk); median and p95 ms; ratio = PostgreSQL / SQLite medians. The PostgreSQL server is the test fixture's: \
-             **`fsync=off`** (its command line sets it, so a run with fsync on was not measured), \
-             `synchronous_commit=on`; a production server's commit also waits for its WAL flush (and its replica's)."
+             `fsync=off` and `full_page_writes=off` (a throwaway server's settings), and a second server with both \
+             **on**, as production runs (`synchronous_commit=on`; a server with a synchronous standby also waits for it)."
         ),
         &["batch", "catalog", "median ms", "p95 ms", "ratio"],
     );
@@ -849,6 +858,7 @@ pub fn audit(
         for (name, catalog) in [
             ("SQLite", &sqlite as &dyn Catalog),
             ("PostgreSQL", &pg as &dyn Catalog),
+            ("PostgreSQL, fsync on", &durable as &dyn Catalog),
         ] {
             let mut times = Vec::new();
             runtime.block_on(async {
@@ -866,7 +876,7 @@ pub fn audit(
             let median = Summary::of(&times).median;
             let p95 = percentile(&times, 95.0);
             medians.push(median);
-            let ratio = if name == "PostgreSQL" {
+            let ratio = if name.starts_with("PostgreSQL") {
                 crate::report::ratio(median, medians[0])
             } else {
                 "1.00".to_owned()
