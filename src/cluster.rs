@@ -298,10 +298,10 @@ async fn tidy_spool(catalog: &PgCatalog, objects: &Objects, spool_dir: &Path) {
         if open {
             match upload_whole(objects, &id, &path).await {
                 Ok(len) => {
-                    tracing::warn!(session = %id, bytes = len, "an earlier run's recording was uploaded whole for its takeover")
+                    tracing::warn!(session = %id, bytes = len, "an earlier run's recording was uploaded whole for its takeover");
                 }
                 Err(e) => {
-                    tracing::error!(session = %id, error = %e, "an earlier run's recording could not be uploaded; its takeover has what was uploaded before")
+                    tracing::error!(session = %id, error = %e, "an earlier run's recording could not be uploaded; its takeover has what was uploaded before");
                 }
             }
             continue;

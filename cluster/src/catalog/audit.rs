@@ -32,6 +32,10 @@ const COLUMNS: &str = "id, time_us, initiator_method, initiator_issuer,
     latency_us, bytes_in, bytes_out, kubectl_session, kubectl_command, replica_id, approval_id";
 
 /// Applies `changes` in one transaction.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one batch's statements, each with its thirty-odd parameters, in the order sent"
+)]
 pub(super) async fn batch(
     db: &Postgres,
     partitions: &Partitions,
