@@ -123,7 +123,9 @@ async fn demo_replicas(
         text,
         "custody demo is running in cluster mode: kube-sim, a development OIDC issuer, and"
     );
-    text.push_str(&replicas.hints(&exe, dir));
+    text.push_str(&replicas.summary(dir));
+    let _ = writeln!(text);
+    let _ = writeln!(text, "In another terminal, try:");
     let _ = writeln!(text);
     let _ = writeln!(
         text,
@@ -131,6 +133,8 @@ async fn demo_replicas(
         dir.join("kubeconfig").display()
     );
     let _ = writeln!(text, "  kubectl --context alice get pods");
+    let _ = writeln!(text);
+    text.push_str(&replicas.walkthrough(&exe, dir));
     let _ = writeln!(text);
     let _ = writeln!(text, "Press Ctrl-C to stop.");
     let mut stdout = std::io::stdout();

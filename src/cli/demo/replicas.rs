@@ -165,8 +165,8 @@ impl Replicas {
         )
     }
 
-    /// What the demo prints about the replicas.
-    pub(super) fn hints(&self, exe: &Path, dir: &Path) -> String {
+    /// What the demo prints about the replicas: each one's id, pid and URL.
+    pub(super) fn summary(&self, dir: &Path) -> String {
         let mut text = String::new();
         let _ = writeln!(
             text,
@@ -178,6 +178,12 @@ impl Replicas {
         for r in &self.members {
             let _ = writeln!(text, "  {}  pid {}  https://{}", r.id, r.child.id(), r.addr);
         }
+        text
+    }
+
+    /// How to watch a replica die and its session be sealed elsewhere.
+    pub(super) fn walkthrough(&self, exe: &Path, dir: &Path) -> String {
+        let mut text = String::new();
         let _ = writeln!(
             text,
             "Start a session, find which replica holds it, kill that replica, and watch the session\nend with an error while its recording is sealed by another replica within seconds:"
@@ -199,9 +205,11 @@ impl Replicas {
         );
         let _ = writeln!(
             text,
-            "  {} sessions list --server https://{} --context bob   # sealed interrupted, from any replica",
-            exe.display(),
-            self.balancer
+            "Then, as bob (an auditor), through any replica:\n  export CUSTODY_TOKEN=$(XDG_CONFIG_HOME={config} {exe} credential --server https://{b} --profile bob | sed -n 's/.*\"token\": *\"\\([^\"]*\\)\".*/\\1/p')\n  {exe} sessions list --server https://{b} --ca-file {ca}   # sealed interrupted\n  {exe} audit --server https://{b} --ca-file {ca} --limit 5   # each event names its replica (--json)",
+            config = dir.join("config").display(),
+            exe = exe.display(),
+            b = self.balancer,
+            ca = dir.join("gateway-ca.crt").display(),
         );
         text
     }
