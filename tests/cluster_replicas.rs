@@ -15,7 +15,7 @@
 
 mod cluster_support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Child, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -98,41 +98,7 @@ fn transcript(file: &std::path::Path) -> String {
 }
 
 fn port_forward(k: &Kubectl) {
-    let mut child = k
-        .command(["port-forward", "pod/demo", ":8080"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = Collected::spawn(child.stdout.take().unwrap());
-    let stderr = Collected::spawn(child.stderr.take().unwrap());
-    let text = stdout
-        .wait_for(" -> 8080", Duration::from_secs(30))
-        .map_err(|e| format!("{e}\nstderr: {}", stderr.text()))
-        .unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("Forwarding from 127.0.0.1:"))
-        .unwrap();
-    let port: u16 = line["Forwarding from 127.0.0.1:".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let sent = b"through the balancer and back\n";
-    socket.write_all(sent).unwrap();
-    let mut got = vec![0u8; sent.len()];
-    socket.read_exact(&mut got).unwrap();
-    assert_eq!(&got, sent);
-    drop(socket);
-    let _ = child.kill();
-    let _ = child.wait();
+    custody_fixtures::harness::port_forward_echo(k, None, 30_000).unwrap();
 }
 
 /// `kubectl attach -i` to a pod reading lines: typed lines come back through the balancer.
@@ -182,17 +148,10 @@ fn attach(k: &Kubectl) {
     child.wait().unwrap();
 }
 
-/// A session that prints a numbered line every 100 ms until it is ended.
-fn ticker(k: &Kubectl) -> (Child, Collected, Collected) {
+/// Runs `kubectl args` (a session that keeps printing) and waits for `first` in its output.
+fn running(k: &Kubectl, args: &[&str], first: &str) -> (Child, Collected, Collected) {
     let mut child = k
-        .command([
-            "exec",
-            "demo",
-            "--",
-            "sh",
-            "-c",
-            "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done",
-        ])
+        .command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -201,10 +160,26 @@ fn ticker(k: &Kubectl) -> (Child, Collected, Collected) {
     let stdout = Collected::spawn(child.stdout.take().unwrap());
     let stderr = Collected::spawn(child.stderr.take().unwrap());
     stdout
-        .wait_for("tick-3\n", Duration::from_secs(30))
+        .wait_for(first, Duration::from_secs(30))
         .map_err(|e| format!("{e}\nstderr: {}", stderr.text()))
         .unwrap();
     (child, stdout, stderr)
+}
+
+/// A session that prints a numbered line every 100 ms until it is ended.
+fn ticker(k: &Kubectl) -> (Child, Collected, Collected) {
+    running(
+        k,
+        &[
+            "exec",
+            "demo",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done",
+        ],
+        "tick-3\n",
+    )
 }
 
 /// The highest `tick-N` in `text`.
@@ -497,8 +472,9 @@ fn a_kill_and_a_revocation_on_one_replica_end_a_session_on_another_within_a_seco
         .output()
         .unwrap());
     let k = cluster.kubectl_to("1.32", "alice", holder);
-    let mut child = k
-        .command([
+    let (mut child, _stdout, stderr) = running(
+        &k,
+        &[
             "exec",
             "-n",
             "kube-system",
@@ -507,18 +483,9 @@ fn a_kill_and_a_revocation_on_one_replica_end_a_session_on_another_within_a_seco
             "sh",
             "-c",
             "while true; do echo up; sleep 0.1; done",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = Collected::spawn(child.stdout.take().unwrap());
-    let stderr = Collected::spawn(child.stderr.take().unwrap());
-    stdout
-        .wait_for("up\n", Duration::from_secs(30))
-        .map_err(|e| format!("{e}\nstderr: {}", stderr.text()))
-        .unwrap();
+        ],
+        "up\n",
+    );
     let issued = Instant::now();
     ok(&cluster
         .custody("bob")

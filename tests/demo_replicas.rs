@@ -10,67 +10,18 @@
     reason = "test code: a failed step should fail the test loudly; the newcomer's steps in order"
 )]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use custody_fixtures::harness::{Collected, Kubectl, kubectl_binary};
 
-struct Demo {
-    child: Child,
-    dir: tempfile::TempDir,
-    printed: Vec<String>,
-}
+#[path = "support/demo.rs"]
+mod support;
 
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
+use support::Demo;
 
 fn start_demo() -> Demo {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
-        .args(["demo", "--replicas", "3", "--dir"])
-        .arg(dir.path().join("demo"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut printed = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(180))
-            .expect("custody demo --replicas 3 printed nothing");
-        let done = line.starts_with("Press Ctrl-C");
-        printed.push(line);
-        if done {
-            break;
-        }
-    }
-    assert!(
-        printed[0].starts_with("ready https://127.0.0.1:"),
-        "{printed:?}"
-    );
-    Demo {
-        child,
-        dir,
-        printed,
-    }
+    support::start_demo(&["--replicas", "3"], Duration::from_secs(180))
 }
 
 #[test]

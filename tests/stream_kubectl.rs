@@ -12,12 +12,12 @@ mod env;
 #[path = "gateway_support/recorded.rs"]
 mod recorded;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use custody_fixtures::harness::{Collected, Kubectl};
+use custody_fixtures::harness::Kubectl;
 use custody_recorder::index::{Index, SessionRow};
 use custody_recorder::model::{SessionKind, SessionStatus};
 use custody_recorder::reader::{Recording, read_recording};
@@ -189,51 +189,7 @@ const PF_BYTES: usize = 100_000;
 
 /// `port-forward pod/demo :8080` to kube-sim's echo server: bytes go there and come back.
 fn port_forward(k: &Kubectl) {
-    let mut child = k
-        .command(["--context", "alice", "port-forward", "pod/demo", ":8080"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = Collected::spawn(child.stdout.take().unwrap());
-    let stderr = Collected::spawn(child.stderr.take().unwrap());
-    let text = stdout
-        .wait_for(" -> 8080", Duration::from_secs(20))
-        .map_err(|e| format!("{e}\nstderr: {}", stderr.text()))
-        .unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("Forwarding from 127.0.0.1:"))
-        .unwrap();
-    let port: u16 = line["Forwarding from 127.0.0.1:".len()..]
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let sent: Vec<u8> = (0..PF_BYTES)
-        .map(|i| u8::try_from(i % 251).unwrap())
-        .collect();
-    let mut reader = socket.try_clone().unwrap();
-    let expected = sent.len();
-    let reading = std::thread::spawn(move || {
-        let mut got = vec![0u8; expected];
-        reader.read_exact(&mut got).unwrap();
-        got
-    });
-    socket.write_all(&sent).unwrap();
-    let got = reading.join().unwrap();
-    assert!(got == sent, "the echo differs");
-    drop(socket);
-    // Let the connection's close reach the pod side before kubectl goes.
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    custody_fixtures::harness::port_forward_echo(k, Some("alice"), PF_BYTES).unwrap();
 }
 
 #[test]
