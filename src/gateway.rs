@@ -34,6 +34,7 @@ use requests::Approvals;
 
 pub mod api;
 pub mod requests;
+pub mod router;
 pub mod session;
 pub mod status;
 
@@ -179,7 +180,8 @@ impl Gateway {
         self
     }
 
-    fn login_document_response(&self, method: &Method) -> Response<Body> {
+    /// The answer at [`crate::login::WELL_KNOWN_PATH`].
+    pub fn login_document_response(&self, method: &Method) -> Response<Body> {
         let (code, body) = match (&self.login_document, method) {
             (Some(doc), &Method::GET | &Method::HEAD) => (StatusCode::OK, doc.clone()),
             (Some(_), _) => (
@@ -218,20 +220,9 @@ impl Gateway {
         self.recordings.as_ref().map(|r| r.live().clone())
     }
 
-    /// Answers one request from `peer` (the socket address, the only client address trusted).
-    #[allow(
-        clippy::too_many_lines,
-        reason = "the pipeline reads top to bottom, step by step as the module doc lists them"
-    )]
-    pub async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Body>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        if request.uri().path() == crate::login::WELL_KNOWN_PATH {
-            return self.login_document_response(request.method());
-        }
-        let (parts, body) = request.into_parts();
+    /// Starts the audit event of one request from `peer` (the socket address, or the client
+    /// a PROXY header named: the only client address trusted).
+    fn exchange(&self, parts: &http::request::Parts, peer: SocketAddr) -> Exchange {
         let mut ex = Exchange {
             started: Instant::now(),
             in_flight: Some(self.metrics.in_flight()),
@@ -241,38 +232,87 @@ impl Gateway {
         ex.event.kubectl_session = header(&parts.headers, "kubectl-session");
         ex.event.kubectl_command = header(&parts.headers, "kubectl-command");
         parts.uri.path().clone_into(&mut ex.event.request.path);
-        let split = split_cluster(parts.uri.path());
-        if let Some((name, _)) = split {
+        if let Some((name, _)) = split_cluster(parts.uri.path()) {
             name.clone_into(&mut ex.event.cluster);
         }
+        ex
+    }
 
-        let principal = match self
+    /// Authenticates the request's credentials; a failure is refused (401) and audited here.
+    async fn authenticate(
+        &self,
+        mut ex: Exchange,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> std::result::Result<(Exchange, crate::principal::Principal), Response<Body>> {
+        match self
             .authenticator
-            .authenticate(&parts.headers, &ex.event.cluster)
+            .authenticate(headers, &ex.event.cluster)
             .await
         {
-            Ok(principal) => principal,
+            Ok(principal) => {
+                ex.event.initiator = Some(principal.clone());
+                Ok((ex, principal))
+            }
             Err(failure) => {
                 self.metrics.authn_failure();
                 tracing::info!(request_id = %ex.event.id, %peer, %failure, "authentication failed");
                 let message = auth_guidance(&failure);
-                return self
+                Err(self
                     .refuse(ex, StatusCode::UNAUTHORIZED, message, &failure.to_string())
-                    .await;
+                    .await)
             }
-        };
-        ex.event.initiator = Some(principal.clone());
+        }
+    }
 
-        if requests::is_requests_path(parts.uri.path()) {
-            return self.requests_request(ex, &principal, &parts, body).await;
+    /// Answers one request for custody's own API under `/custody/v1` (the router chose
+    /// `endpoint`): authenticated and audited like a request to the cluster.
+    pub async fn handle_own<B>(
+        &self,
+        request: Request<B>,
+        peer: SocketAddr,
+        endpoint: OwnEndpoint,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let ex = self.exchange(&parts, peer);
+        let (ex, principal) = match self.authenticate(ex, &parts.headers, peer).await {
+            Ok(authenticated) => authenticated,
+            Err(refused) => return refused,
+        };
+        match endpoint {
+            OwnEndpoint::Requests => self.requests_request(ex, &principal, &parts, body).await,
+            OwnEndpoint::Sessions => {
+                let Some(api) = &self.api else {
+                    let msg = "custody: the sessions API is not enabled on this gateway (no recording is configured)";
+                    return self.refuse(ex, StatusCode::NOT_FOUND, msg, msg).await;
+                };
+                self.api_request(ex, api, &principal, &parts).await
+            }
         }
-        if custody_web::api::is_api_path(parts.uri.path()) {
-            let Some(api) = &self.api else {
-                let msg = "custody: the sessions API is not enabled on this gateway (no recording is configured)";
-                return self.refuse(ex, StatusCode::NOT_FOUND, msg, msg).await;
-            };
-            return self.api_request(ex, api, &principal, &parts).await;
-        }
+    }
+
+    /// Answers one request for a cluster (the router's fallback: every path that is not one of
+    /// custody's own), from `peer`.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the pipeline reads top to bottom, step by step as the module doc lists them"
+    )]
+    pub async fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let ex = self.exchange(&parts, peer);
+        let split = split_cluster(parts.uri.path());
+        let (mut ex, principal) = match self.authenticate(ex, &parts.headers, peer).await {
+            Ok(authenticated) => authenticated,
+            Err(refused) => return refused,
+        };
 
         let Some((cluster, rest)) = split else {
             let msg = "custody: no cluster selected; the kubeconfig's server URL must end in /clusters/<name>";
@@ -630,6 +670,15 @@ impl Gateway {
             .observe_request(&ex.event.cluster, &ex.event.request.verb, code.as_u16());
         status_response(code, message, &ex.event.id.to_string())
     }
+}
+
+/// Which of custody's own API endpoints a request is for; the router decides from the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnEndpoint {
+    /// The sessions API (`/custody/v1/sessions`, `/key`, `/audit`).
+    Sessions,
+    /// Access requests (`/custody/v1/requests`).
+    Requests,
 }
 
 /// One request on its way through the pipeline.

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use custody_protocol::proxy_header::{self, Command, ProxyHeader};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -42,13 +43,14 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::config::LimitsConfig;
 use crate::error::Result;
 use crate::gateway::Gateway;
 use crate::metrics::{Listener, Metrics, OpenConnection};
-use crate::proxy::{self, Body, BoxError};
+use crate::proxy::{self, Body};
 
 /// Whether the gateway is ready to serve (`/readyz`); alive (`/healthz`) whenever it answers.
 #[derive(Debug, Default)]
@@ -184,8 +186,9 @@ pub async fn serve_with(
     }
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let metrics = gateway.metrics().clone();
+    let router = crate::gateway::router::router(gateway);
     let builder = Arc::new(limits.builder());
-    let mut accept = Acceptor::new(Listener::Gateway, &limits, metrics);
+    let mut accept = Acceptor::new(Listener::Gateway, &limits, metrics.clone());
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -196,7 +199,8 @@ pub async fn serve_with(
         };
         while connections.try_join_next().is_some() {}
         let acceptor = acceptor.clone();
-        let gateway = gateway.clone();
+        let router = router.clone();
+        let metrics = metrics.clone();
         let builder = builder.clone();
         let stopping = stopping.clone();
         connections.spawn(async move {
@@ -228,10 +232,18 @@ pub async fn serve_with(
             let service = {
                 let activity = activity.clone();
                 service_fn(move |request: Request<Incoming>| {
-                    let gateway = gateway.clone();
+                    let router = router.clone();
+                    let metrics = metrics.clone();
                     let request_in_flight = activity.begin();
                     async move {
-                        let response = gateway_response(&gateway, request, peer, &limits).await;
+                        let response = match bounded(request, peer, &limits, &metrics) {
+                            Ok(mut request) => {
+                                request.extensions_mut().insert(ConnectInfo(peer));
+                                let Ok(response) = router.oneshot(request).await;
+                                response
+                            }
+                            Err(refused) => refused.map(axum::body::Body::new),
+                        };
                         Ok::<_, std::convert::Infallible>(request_in_flight.hold(response))
                     }
                 })
@@ -360,20 +372,21 @@ async fn read_proxy_header(
     }
 }
 
-/// Checks the declared body size, bounds the body, and lets the gateway answer.
-async fn gateway_response(
-    gateway: &Gateway,
+/// Checks the declared body size and bounds the body; a declared size beyond the limit is
+/// answered here, before the router.
+fn bounded(
     request: Request<Incoming>,
     peer: SocketAddr,
     limits: &ListenerLimits,
-) -> Response<Body> {
+    metrics: &Metrics,
+) -> std::result::Result<Request<http_body_util::Limited<Incoming>>, Response<Body>> {
     let declared = request
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        gateway.metrics().body_too_large();
+        metrics.body_too_large();
         tracing::debug!(%peer, declared, "request body too large");
         // Before authentication, like a head too large: answered without reading the body
         // and without an audit event, counted in custody_requests_body_too_large_total. The
@@ -392,11 +405,10 @@ async fn gateway_response(
         response
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
+        return Err(response);
     }
     let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let request = request.map(|body| http_body_util::Limited::new(body, limit));
-    gateway.handle(request, peer).await
+    Ok(request.map(|body| http_body_util::Limited::new(body, limit)))
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` over plain HTTP/1.1 on `listener` until
@@ -694,12 +706,10 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     /// The response, holding this request in flight until its body ends or is dropped.
-    fn hold(self, response: Response<Body>) -> Response<Body> {
-        response.map(|body| {
-            proxy::boxed(Held {
-                inner: body,
-                _in_flight: self,
-            })
+    fn hold<B>(self, response: Response<B>) -> Response<Held<B>> {
+        response.map(|inner| Held {
+            inner,
+            _in_flight: self,
         })
     }
 }
@@ -713,19 +723,22 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request in flight.
-struct Held {
-    inner: Body,
+struct Held<B> {
+    inner: B,
     _in_flight: InFlight,
 }
 
-impl hyper::body::Body for Held {
+impl<B> hyper::body::Body for Held<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, B::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
