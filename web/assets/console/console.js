@@ -1,0 +1,1 @@
+// custody console script: filled in with the console pages.
