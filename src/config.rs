@@ -5,6 +5,7 @@
 //! touch the process environment.
 
 pub mod cluster;
+pub mod console;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -98,6 +99,9 @@ pub struct Config {
     /// `[login]` section means nothing is published there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login: Option<LoginConfig>,
+    /// The web console (`[console]`), served when `[login]` is configured.
+    #[serde(default)]
+    pub console: console::ConsoleSection,
     /// Who may do what (`[policy]` with `[[policy.roles]]`, `docs/policy.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::policy::PolicyConfig>,
@@ -611,6 +615,7 @@ impl Config {
         if let Some(cluster) = &self.cluster {
             problems.extend(cluster.problems());
         }
+        problems.extend(self.console.problems());
         if let Some(login) = &self.login {
             if !self.oidc.iter().any(|o| o.issuer == login.issuer) {
                 problems.push(format!(

@@ -35,6 +35,10 @@ pub enum Error {
         /// What is wrong, for a person to fix.
         message: String,
     },
+    /// A browser login to the console failed: the issuer could not be reached or answered
+    /// wrongly, or the ID token did not verify.
+    #[error("console login: {0}")]
+    ConsoleLogin(String),
     /// The gateway's configuration is inconsistent (e.g. the impersonation allow-list).
     #[error("gateway configuration: {0}")]
     GatewayConfig(String),

@@ -90,6 +90,10 @@ pub struct Gateway {
     approvals: Option<Approvals>,
     /// Cluster mode: the other replicas.
     cluster: Option<crate::cluster::ClusterMode>,
+    /// The web console, with `[console]`.
+    console: Option<Arc<crate::console::Console>>,
+    /// Members of these groups see every session and audit event.
+    auditor_groups: Vec<String>,
     /// The recorder's redaction per set of role patterns, compiled once.
     redactors:
         std::sync::Mutex<HashMap<Vec<(String, String)>, custody_recorder::redaction::Redactor>>,
@@ -167,6 +171,8 @@ impl Gateway {
             metrics: parts.metrics,
             recordings: parts.recording.map(Recordings::new),
             cluster: parts.cluster,
+            console: None,
+            auditor_groups: parts.auditor_groups.clone(),
             login_document: None,
         })
     }
@@ -293,6 +299,114 @@ impl Gateway {
                 self.api_request(ex, api, &principal, &parts).await
             }
         }
+    }
+
+    /// Answers one of custody's own API calls for `principal`, whom the console logged in:
+    /// built as the JSON API request it stands for and answered and audited exactly like one,
+    /// so every access rule of the API holds unchanged. `headers` are the browser's (its user
+    /// agent goes into the audit event; the console passes `Range` for downloads).
+    ///
+    /// The future is boxed (and `Send`) so that handlers awaiting it stay `Send` for axum.
+    #[allow(clippy::too_many_arguments, reason = "one request, spelled out")]
+    pub fn own_as<'a>(
+        &'a self,
+        principal: &'a crate::principal::Principal,
+        peer: SocketAddr,
+        endpoint: OwnEndpoint,
+        method: Method,
+        path_and_query: &'a str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send + 'a>> {
+        Box::pin(self.own_as_inner(
+            principal,
+            peer,
+            endpoint,
+            method,
+            path_and_query,
+            headers,
+            body,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one request, spelled out")]
+    async fn own_as_inner(
+        &self,
+        principal: &crate::principal::Principal,
+        peer: SocketAddr,
+        endpoint: OwnEndpoint,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response<Body> {
+        let mut request = Request::new(http_body_util::Full::new(body));
+        *request.method_mut() = method;
+        *request.headers_mut() = headers;
+        match path_and_query.parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => {
+                return status_response(
+                    StatusCode::BAD_REQUEST,
+                    "custody: the console asked for a malformed path",
+                    &uuid::Uuid::new_v4().to_string(),
+                );
+            }
+        }
+        let (parts, body) = request.into_parts();
+        let mut ex = self.exchange(&parts, peer);
+        ex.event.initiator = Some(principal.clone());
+        match endpoint {
+            OwnEndpoint::Requests => self.requests_request(ex, principal, &parts, body).await,
+            OwnEndpoint::Sessions => {
+                let Some(api) = &self.api else {
+                    let msg = "custody: the sessions API is not enabled on this gateway (no recording is configured)";
+                    return self.refuse(ex, StatusCode::NOT_FOUND, msg, msg).await;
+                };
+                self.api_request(ex, api, principal, &parts).await
+            }
+        }
+    }
+
+    /// Authenticates an ID token the console's login received, exactly as a kubectl bearer
+    /// token is (same issuers, claim mapping and refusals).
+    pub async fn authenticate_id_token(
+        &self,
+        id_token: &str,
+    ) -> std::result::Result<crate::principal::Principal, crate::principal::AuthFailure> {
+        let mut headers = HeaderMap::new();
+        let value = http::HeaderValue::from_str(&format!("Bearer {id_token}")).map_err(|_| {
+            crate::principal::AuthFailure::Invalid("the ID token is not header text".into())
+        })?;
+        headers.insert(http::header::AUTHORIZATION, value);
+        self.authenticator.authenticate(&headers, "").await
+    }
+
+    /// Whether `principal` audits: sees every session and audit event (`[access]`).
+    pub fn is_auditor(&self, principal: &crate::principal::Principal) -> bool {
+        principal
+            .groups
+            .iter()
+            .any(|g| self.auditor_groups.contains(g))
+    }
+
+    /// The names of the clusters served, sorted.
+    pub fn cluster_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.clusters.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The console, when the gateway serves one.
+    pub fn console(&self) -> Option<&crate::console::Console> {
+        self.console.as_deref()
+    }
+
+    /// Serves the web console with `console`.
+    #[must_use]
+    pub fn with_console(mut self, console: crate::console::Console) -> Self {
+        self.console = Some(Arc::new(console));
+        self
     }
 
     /// Answers one request for a cluster (the router's fallback: every path that is not one of

@@ -12,6 +12,7 @@ pub mod classify;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod credential;
 pub mod error;

@@ -91,6 +91,28 @@ impl HttpsClient {
             .await
     }
 
+    /// Sends `request` as it is (the console's OIDC client builds its own), answering with the
+    /// whole body; the same TLS, timeout, size cap and https-only rule as every other request.
+    pub(crate) async fn exchange(
+        &self,
+        request: Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, String> {
+        if request.uri().scheme_str() != Some("https") {
+            return Err(format!("refusing a non-https URL {:?}", request.uri()));
+        }
+        let (mut parts, body) = request.into_parts();
+        parts.headers.insert(
+            header::USER_AGENT,
+            http::HeaderValue::from_static(concat!("custody/", env!("CARGO_PKG_VERSION"))),
+        );
+        let request = Request::from_parts(parts, Full::new(Bytes::from(body)));
+        let response = self.round_trip(request).await?;
+        let mut answer = http::Response::new(response.body.to_vec());
+        *answer.status_mut() = response.status;
+        *answer.headers_mut() = response.headers;
+        Ok(answer)
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -127,6 +149,10 @@ impl HttpsClient {
         let req = req
             .body(Full::new(Bytes::from(payload)))
             .map_err(|e| e.to_string())?;
+        self.round_trip(req).await
+    }
+
+    async fn round_trip(&self, req: Request<Full<Bytes>>) -> Result<HttpResponse, String> {
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| {
                 // The hyper error's source chain holds the TLS or connect failure.

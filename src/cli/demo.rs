@@ -125,6 +125,7 @@ async fn demo_replicas(
     );
     text.push_str(&replicas.summary(dir));
     let _ = writeln!(text);
+    let _ = writeln!(text);
     let _ = writeln!(text, "In another terminal, try:");
     let _ = writeln!(text);
     let _ = writeln!(
@@ -155,6 +156,16 @@ fn hints(addr: SocketAddr, control_socket: &Path, exe: &Path, dir: &Path) -> Str
     let _ = writeln!(
         text,
         "custody demo is running: kube-sim, a development OIDC issuer and the gateway."
+    );
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
+        "Web console: https://{addr}/custody/ui/   (log in as alice or bob; the browser will"
+    );
+    let _ = writeln!(
+        text,
+        "  warn about the demo's own certificate authority: {})",
+        dir.join("gateway-ca.crt").display()
     );
     let _ = writeln!(text, "In another terminal, try:");
     let _ = writeln!(text);

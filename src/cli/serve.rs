@@ -258,10 +258,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     if let Some(document) = login_document(config)? {
         gateway = gateway.with_login_document(&document);
     }
-    let gateway = Arc::new(gateway);
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    if let Some(console) = console_config(config, listener.local_addr()?)? {
+        gateway = gateway
+            .with_console(custody::console::Console::new(console).context("the web console")?);
+    }
+    let gateway = Arc::new(gateway);
     let admin = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?;
@@ -355,6 +359,55 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         tasks,
         drain,
     })
+}
+
+/// The web console's configuration, when `[login]` is configured and `[console]` is enabled.
+fn console_config(
+    config: &Config,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<Option<custody::console::ConsoleConfig>> {
+    let (Some(login), true) = (&config.login, config.console.enabled) else {
+        return Ok(None);
+    };
+    let section = &config.console;
+    let public_origin = section
+        .public_origin(listen)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let issuer = config.oidc.iter().find(|o| o.issuer == login.issuer);
+    let issuer_ca_pem = issuer
+        .and_then(|o| o.ca_file.as_deref())
+        .map(|path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display())))
+        .transpose()?;
+    let client_id = section
+        .client_id
+        .clone()
+        .unwrap_or_else(|| login.client_id.clone());
+    let client_secret = match &section.client_secret_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None if client_id == login.client_id => login.client_secret.clone(),
+        None => None,
+    };
+    Ok(Some(custody::console::ConsoleConfig {
+        public_origin,
+        issuer: login.issuer.clone(),
+        client_id,
+        client_secret,
+        // A browser session needs no refresh token: it ends with its ID token.
+        scopes: login
+            .scopes
+            .iter()
+            .filter(|s| *s != "offline_access")
+            .cloned()
+            .collect(),
+        issuer_ca_pem,
+        http_timeout: std::time::Duration::from_secs(issuer.map_or(10, |o| o.http_timeout_seconds)),
+        max_session: std::time::Duration::from_secs(section.session_hours * 3600),
+    }))
 }
 
 /// The login document to publish, when the configuration has a `[login]` section.

@@ -50,18 +50,29 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route(&format!("{requests}/{{*rest}}"), any(own_requests))
         .route(API_PREFIX, any(own_sessions))
         .route(&format!("{API_PREFIX}/{{*rest}}"), any(own_sessions))
-        // Pages and JSON shrink well; recordings (zstd) and byte ranges must pass untouched:
-        // a compressed 206 would no longer be the range the client asked for.
-        .route_layer(
-            CompressionLayer::new().compress_when(
-                SizeAbove::new(1024)
-                    .and(NotForContentType::const_new("application/zstd"))
-                    .and(NotForContentType::const_new("application/octet-stream"))
-                    .and(NotPartial),
-            ),
-        )
+        .route_layer(compression())
         .route_layer(TraceLayer::new_for_http());
+    let own = if gateway.console().is_some() {
+        own.merge(
+            crate::console::pages::routes()
+                .route_layer(compression())
+                .route_layer(TraceLayer::new_for_http()),
+        )
+    } else {
+        own
+    };
     own.fallback_service(proxy).with_state(gateway)
+}
+
+/// Pages and JSON shrink well; recordings (zstd) and byte ranges pass untouched: a
+/// compressed 206 would no longer be the range the client asked for.
+fn compression() -> CompressionLayer<impl Predicate> {
+    CompressionLayer::new().compress_when(
+        SizeAbove::new(1024)
+            .and(NotForContentType::const_new("application/zstd"))
+            .and(NotForContentType::const_new("application/octet-stream"))
+            .and(NotPartial),
+    )
 }
 
 /// The client's address the listener put on the request; an unspecified address if a request
