@@ -10,6 +10,7 @@
 //! `Sec-Fetch-Site` checks, and the security headers (a strict CSP among them).
 
 pub mod guard;
+pub mod live;
 pub mod login;
 pub mod pages;
 pub mod views;

@@ -397,6 +397,55 @@ impl Gateway {
         names
     }
 
+    /// Audits something a person does in the console that is not an API call (watching a
+    /// live session, ending one): the decision is written before the action, and in strict
+    /// mode a failure to write it is an `Err` with the message to show (the action must not
+    /// happen). The returned handle writes the completion.
+    #[allow(clippy::too_many_arguments, reason = "one audit event, spelled out")]
+    pub async fn audit_console(
+        &self,
+        principal: &crate::principal::Principal,
+        peer: SocketAddr,
+        user_agent: &str,
+        verb: &str,
+        subresource: &str,
+        cluster: &str,
+        namespace: &str,
+        session: &str,
+    ) -> std::result::Result<ConsoleAudit, String> {
+        let mut event = AuditEvent::new(uuid::Uuid::new_v4(), peer);
+        event.initiator = Some(principal.clone());
+        user_agent.clone_into(&mut event.user_agent);
+        cluster.clone_into(&mut event.cluster);
+        event.request = crate::classify::RequestInfo {
+            verb: verb.to_owned(),
+            api_group: api::API_GROUP.to_owned(),
+            version: "v1".to_owned(),
+            resource: "sessions".to_owned(),
+            subresource: subresource.to_owned(),
+            namespace: namespace.to_owned(),
+            name: session.to_owned(),
+            is_resource: true,
+            path: format!("{}/live/{session}", crate::console::UI_PREFIX),
+        };
+        event.decision = Decision::Allow;
+        if let Err(e) = self.audit.record_decision(&event).await {
+            self.metrics.audit_write_failure();
+            tracing::error!(request_id = %event.id, error = %e, "audit write failed");
+            if self.audit.mode() == AuditMode::Strict {
+                return Err(
+                    "custody: the audit trail cannot be written, so this was not done".to_owned(),
+                );
+            }
+        }
+        Ok(ConsoleAudit {
+            event,
+            started: Instant::now(),
+            audit: self.audit.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
     /// The console, when the gateway serves one.
     pub fn console(&self) -> Option<&crate::console::Console> {
         self.console.as_deref()
@@ -783,6 +832,29 @@ impl Gateway {
         self.metrics
             .observe_request(&ex.event.cluster, &ex.event.request.verb, code.as_u16());
         status_response(code, message, &ex.event.id.to_string())
+    }
+}
+
+/// A console action's audit event, completed by [`ConsoleAudit::finish`].
+pub struct ConsoleAudit {
+    event: AuditEvent,
+    started: Instant,
+    audit: AuditSink,
+    metrics: Arc<Metrics>,
+}
+
+impl ConsoleAudit {
+    /// Writes the completion: how long it lasted and the bytes sent.
+    pub async fn finish(mut self, bytes_out: u64) {
+        self.event.status_code = Some(200);
+        self.event.latency_ms =
+            Some(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        self.event.bytes_in = Some(0);
+        self.event.bytes_out = Some(bytes_out);
+        if let Err(e) = self.audit.record_completion(&self.event).await {
+            self.metrics.audit_write_failure();
+            tracing::error!(request_id = %self.event.id, error = %e, "audit completion write failed");
+        }
     }
 }
 

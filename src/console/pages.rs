@@ -62,7 +62,10 @@ pub fn routes() -> Router<Arc<Gateway>> {
             &format!("{UI_PREFIX}/requests/{{id}}/{{ruling}}"),
             post(decide),
         )
-        .route(&format!("{UI_PREFIX}/live"), get(live))
+        .route(&format!("{UI_PREFIX}/live"), get(super::live::list))
+        .route(&format!("{UI_PREFIX}/live/{{id}}"), get(super::live::watch_page))
+        .route(&format!("{UI_PREFIX}/live/{{id}}/watch"), get(super::live::watch_socket))
+        .route(&format!("{UI_PREFIX}/live/{{id}}/end"), post(super::live::end))
         .route(&format!("{UI_PREFIX}/assets/{{file}}"), get(asset))
         .route(&format!("{UI_PREFIX}/{{*rest}}"), get(not_found))
         .layer(axum::middleware::map_response(secure))
@@ -78,7 +81,7 @@ async fn secure(mut response: Response) -> Response {
     response
 }
 
-fn console(gateway: &Gateway) -> Result<&Console, Response> {
+pub(super) fn console(gateway: &Gateway) -> Result<&Console, Response> {
     gateway.console().ok_or_else(|| {
         message(
             StatusCode::NOT_FOUND,
@@ -91,7 +94,7 @@ fn console(gateway: &Gateway) -> Result<&Console, Response> {
 
 /// The visit the request's cookie stands for, or the answer to give instead: a redirect to
 /// the login for a page (`GET`), 401 otherwise.
-fn visit(
+pub(super) fn visit(
     gateway: &Gateway,
     method: &Method,
     headers: &HeaderMap,
@@ -114,7 +117,7 @@ fn visit(
 }
 
 /// Checks a state-changing request: same origin and the visit's CSRF token.
-fn same_origin_form(
+pub(super) fn same_origin_form(
     console: &Console,
     visit: &Visit,
     headers: &HeaderMap,
@@ -128,7 +131,7 @@ fn same_origin_form(
     })
 }
 
-fn chrome(visit: &Visit, section: &'static str) -> Chrome {
+pub(super) fn chrome(visit: &Visit, section: &'static str) -> Chrome {
     Chrome {
         user: visit.principal.username.clone(),
         groups: visit.principal.groups.join(", "),
@@ -139,7 +142,7 @@ fn chrome(visit: &Visit, section: &'static str) -> Chrome {
     }
 }
 
-fn asset_url(name: &str) -> &'static str {
+pub(super) fn asset_url(name: &str) -> &'static str {
     assets::url_of(name).unwrap_or("/custody/ui/assets/missing")
 }
 
@@ -1118,48 +1121,6 @@ async fn decide(
     }
 }
 
-/// `GET /live`: the sessions running now.
-async fn live(State(gateway): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
-    let visit = match visit(
-        &gateway,
-        &Method::GET,
-        &headers,
-        &format!("{UI_PREFIX}/live"),
-    ) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let rows: Result<Vec<SessionSummary>, String> = api_json(
-        &gateway,
-        &visit,
-        peer,
-        &headers,
-        "/custody/v1/sessions?status=open&limit=200",
-    )
-    .await;
-    let now = Utc::now();
-    let (rows, error) = match rows {
-        Ok(rows) => (
-            rows.iter()
-                .filter(|s| s.status == "open")
-                .map(|s| row(s, now))
-                .collect(),
-            None,
-        ),
-        Err(e) => (Vec::new(), Some(e)),
-    };
-    render(&views::Sessions {
-        chrome: chrome(&visit, "live"),
-        heading: "Live sessions",
-        kinds: kinds(""),
-        f: views::SessionFilterForm::default(),
-        auditor: gateway.is_auditor(&visit.principal),
-        rows,
-        error,
-        next: None,
-    })
-}
-
 /// `GET /assets/{file}`: a compiled-in asset under its hashed name.
 async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match assets::lookup(&file) {
@@ -1328,7 +1289,7 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn render(page: &impl Template) -> Response {
+pub(super) fn render(page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => html_response(StatusCode::OK, html),
         Err(e) => {
@@ -1351,7 +1312,7 @@ fn html_response(status: StatusCode, html: String) -> Response {
     response
 }
 
-fn message(
+pub(super) fn message(
     status: StatusCode,
     title: &str,
     text: &str,
@@ -1369,7 +1330,7 @@ fn message(
     }
 }
 
-fn redirect(location: &str) -> Response {
+pub(super) fn redirect(location: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -1393,6 +1354,16 @@ fn utc(rfc3339: &str) -> String {
                 .to_string()
         },
     )
+}
+
+/// "3 min", "2 h" for a number of seconds.
+pub(super) fn duration_words(secs: i64) -> String {
+    match secs {
+        s if s < 60 => format!("{} s", s.max(0)),
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86_400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        s => format!("{} days", s / 86_400),
+    }
 }
 
 /// "3 min ago" from RFC 3339.

@@ -283,3 +283,58 @@ pub struct Request {
     /// Why something failed.
     pub error: Option<String>,
 }
+
+/// One live session, as listed.
+#[derive(Debug, Clone)]
+pub struct LiveRow {
+    /// The id.
+    pub id: String,
+    /// When it started, readable UTC.
+    pub started_utc: String,
+    /// How long it has run.
+    pub running_for: String,
+    /// Who.
+    pub initiator: String,
+    /// As whom.
+    pub effective_user: String,
+    /// cluster/namespace/pod.
+    pub target: String,
+    /// Kind.
+    pub kind: &'static str,
+    /// The command.
+    pub command: String,
+    /// In cluster mode, the replica.
+    pub replica: Option<String>,
+}
+
+/// The live sessions.
+#[derive(Template)]
+#[template(path = "console/live.html")]
+pub struct Live {
+    /// The frame.
+    pub chrome: Chrome,
+    /// The sessions.
+    pub rows: Vec<LiveRow>,
+}
+
+/// Watching one live session.
+#[derive(Template)]
+#[template(path = "console/watch.html")]
+pub struct Watch {
+    /// The frame.
+    pub chrome: Chrome,
+    /// The player's stylesheet URL.
+    pub player_css: &'static str,
+    /// The player's script URL.
+    pub player_js: &'static str,
+    /// The session id.
+    pub id: String,
+    /// Who.
+    pub initiator: String,
+    /// cluster/namespace/pod.
+    pub target: String,
+    /// The command.
+    pub command: String,
+    /// Whether the person may end it.
+    pub may_end: bool,
+}

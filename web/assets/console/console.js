@@ -116,3 +116,19 @@ for (const time of document.querySelectorAll('time[datetime]')) {
   const t = new Date(time.getAttribute('datetime'));
   if (!Number.isNaN(t.getTime())) time.title = t.toLocaleString();
 }
+
+// Watching a live session: the player reads the gateway's WebSocket (asciicast v2 stream).
+const liveElement = document.getElementById('live');
+if (liveElement && window.AsciinemaPlayer) {
+  const url = new URL(liveElement.dataset.ws, window.location.href);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  const state = document.getElementById('live-state');
+  const player = window.AsciinemaPlayer.create(
+    { driver: 'websocket', url: url.toString(), reconnectDelay: () => 2000 },
+    liveElement,
+    { autoPlay: true, fit: 'width', terminalFontFamily: 'ui-monospace, "DejaVu Sans Mono", monospace' },
+  );
+  window.custodyPlayer = player;
+  player.addEventListener('playing', () => { if (state) state.textContent = 'Live.'; });
+  player.addEventListener('ended', () => { if (state) state.textContent = 'The session ended.'; });
+}
