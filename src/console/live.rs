@@ -86,12 +86,24 @@ pub async fn list(State(gateway): Shared, headers: HeaderMap) -> Response {
 }
 
 /// `GET /live/{id}`: the watch page.
-pub async fn watch_page(State(gateway): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let visit = match visit(&gateway, &Method::GET, &headers, &format!("/custody/ui/live/{id}")) {
+pub async fn watch_page(
+    State(gateway): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let visit = match visit(
+        &gateway,
+        &Method::GET,
+        &headers,
+        &format!("/custody/ui/live/{id}"),
+    ) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some(session) = visible(&gateway, &visit.principal).into_iter().find(|s| s.id == id) else {
+    let Some(session) = visible(&gateway, &visit.principal)
+        .into_iter()
+        .find(|s| s.id == id)
+    else {
         return gone(&id);
     };
     render(&views::Watch {
@@ -133,16 +145,28 @@ pub async fn watch_socket(
         tracing::warn!(%peer, %refusal, "console WebSocket refused");
         return (StatusCode::FORBIDDEN, format!("{refusal}\n")).into_response();
     }
-    let Some(visit) = guard::cookie(headers, guard::COOKIE).and_then(|c| console.visits.get(c)) else {
+    let Some(visit) = guard::cookie(headers, guard::COOKIE).and_then(|c| console.visits.get(c))
+    else {
         return (StatusCode::UNAUTHORIZED, "log in to the console first\n").into_response();
     };
     let Some(key) = websocket_key(headers) else {
-        return (StatusCode::BAD_REQUEST, "a WebSocket upgrade is expected here\n").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade is expected here\n",
+        )
+            .into_response();
     };
     if !offers_protocol(headers) {
-        return (StatusCode::BAD_REQUEST, "the v2.asciicast subprotocol is expected\n").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "the v2.asciicast subprotocol is expected\n",
+        )
+            .into_response();
     }
-    let Some(session) = visible(&gateway, &visit.principal).into_iter().find(|s| s.id == id) else {
+    let Some(session) = visible(&gateway, &visit.principal)
+        .into_iter()
+        .find(|s| s.id == id)
+    else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let Some(live) = gateway.live_sessions() else {
@@ -157,20 +181,41 @@ pub async fn watch_socket(
         .unwrap_or_default()
         .to_owned();
     let audit = match gateway
-        .audit_console(&visit.principal, peer, &user_agent, "watch", "live", &session.cluster, &session.namespace, &id)
+        .audit_console(
+            &visit.principal,
+            peer,
+            &user_agent,
+            "watch",
+            "live",
+            &session.cluster,
+            &session.namespace,
+            &id,
+        )
         .await
     {
         Ok(audit) => audit,
-        Err(message) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{message}\n")).into_response(),
+        Err(message) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("{message}\n")).into_response();
+        }
     };
-    let Some(on_upgrade) = request.extensions().get::<hyper::upgrade::OnUpgrade>().cloned() else {
-        return (StatusCode::BAD_REQUEST, "this connection cannot be upgraded\n").into_response();
+    let Some(on_upgrade) = request
+        .extensions()
+        .get::<hyper::upgrade::OnUpgrade>()
+        .cloned()
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "this connection cannot be upgraded\n",
+        )
+            .into_response();
     };
     tracing::info!(%peer, user = %visit.principal.username, session = %id, "console watch started");
     tokio::spawn(async move {
         let sent = match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
                 relay(socket, follow).await
             }
             Err(e) => {
@@ -184,7 +229,10 @@ pub async fn watch_socket(
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(PROTOCOL));
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(PROTOCOL),
+    );
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
@@ -199,7 +247,13 @@ fn websocket_key(headers: &HeaderMap) -> Option<String> {
     if headers.get(header::SEC_WEBSOCKET_VERSION)?.as_bytes() != b"13" {
         return None;
     }
-    Some(headers.get(header::SEC_WEBSOCKET_KEY)?.to_str().ok()?.to_owned())
+    Some(
+        headers
+            .get(header::SEC_WEBSOCKET_KEY)?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    )
 }
 
 fn offers_protocol(headers: &HeaderMap) -> bool {
@@ -213,7 +267,10 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
 
 /// Sends the session's output as an asciicast v2 stream until it ends or the viewer leaves;
 /// returns the bytes sent. What the viewer sends is read only to notice that it left.
-async fn relay<S>(mut socket: WebSocketStream<S>, mut follow: crate::control::registry::Follow) -> u64
+async fn relay<S>(
+    mut socket: WebSocketStream<S>,
+    mut follow: crate::control::registry::Follow,
+) -> u64
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -248,7 +305,10 @@ where
         }
     }
     let _ = socket
-        .send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "the session ended".into() })))
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "the session ended".into(),
+        })))
         .await;
     sent
 }
@@ -292,25 +352,57 @@ pub async fn end(
     if let Err(r) = same_origin_form(console, &visit, &headers, &form) {
         return r;
     }
-    let Some(session) = visible(&gateway, &visit.principal).into_iter().find(|s| s.id == id) else {
+    let Some(session) = visible(&gateway, &visit.principal)
+        .into_iter()
+        .find(|s| s.id == id)
+    else {
         return gone(&id);
     };
     if !gateway.is_auditor(&visit.principal) {
-        return message(StatusCode::FORBIDDEN, "Refused", "Only auditors end other people's sessions.", None);
+        return message(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "Only auditors end other people's sessions.",
+            None,
+        );
     }
-    let reason = form.iter().find(|(k, _)| k == "reason").map(|(_, v)| v.trim().to_owned()).filter(|r| !r.is_empty());
+    let reason = form
+        .iter()
+        .find(|(k, _)| k == "reason")
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|r| !r.is_empty());
     let reason = format!(
         "ended from the console by {}{}",
         visit.principal.username,
         reason.map(|r| format!(": {r}")).unwrap_or_default()
     );
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let audit = match gateway
-        .audit_console(&visit.principal, peer, &user_agent, "delete", "live", &session.cluster, &session.namespace, &id)
+        .audit_console(
+            &visit.principal,
+            peer,
+            &user_agent,
+            "delete",
+            "live",
+            &session.cluster,
+            &session.namespace,
+            &id,
+        )
         .await
     {
         Ok(audit) => audit,
-        Err(message_text) => return message(StatusCode::SERVICE_UNAVAILABLE, "Not ended", &message_text, None),
+        Err(message_text) => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not ended",
+                &message_text,
+                None,
+            );
+        }
     };
     let ended = gateway
         .live_sessions()
@@ -335,7 +427,14 @@ mod tests {
             r#"[1.5,"o","hi\n"]"#
         );
         assert_eq!(
-            v2_event(&EventKind::Resize { cols: 100, rows: 30 }, 2.0).unwrap(),
+            v2_event(
+                &EventKind::Resize {
+                    cols: 100,
+                    rows: 30
+                },
+                2.0
+            )
+            .unwrap(),
             r#"[2.0,"r","100x30"]"#
         );
         assert!(v2_event(&EventKind::Input(b"secret".to_vec()), 0.0).is_none());
@@ -344,9 +443,15 @@ mod tests {
     #[test]
     fn the_upgrade_must_offer_the_protocol() {
         let mut h = HeaderMap::new();
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v1.alis, v2.asciicast, raw"));
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v1.alis, v2.asciicast, raw"),
+        );
         assert!(offers_protocol(&h));
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("raw"));
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("raw"),
+        );
         assert!(!offers_protocol(&h));
     }
 }

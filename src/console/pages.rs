@@ -63,9 +63,18 @@ pub fn routes() -> Router<Arc<Gateway>> {
             post(decide),
         )
         .route(&format!("{UI_PREFIX}/live"), get(super::live::list))
-        .route(&format!("{UI_PREFIX}/live/{{id}}"), get(super::live::watch_page))
-        .route(&format!("{UI_PREFIX}/live/{{id}}/watch"), get(super::live::watch_socket))
-        .route(&format!("{UI_PREFIX}/live/{{id}}/end"), post(super::live::end))
+        .route(
+            &format!("{UI_PREFIX}/live/{{id}}"),
+            get(super::live::watch_page),
+        )
+        .route(
+            &format!("{UI_PREFIX}/live/{{id}}/watch"),
+            get(super::live::watch_socket),
+        )
+        .route(
+            &format!("{UI_PREFIX}/live/{{id}}/end"),
+            post(super::live::end),
+        )
         .route(&format!("{UI_PREFIX}/assets/{{file}}"), get(asset))
         .route(&format!("{UI_PREFIX}/{{*rest}}"), get(not_found))
         .layer(axum::middleware::map_response(secure))
@@ -369,7 +378,7 @@ async fn sessions(
     let (rows, error): (Vec<SessionSummary>, _) =
         match api_json(&gateway, &visit, peer, &headers, &api_path).await {
             Ok(rows) => (rows, None),
-            Err(e) => (Vec::new(), Some(e)),
+            Err(e) => (Vec::new(), Some(e.to_string())),
         };
     let next = (rows.len() > PAGE).then(|| {
         let last = &rows[PAGE - 1];
@@ -474,11 +483,20 @@ async fn session(
     .await
     {
         Ok(d) => d,
-        Err(e) => {
+        Err(e) if e.hides_existence() => {
+            tracing::info!(user = %visit.principal.username, session = %id, reason = %e, "console: session not shown");
             return message(
                 StatusCode::NOT_FOUND,
+                "No such session",
+                &format!("There is no session {id} that you may see."),
+                Some((format!("{UI_PREFIX}/sessions"), "Sessions".into())),
+            );
+        }
+        Err(e) => {
+            return message(
+                e.status,
                 "Session not shown",
-                &e,
+                &e.message,
                 Some((format!("{UI_PREFIX}/sessions"), "Sessions".into())),
             );
         }
@@ -766,7 +784,7 @@ async fn audit(
                     .collect(),
                 None,
             ),
-            Err(e) => (Vec::new(), Some(e)),
+            Err(e) => (Vec::new(), Some(e.to_string())),
         };
     let mut groups: Vec<views::AuditGroup> = Vec::new();
     let mut keys: Vec<Option<(String, String)>> = Vec::new();
@@ -879,7 +897,7 @@ async fn requests_page(
     open_form: bool,
 ) -> Response {
     let state_q = form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>();
-    let listed: Result<Vec<crate::approval::AccessRequest>, String> = api_json_at(
+    let listed: Result<Vec<crate::approval::AccessRequest>, ApiFailure> = api_json_at(
         gateway,
         visit,
         peer,
@@ -890,7 +908,7 @@ async fn requests_page(
     .await;
     let (rows, list_error) = match listed {
         Ok(list) => (list.iter().map(request_row).collect(), None),
-        Err(e) => (Vec::new(), Some(e)),
+        Err(e) => (Vec::new(), Some(e.to_string())),
     };
     render(&views::Requests {
         chrome: chrome(visit, "requests"),
@@ -1009,7 +1027,7 @@ async fn create_request(
                 peer,
                 &headers,
                 "all".into(),
-                Some(e),
+                Some(e.to_string()),
                 true,
             )
             .await
@@ -1045,7 +1063,7 @@ async fn request_page(
     error: Option<String>,
 ) -> Response {
     let id_segment = form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>();
-    let found: Result<crate::approval::AccessRequest, String> = api_json_at(
+    let found: Result<crate::approval::AccessRequest, ApiFailure> = api_json_at(
         gateway,
         visit,
         peer,
@@ -1067,9 +1085,13 @@ async fn request_page(
             })
         }
         Err(e) => message(
-            StatusCode::NOT_FOUND,
+            if e.hides_existence() {
+                StatusCode::NOT_FOUND
+            } else {
+                e.status
+            },
             "Request not shown",
-            &e,
+            &e.message,
             Some((format!("{UI_PREFIX}/requests"), "Requests".into())),
         ),
     }
@@ -1117,7 +1139,7 @@ async fn decide(
         .await;
     match parse::<serde_json::Value>(ok_body(response, MAX_JSON).await) {
         Ok(_) => redirect(&format!("{UI_PREFIX}/requests/{id_segment}")),
-        Err(e) => request_page(&gateway, &visit, peer, &headers, &id, Some(e)).await,
+        Err(e) => request_page(&gateway, &visit, peer, &headers, &id, Some(e.to_string())).await,
     }
 }
 
@@ -1136,7 +1158,7 @@ async fn api_json<T: serde::de::DeserializeOwned>(
     peer: SocketAddr,
     headers: &HeaderMap,
     path: &str,
-) -> Result<T, String> {
+) -> Result<T, ApiFailure> {
     let body = api_ok_body(
         gateway,
         visit,
@@ -1157,7 +1179,7 @@ async fn api_json_at<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     endpoint: OwnEndpoint,
     path: &str,
-) -> Result<T, String> {
+) -> Result<T, ApiFailure> {
     let body = api_ok_body(gateway, visit, peer, headers, endpoint, path, MAX_JSON).await;
     parse(body)
 }
@@ -1169,7 +1191,7 @@ async fn api_bytes(
     headers: &HeaderMap,
     path: &str,
     max: usize,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, ApiFailure> {
     api_ok_body(
         gateway,
         visit,
@@ -1192,7 +1214,7 @@ async fn api_ok_body(
     endpoint: OwnEndpoint,
     path: &str,
     max: usize,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, ApiFailure> {
     let response = gateway
         .own_as(
             &visit.principal,
@@ -1211,19 +1233,44 @@ async fn api_ok_body(
 async fn ok_body(
     response: http::Response<crate::proxy::Body>,
     max: usize,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, ApiFailure> {
     let status = response.status();
-    let body = read_body(response.into_body(), max).await?;
+    let body = read_body(response.into_body(), max)
+        .await
+        .map_err(|message| ApiFailure { status, message })?;
     if status.is_success() {
         Ok(body)
     } else {
-        Err(api_message(&body, status))
+        Err(ApiFailure {
+            status,
+            message: api_message(&body, status),
+        })
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, String>) -> Result<T, String> {
-    serde_json::from_slice(&body?)
-        .map_err(|e| format!("the API's answer is not what the console expects: {e}"))
+/// An API call that did not succeed: its status and message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub(super) struct ApiFailure {
+    /// The API's status.
+    pub status: StatusCode,
+    /// Its message.
+    pub message: String,
+}
+
+impl ApiFailure {
+    /// Whether the API refused for who is asking or found nothing: to a person, both read as
+    /// "there is nothing here for you" (a 403 would tell that the session exists).
+    fn hides_existence(&self) -> bool {
+        matches!(self.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND)
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, ApiFailure>) -> Result<T, ApiFailure> {
+    serde_json::from_slice(&body?).map_err(|e| ApiFailure {
+        status: StatusCode::BAD_GATEWAY,
+        message: format!("the API's answer is not what the console expects: {e}"),
+    })
 }
 
 /// Reads a whole answer of at most `max` bytes. (A loop over frames rather than

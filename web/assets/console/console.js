@@ -6,51 +6,115 @@ const SPEEDS = [0.5, 1, 2, 4, 8, 16];
 const SHORT_SEEK = 5;
 const LONG_SEEK = 30;
 
-function setupPlayer(el) {
-  const src = el.dataset.src;
-  let markers = [];
-  try { markers = JSON.parse(el.dataset.markers || '[]'); } catch (_) { markers = []; }
+const IDLE_LIMIT = 2;
+
+// The absolute times (seconds) of an asciicast v3 recording's events, as the player reads them.
+function eventTimes(text) {
+  const times = [];
+  let t = 0;
+  const lines = text.split('\n');
+  for (let i = 1; i < lines.length; i += 1) {
+    const line = lines[i].trim();
+    if (!line.startsWith('[')) continue;
+    try { t += Number(JSON.parse(line)[0]) || 0; } catch (_) { continue; }
+    times.push(t);
+  }
+  return times;
+}
+
+// Skipping idle time moves every later moment earlier, exactly as the player does it (each gap
+// longer than the limit shrinks to the limit). Links, `?t=` and the keys speak recording time;
+// the player speaks its own, so every seek goes through these two.
+function idleMap(times, limit) {
+  const shifted = [];
+  let cut = 0;
+  let previous = 0;
+  for (const t of times) {
+    const gap = t - previous;
+    if (gap > limit) cut += gap - limit;
+    previous = t;
+    shifted.push([t, t - cut]);
+  }
+  const toPlayer = (real) => {
+    let at = [0, 0];
+    for (const pair of shifted) { if (pair[0] <= real) at = pair; else break; }
+    return at[1] + Math.min(real - at[0], limit);
+  };
+  const toReal = (played) => {
+    let at = [0, 0];
+    for (const pair of shifted) { if (pair[1] <= played) at = pair; else break; }
+    return at[0] + (played - at[1]);
+  };
+  return { toPlayer, toReal };
+}
+
+const identity = { toPlayer: (t) => t, toReal: (t) => t };
+
+async function setupPlayer(el) {
   const speedSelect = document.getElementById('speed');
   const skipIdle = document.getElementById('skip-idle');
+  let text;
+  try {
+    const response = await fetch(el.dataset.src, { credentials: 'same-origin' });
+    if (!response.ok) throw new Error(`the recording could not be loaded (${response.status})`);
+    text = await response.text();
+  } catch (error) {
+    el.textContent = String(error.message || error);
+    return;
+  }
+  const times = eventTimes(text);
   let player = null;
+  let playing = false;
+  let map = identity;
 
-  function create(startAt, autoPlay) {
+  function create(real, autoPlay) {
     const speed = Number(speedSelect ? speedSelect.value : 1) || 1;
+    const skipping = !skipIdle || skipIdle.checked;
+    map = skipping ? idleMap(times, IDLE_LIMIT) : identity;
     const options = {
-      startAt,
       autoPlay,
       preload: true,
       speed,
       fit: 'width',
       terminalFontFamily: 'ui-monospace, "DejaVu Sans Mono", monospace',
+      idleTimeLimit: skipping ? IDLE_LIMIT : 1e9,
     };
-    if (!skipIdle || skipIdle.checked) options.idleTimeLimit = 2;
     if (player) player.dispose();
     el.replaceChildren();
-    player = window.AsciinemaPlayer.create(src, el, options);
-    window.custodyPlayer = player;
+    player = window.AsciinemaPlayer.create({ data: text }, el, options);
+    playing = false;
+    player.addEventListener('playing', () => { playing = true; });
+    player.addEventListener('pause', () => { playing = false; });
+    player.addEventListener('ended', () => { playing = false; });
+    if (real > 0) player.seek(map.toPlayer(real));
     return player;
   }
 
-  async function position() {
-    return player ? Number(await player.getCurrentTime()) || 0 : 0;
+  // The position in recording time.
+  function position() {
+    return player ? map.toReal(Number(player.getCurrentTime()) || 0) : 0;
   }
 
-  async function seek(seconds) {
-    const t = Math.max(0, seconds);
-    await player.seek(t);
+  async function seek(real) {
+    const t = Math.max(0, real);
+    await player.seek(map.toPlayer(t));
     const url = new URL(window.location.href);
     url.searchParams.set('t', t.toFixed(3));
     window.history.replaceState(null, '', url);
   }
 
-  async function recreate() {
-    const t = await position();
-    create(t, false);
+  // For people and tests: seek to a moment in recording time, read the position.
+  window.custodyPlayer = {
+    seek,
+    position,
+    player: () => player,
+  };
+
+  function recreate() {
+    create(position(), false);
   }
 
-  const start = Number(el.dataset.start) || 0;
-  create(start, false);
+  create(Number(el.dataset.start) || 0, false);
   if (speedSelect) speedSelect.addEventListener('change', recreate);
   if (skipIdle) skipIdle.addEventListener('change', recreate);
 
@@ -65,10 +129,13 @@ function setupPlayer(el) {
   const commandTimes = [...document.querySelectorAll('.timeline .command')]
     .map((c) => Number(c.closest('a').dataset.seek))
     .filter((t) => Number.isFinite(t));
-  const markerTimes = markers.map((m) => Number(m[0]));
+  const markerTimes = [...document.querySelectorAll('.timeline .marker')]
+    .map((c) => Number(c.closest('a').dataset.seek))
+    .filter((t) => Number.isFinite(t));
+  const end = times.length ? times[times.length - 1] : 0;
 
-  function neighbour(times, now, forward) {
-    const sorted = [...times].sort((a, b) => a - b);
+  function neighbour(list, now, forward) {
+    const sorted = [...list].sort((a, b) => a - b);
     return forward
       ? sorted.find((t) => t > now + 0.01)
       : sorted.reverse().find((t) => t < now - 0.01);
@@ -82,20 +149,24 @@ function setupPlayer(el) {
     recreate();
   }
 
+  async function togglePlay() {
+    if (playing) await player.pause(); else await player.play();
+  }
+
   document.addEventListener('keydown', async (event) => {
     const target = event.target;
     if (target && ['INPUT', 'SELECT', 'TEXTAREA', 'BUTTON'].includes(target.tagName)) return;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
-    const now = await position();
+    const now = position();
     let handled = true;
     switch (event.key) {
-      case ' ': await player.togglePlay(); break;
+      case ' ': await togglePlay(); break;
       case 'ArrowLeft': await seek(now - (event.shiftKey ? LONG_SEEK : SHORT_SEEK)); break;
       case 'ArrowRight': await seek(now + (event.shiftKey ? LONG_SEEK : SHORT_SEEK)); break;
       case '+': case '=': setSpeed(1); break;
       case '-': case '_': setSpeed(-1); break;
       case 'g': case 'Home': await seek(0); break;
-      case 'G': case 'End': await seek(Number(await player.getDuration()) || now); break;
+      case 'G': case 'End': await seek(end); break;
       case 'n': { const t = neighbour(commandTimes, now, true); if (t !== undefined) await seek(t); break; }
       case 'N': { const t = neighbour(commandTimes, now, false); if (t !== undefined) await seek(t); break; }
       case ']': { const t = neighbour(markerTimes, now, true); if (t !== undefined) await seek(t); break; }
@@ -128,7 +199,7 @@ if (liveElement && window.AsciinemaPlayer) {
     liveElement,
     { autoPlay: true, fit: 'width', terminalFontFamily: 'ui-monospace, "DejaVu Sans Mono", monospace' },
   );
-  window.custodyPlayer = player;
+  window.custodyLive = player;
   player.addEventListener('playing', () => { if (state) state.textContent = 'Live.'; });
   player.addEventListener('ended', () => { if (state) state.textContent = 'The session ended.'; });
 }
