@@ -641,11 +641,19 @@ fn fill_timeline(page: &mut views::Session, raw: &[u8]) {
 fn entry(at_us: u64, text: &str, class: &'static str) -> views::TimelineEntry {
     let secs = at_us / 1_000_000;
     views::TimelineEntry {
-        at: seconds(at_us),
+        at: seek_point(at_us),
         label_time: format!("{:02}:{:02}", secs / 60, secs % 60),
         text: text.to_owned(),
         class,
     }
+}
+
+/// Where a link to an event seeks, in seconds with three decimals: the first millisecond
+/// after the event, so that the screen shows it (a player shows the events up to the time it
+/// is at, and rounding down could land just before this one).
+fn seek_point(us: u64) -> String {
+    let ms = us.div_ceil(1000) + 1;
+    format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
 fn seconds(us: u64) -> String {
@@ -1451,6 +1459,13 @@ mod tests {
         assert!(!is_console_path("/custody/ui//evil.example"));
         assert!(!is_console_path("/custody/ui/\\evil"));
         assert!(!is_console_path("/clusters/demo/api"));
+    }
+
+    #[test]
+    fn links_seek_just_after_their_event() {
+        assert_eq!(seek_point(2_034_400), "2.036");
+        assert_eq!(seek_point(2_034_000), "2.035");
+        assert_eq!(seek_point(0), "0.001");
     }
 
     #[test]
