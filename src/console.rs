@@ -9,6 +9,7 @@
 //! request ([`pages`]). [`guard`] holds the browser-facing defences: CSRF tokens, `Origin` and
 //! `Sec-Fetch-Site` checks, and the security headers (a strict CSP among them).
 
+pub mod calls;
 pub mod guard;
 pub mod live;
 pub mod login;

@@ -374,6 +374,10 @@ async fn read_proxy_header(
 
 /// Checks the declared body size and bounds the body; a declared size beyond the limit is
 /// answered here, before the router.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the answer to send, at once"
+)]
 fn bounded(
     request: Request<Incoming>,
     peer: SocketAddr,

@@ -1,4 +1,4 @@
-//! The web console in a real browser: Debian's headless Chromium driven over WebDriver against
+//! The web console in a real browser: Debian's headless Chromium driven over `WebDriver` against
 //! `custody demo` (the real gateway, the development OIDC issuer, kube-sim) and real kubectl.
 //!
 //! People log in through the issuer's account page; alice sees her sessions, bob (an auditor)
@@ -228,8 +228,7 @@ fn output_time(file: &Path, needle: &str) -> u64 {
             }
             _ => false,
         })
-        .map(|e| e.time_us)
-        .unwrap_or_else(|| panic!("no output {needle:?}"))
+        .map_or_else(|| panic!("no output {needle:?}"), |e| e.time_us)
 }
 
 fn recording_file(demo: &Demo, id: &str) -> PathBuf {

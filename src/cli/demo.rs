@@ -149,6 +149,10 @@ async fn demo_replicas(
 }
 
 /// What the demo prints once it is ready: the `ready` line and the commands to try.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the hints read top to bottom as they are printed"
+)]
 fn hints(addr: SocketAddr, control_socket: &Path, exe: &Path, dir: &Path) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "ready https://{addr}");
@@ -167,6 +171,7 @@ fn hints(addr: SocketAddr, control_socket: &Path, exe: &Path, dir: &Path) -> Str
         "  warn about the demo's own certificate authority: {})",
         dir.join("gateway-ca.crt").display()
     );
+    let _ = writeln!(text);
     let _ = writeln!(text, "In another terminal, try:");
     let _ = writeln!(text);
     let _ = writeln!(

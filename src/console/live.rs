@@ -3,13 +3,13 @@
 //!
 //! Watching is read-only: the WebSocket carries the session's output (redacted as it is
 //! recorded) to the browser as an asciicast v2 stream (the `v2.asciicast` subprotocol that
-//! asciinema-player asks for), and nothing the browser sends reaches the session. Every watch is
+//! `asciinema-player` asks for), and nothing the browser sends reaches the session. Every watch is
 //! an audit event (`verb` `watch`, `resource` `sessions`, `subresource` `live`, `name` the
 //! session id), written before the first byte is sent; the session's own page lists the events
 //! that name it, so whoever audits the watched session sees who watched.
 //!
 //! Security invariants:
-//! - The upgrade's `Origin` must be the console's (SameSite does not cover WebSocket
+//! - The upgrade's `Origin` must be the console's (`SameSite` does not cover WebSocket
 //!   handshakes, so without this any site could watch through a logged-in browser).
 //! - A person watches their own sessions; auditors watch every session. Anyone else gets the
 //!   same 404 as for a session that does not exist.
@@ -54,7 +54,7 @@ fn visible(gateway: &Gateway, principal: &crate::principal::Principal) -> Vec<Li
         .into_iter()
         .filter(|s| auditor || s.initiator == principal.username)
         .collect();
-    sessions.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    sessions.sort_by_key(|s| std::cmp::Reverse(s.started_at));
     sessions
 }
 
@@ -225,6 +225,11 @@ pub async fn watch_socket(
         };
         audit.finish(sent).await;
     });
+    switching_protocols(&key)
+}
+
+/// The 101 that accepts the upgrade with the `v2.asciicast` subprotocol.
+fn switching_protocols(key: &str) -> Response {
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

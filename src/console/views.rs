@@ -163,10 +163,6 @@ pub struct Session {
     pub ended_utc: String,
     /// Where to start playing (`?t=`), seconds.
     pub start: String,
-    /// The length in seconds.
-    pub duration: String,
-    /// Markers for the player, JSON `[[seconds, label], ...]`.
-    pub markers_json: String,
     /// Typed commands and markers.
     pub events: Vec<TimelineEntry>,
     /// The search words.

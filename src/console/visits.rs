@@ -60,7 +60,7 @@ pub struct PendingLogin {
 #[derive(Debug)]
 pub struct Visits {
     max_session: Duration,
-    visits: Mutex<HashMap<[u8; 32], Visit>>,
+    live: Mutex<HashMap<[u8; 32], Visit>>,
     logins: Mutex<HashMap<[u8; 32], PendingLogin>>,
 }
 
@@ -69,7 +69,7 @@ impl Visits {
     pub fn new(max_session: Duration) -> Self {
         Self {
             max_session,
-            visits: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             logins: Mutex::new(HashMap::new()),
         }
     }
@@ -88,7 +88,7 @@ impl Visits {
             csrf: random_token(),
             ends: Instant::now() + lifetime,
         };
-        let mut visits = lock(&self.visits);
+        let mut visits = lock(&self.live);
         make_room(
             &mut visits,
             MAX_VISITS,
@@ -102,7 +102,7 @@ impl Visits {
     /// The visit a cookie stands for, if it is live.
     pub fn get(&self, cookie: &str) -> Option<Visit> {
         let key = digest(cookie);
-        let mut visits = lock(&self.visits);
+        let mut visits = lock(&self.live);
         let visit = visits.get(&key)?;
         if visit.ends <= Instant::now() {
             visits.remove(&key);
@@ -113,7 +113,7 @@ impl Visits {
 
     /// Ends the visit a cookie stands for; whether there was one.
     pub fn end(&self, cookie: &str) -> bool {
-        lock(&self.visits).remove(&digest(cookie)).is_some()
+        lock(&self.live).remove(&digest(cookie)).is_some()
     }
 
     /// Records a login in progress under its `state`.
@@ -144,7 +144,7 @@ impl Visits {
 
     /// How many visits are live (for tests and metrics).
     pub fn len(&self) -> usize {
-        lock(&self.visits).len()
+        lock(&self.live).len()
     }
 
     /// Whether no visit is kept.
