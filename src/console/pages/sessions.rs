@@ -194,12 +194,7 @@ pub(super) async fn one(
         Ok(d) => d,
         Err(e) if e.hides_existence() => {
             tracing::info!(user = %visit.principal.username, session = %id, reason = %e, "console: session not shown");
-            return message(
-                StatusCode::NOT_FOUND,
-                "No such session",
-                &format!("There is no session {id} that you may see."),
-                Some((format!("{UI_PREFIX}/sessions"), "Sessions".into())),
-            );
+            return no_such_session(&id);
         }
         Err(e) => {
             return message(
@@ -393,7 +388,23 @@ pub(super) async fn download(
             Bytes::new(),
         )
         .await;
+    // As on the session's page: someone else's session reads as no session at all.
+    if matches!(
+        response.status(),
+        StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+    ) {
+        return no_such_session(&id);
+    }
     response.into_response()
+}
+
+fn no_such_session(id: &str) -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "No such session",
+        &format!("There is no session {id} that you may see."),
+        Some((format!("{UI_PREFIX}/sessions"), "Sessions".into())),
+    )
 }
 
 /// `GET /key`: the gateway's public key (PEM).
