@@ -546,6 +546,36 @@ impl Config {
         }
     }
 
+    /// The web console's checks: a URL browsers can reach it at, and a client whose ID tokens
+    /// the authenticator accepts.
+    fn console_problems(&self) -> Vec<String> {
+        let mut problems = self.console.problems();
+        if let (Some(login), true) = (&self.login, self.console.enabled) {
+            if let Err(e) = self.console.public_origin(self.server.listen) {
+                problems.push(format!(
+                    "{e} (or turn the web console off: [console] enabled = false)"
+                ));
+            }
+            // The console's ID tokens are checked by the same authenticator as kubectl's, so
+            // their audience must be one it accepts.
+            let client = self
+                .console
+                .client_id
+                .as_deref()
+                .unwrap_or(&login.client_id);
+            if let Some(issuer) = self.oidc.iter().find(|o| o.issuer == login.issuer)
+                && !issuer.effective_audiences().iter().any(|a| a == client)
+            {
+                problems.push(format!(
+                    "console.client_id {client:?} must be one of the [[oidc]] audiences of {:?}, \
+                 or people's console logins are refused",
+                    login.issuer
+                ));
+            }
+        }
+        problems
+    }
+
     /// The checks serde cannot express.
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -615,7 +645,7 @@ impl Config {
         if let Some(cluster) = &self.cluster {
             problems.extend(cluster.problems());
         }
-        problems.extend(self.console.problems());
+        problems.extend(self.console_problems());
         if let Some(login) = &self.login {
             if !self.oidc.iter().any(|o| o.issuer == login.issuer) {
                 problems.push(format!(
@@ -1024,5 +1054,28 @@ client_id = "custody"
         assert!(err.contains("login.issuer"), "{err}");
         assert!(err.contains("login.client_id"), "{err}");
         assert!(err.contains("openid"), "{err}");
+    }
+
+    #[test]
+    fn the_console_needs_a_public_url_and_an_accepted_client() {
+        let login = "[login]\nissuer = \"https://idp.example.com\"\nclient_id = \"custody\"\n";
+        // On a loopback address the console's origin is the gateway's own.
+        let config = Config::parse(&format!("{BASE}{login}"), &|_| None).unwrap();
+        assert!(config.console.enabled);
+        let everywhere = BASE.replace("127.0.0.1:8443", "0.0.0.0:8443");
+        let err = Config::parse(&format!("{everywhere}{login}"), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("console.public_url"), "{err}");
+        let named =
+            format!("{everywhere}{login}[console]\npublic_url = \"https://custody.example.com\"\n");
+        Config::parse(&named, &|_| None).unwrap();
+        let off = format!("{everywhere}{login}[console]\nenabled = false\n");
+        Config::parse(&off, &|_| None).unwrap();
+        let other_client = format!("{BASE}{login}[console]\nclient_id = \"custody-web\"\n");
+        let err = Config::parse(&other_client, &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("console.client_id"), "{err}");
     }
 }

@@ -454,6 +454,14 @@ impl Gateway {
     /// Serves the web console with `console`.
     #[must_use]
     pub fn with_console(mut self, console: crate::console::Console) -> Self {
+        if let Some(approvals) = &mut self.approvals {
+            let notifier = approvals
+                .notifier
+                .as_ref()
+                .clone()
+                .with_console(&console.config().public_origin);
+            approvals.notifier = Arc::new(notifier);
+        }
         self.console = Some(Arc::new(console));
         self
     }

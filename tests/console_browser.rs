@@ -304,6 +304,22 @@ async fn people_investigate_replay_approve_and_watch_in_the_browser() {
     assert!(bob_ids.contains(&tty_id));
     let bob_id = bob_ids.iter().find(|id| **id != tty_id).unwrap().clone();
 
+    // Search across recordings: the list shows where the words occur, and the hit opens the
+    // session at that moment.
+    alice
+        .client()
+        .goto(&format!("{base}/custody/ui/sessions?grep=row-2"))
+        .await
+        .unwrap();
+    let found = alice.wait_for("tr.hit a", WAIT).await.unwrap();
+    // The first hit may be the typed line (`printf 'row-%s\n' 1 2 3`) or the output.
+    let text = found.text().await.unwrap();
+    assert!(text.contains("row"), "{text}");
+    // The index finds words (`row-2` is `row` and `2`): the matched ones are marked.
+    let marked = alice.text_of("tr.hit mark").await.unwrap();
+    assert!(["row", "2", "row-2"].contains(&marked.as_str()), "{marked}");
+    photograph(&alice, &shots, "search").await;
+
     // alice cannot open bob's session: the same 404 as a session that does not exist.
     alice
         .client()
@@ -352,7 +368,16 @@ async fn people_investigate_replay_approve_and_watch_in_the_browser() {
     assert!(commands.contains("echo custody-$((6*7))"), "{commands}");
     photograph(&alice, &shots, "session-tty").await;
 
-    // Seeking by script lands on the same screen as custody's emulator a moment later.
+    // With idle time skipped (the 1.5 s pause plays as 1 s), seeking in recording time still
+    // lands on the same screen as custody's emulator a moment later.
+    alice
+        .client()
+        .find(Locator::Css("#skip-idle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let later_us = output_time(&file, "row-3") + 300_000;
     let expected_later = custody_screen(&file, later_us);
     #[allow(
@@ -642,6 +667,29 @@ async fn people_investigate_replay_approve_and_watch_in_the_browser() {
         }),
         "no watch event"
     );
+
+    // The watched session's page says who watched it (bob audits, so he sees everyone's).
+    let watched = bc.current_url().await.unwrap();
+    let watched_id = watched
+        .path()
+        .trim_start_matches("/custody/ui/live/")
+        .to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        bc.goto(&format!("{base}/custody/ui/sessions/{watched_id}"))
+            .await
+            .unwrap();
+        let shown = bc.find_all(Locator::Css("ul.watchers li")).await.unwrap();
+        if let Some(first) = shown.first() {
+            assert!(first.text().await.unwrap().starts_with("oidc:bob at "));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watch is not on the session's page"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The audit trail page, grouped by kubectl invocation and linked to sessions.
     bc.goto(&format!("{base}/custody/ui/audit")).await.unwrap();

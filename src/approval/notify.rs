@@ -75,12 +75,15 @@ impl Happening {
 #[derive(Clone)]
 pub struct Notifier {
     target: Option<(String, HttpsClient)>,
+    /// The web console's origin, when it serves one: messages link to the request's page.
+    console: Option<String>,
 }
 
 impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Notifier")
             .field("webhook", &self.target.as_ref().map(|(url, _)| url))
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -89,7 +92,10 @@ impl Notifier {
     /// A notifier for `config`; reads the CA file now so a bad one fails at startup.
     pub fn new(config: &ApprovalsConfig) -> Result<Notifier, String> {
         let Some(url) = &config.webhook_url else {
-            return Ok(Notifier { target: None });
+            return Ok(Notifier {
+                target: None,
+                console: None,
+            });
         };
         let ca = match &config.webhook_ca_file {
             Some(path) => Some(
@@ -100,12 +106,23 @@ impl Notifier {
         let client = HttpsClient::new(ca.as_deref(), TIMEOUT)?;
         Ok(Notifier {
             target: Some((url.clone(), client)),
+            console: None,
         })
     }
 
     /// A notifier that sends nothing.
     pub fn none() -> Notifier {
-        Notifier { target: None }
+        Notifier {
+            target: None,
+            console: None,
+        }
+    }
+
+    /// This notifier, linking each message to the request's page in the console at `origin`.
+    #[must_use]
+    pub fn with_console(mut self, origin: &str) -> Notifier {
+        self.console = Some(origin.to_owned());
+        self
     }
 
     /// Sends in the background; the caller never waits for the webhook.
@@ -113,7 +130,11 @@ impl Notifier {
         let Some((url, client)) = self.target.clone() else {
             return;
         };
-        let body = payload(what, request).to_string();
+        let link = self
+            .console
+            .as_ref()
+            .map(|origin| format!("{origin}/custody/ui/requests/{}", request.id));
+        let body = payload(what, request, link.as_deref()).to_string();
         let id = request.id.clone();
         tokio::spawn(async move {
             match client.post_json(&url, body).await {
@@ -135,8 +156,9 @@ impl Notifier {
     }
 }
 
-/// The JSON a webhook receives.
-pub fn payload(what: Happening, request: &AccessRequest) -> serde_json::Value {
+/// The JSON a webhook receives; `link` is the request's page in the web console, when there is
+/// one (approvers open it from the chat message).
+pub fn payload(what: Happening, request: &AccessRequest, link: Option<&str>) -> serde_json::Value {
     let text = match what {
         Happening::Requested => format!(
             "{} asks for access: {} — \"{}\". Approve with: custody request approve {}",
@@ -156,5 +178,43 @@ pub fn payload(what: Happening, request: &AccessRequest) -> serde_json::Value {
             request.describe()
         ),
     };
-    json!({"event": what.name(), "text": text, "request": request})
+    let text = match link {
+        Some(link) => format!("{text} — {link}"),
+        None => text,
+    };
+    let mut message = json!({"event": what.name(), "text": text, "request": request});
+    if let Some(link) = link {
+        message["url"] = json!(link);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> AccessRequest {
+        serde_json::from_value(json!({
+            "id": "5df6646c-df4a-4b5b-9ce4-ea6bf48e4ac9",
+            "requester": "oidc:alice",
+            "scope": {"cluster": "demo", "namespace": "kube-system", "pod": "coredns-sim", "action": "exec", "as_user": null, "as_groups": []},
+            "reason": "INC-7",
+            "duration_seconds": 900,
+            "state": "pending",
+            "created_at": "2026-12-07T01:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn messages_link_to_the_request_in_the_console() {
+        let link =
+            "https://custody.example.com/custody/ui/requests/5df6646c-df4a-4b5b-9ce4-ea6bf48e4ac9";
+        let message = payload(Happening::Requested, &request(), Some(link));
+        assert_eq!(message["url"], link);
+        assert!(message["text"].as_str().unwrap().ends_with(link));
+        let without = payload(Happening::Requested, &request(), None);
+        assert!(without.get("url").is_none());
+        assert!(!without["text"].as_str().unwrap().contains("https://"));
+    }
 }

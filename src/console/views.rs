@@ -96,6 +96,17 @@ pub struct SessionRow {
     pub exit_code: Option<i32>,
     /// Size, readable.
     pub size: String,
+    /// Where the searched words occur first, when the list was searched.
+    pub hit: Option<Hit>,
+}
+
+/// Where searched words occur in a session: the moment and the text around them.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// Seconds into the session, for `?t=`.
+    pub at: String,
+    /// The text around the match, in pieces; `true` marks a matched word.
+    pub parts: Vec<(String, bool)>,
 }
 
 /// The sessions list.
@@ -175,6 +186,8 @@ pub struct Session {
     pub stderr: String,
     /// A port-forward session's transcript.
     pub transcript: String,
+    /// Who watched it live, and when.
+    pub watched_by: Vec<String>,
 }
 
 /// One audit event, as listed.

@@ -38,7 +38,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 
 use crate::error::{Error, Result};
-use crate::model::{API_PREFIX, Integrity, SessionDetail, SessionFilter, SessionSummary};
+use crate::model::{
+    API_PREFIX, Integrity, SearchResult, SessionDetail, SessionFilter, SessionSummary,
+};
 
 /// A boxed error, as bodies carry it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -153,6 +155,7 @@ enum Route<'a> {
     Download(&'a str),
     Key,
     Audit,
+    Search,
 }
 
 impl Api {
@@ -224,6 +227,7 @@ impl Api {
             ["sessions", id, "download"] => Route::Download(id),
             ["key"] => Route::Key,
             ["audit"] => Route::Audit,
+            ["search"] => Route::Search,
             _ => {
                 if let ["sessions", id, ..] = segments.as_slice() {
                     "sessions".clone_into(&mut outcome.resource);
@@ -236,13 +240,15 @@ impl Api {
                 }
                 return Err(Error::NotFound(format!(
                     "custody: no such endpoint; the API under {API_PREFIX} serves /sessions, \
-                     /sessions/{{id}}, /sessions/{{id}}/download, /key and /audit"
+                     /sessions/{{id}}, /sessions/{{id}}/download, /search, /key and /audit"
                 )));
             }
         };
         let query = uri.query().unwrap_or_default();
         match route {
-            Route::Sessions | Route::Audit => "list".clone_into(&mut outcome.verb),
+            Route::Sessions | Route::Audit | Route::Search => {
+                "list".clone_into(&mut outcome.verb);
+            }
             _ => "get".clone_into(&mut outcome.verb),
         }
         match &route {
@@ -253,6 +259,7 @@ impl Api {
             }
             Route::Key => "key".clone_into(&mut outcome.resource),
             Route::Audit => "audit".clone_into(&mut outcome.resource),
+            Route::Search => "search".clone_into(&mut outcome.resource),
         }
         if let Route::Download(_) = route {
             "download".clone_into(&mut outcome.subresource);
@@ -272,6 +279,7 @@ impl Api {
             }
             Route::Key => key_response(&self.config.key),
             Route::Audit => self.audit(caller, query).await,
+            Route::Search => self.search(caller, query).await,
         }
     }
 
@@ -327,6 +335,61 @@ impl Api {
             .map(SessionSummary::from)
             .collect();
         json_response(&list)
+    }
+
+    /// `GET /search?q=<words>[&limit=N]`: where the words occur in the output and typed lines
+    /// of the sessions the caller may see (every session for an auditor), newest sessions
+    /// first, with a snippet and the time to seek to.
+    async fn search(&self, caller: &Caller, query: &str) -> Result<Response<Body>> {
+        let words = query_value(query, "q")
+            .filter(|q| !q.trim().is_empty())
+            .ok_or_else(|| {
+                Error::BadRequest("custody: search needs the words to find: ?q=<words>".into())
+            })?;
+        let limit = match query_value(query, "limit") {
+            None => 100,
+            Some(raw) => raw.parse::<usize>().map_err(|_| {
+                Error::BadRequest(format!("custody: limit {raw:?} is not a whole number"))
+            })?,
+        }
+        .min(MAX_LIMIT);
+        let hits = self
+            .config
+            .catalog
+            .search(&words, Some(limit))
+            .await
+            .map_err(internal)?;
+        let auditor = self.is_auditor(caller);
+        // Security: hits are filtered by the same rule as sessions, one index read per session
+        // (a hit names its session only; its initiator is on the session's row).
+        let mut visible: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+        let mut results = Vec::new();
+        for hit in hits {
+            let may_see = if auditor {
+                true
+            } else if let Some(known) = visible.get(&hit.session_id) {
+                *known
+            } else {
+                let row = self
+                    .config
+                    .catalog
+                    .session(&hit.session_id)
+                    .await
+                    .map_err(internal)?;
+                let mine = row.is_some_and(|r| r.meta.initiator.username == caller.username);
+                visible.insert(hit.session_id.clone(), mine);
+                mine
+            };
+            if may_see {
+                results.push(SearchResult {
+                    session_id: hit.session_id,
+                    source: hit.source.as_str().to_owned(),
+                    time_us: hit.time_us,
+                    snippet: hit.snippet,
+                });
+            }
+        }
+        json_response(&results)
     }
 
     /// The index row of a valid session id the caller may see.

@@ -10,6 +10,7 @@
 //! | `GET /sessions?<filter>` | `[SessionSummary]`, newest first |
 //! | `GET /sessions/{id}` | [`SessionDetail`] |
 //! | `GET /sessions/{id}/download?format=raw\|cast\|cast-v2\|txt` | the file (`raw` with `Range`) |
+//! | `GET /search?q=<words>[&limit=N]` | `[SearchResult]`: where the words occur |
 //! | `GET /key` | the PEM public key that verifies this gateway's recordings |
 //! | `GET /audit?<filter>` | audit events |
 
@@ -105,6 +106,19 @@ pub fn rfc3339(us: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(us)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
         .unwrap_or_default()
+}
+
+/// Where searched words occur in a session: its output or a line typed into it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchResult {
+    /// The session.
+    pub session_id: String,
+    /// `output` or `input` (a typed line).
+    pub source: String,
+    /// When (µs since the session started): a player seeks there.
+    pub time_us: u64,
+    /// The text around the match, the matched words between `«` and `»`.
+    pub snippet: String,
 }
 
 /// Everything about one session: [`SessionDetail::session`] plus the full header, how the file

@@ -2,6 +2,8 @@
 //! (player, typed commands, markers, search hits, integrity, downloads; a log for sessions
 //! without a terminal; connections for port-forward), and downloads.
 
+use std::net::SocketAddr;
+
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -15,8 +17,8 @@ use crate::console::UI_PREFIX;
 use crate::console::calls::{api_bytes, api_json, forwarded};
 use crate::console::views;
 use crate::console::visits::Visit;
-use crate::gateway::OwnEndpoint;
-use custody_web::model::{SessionDetail, SessionSummary};
+use crate::gateway::{Gateway, OwnEndpoint};
+use custody_web::model::{SearchResult, SessionDetail, SessionSummary};
 
 /// The largest recording a session page reads to list commands, markers and hits.
 const MAX_RECORDING: usize = 64 * 1024 * 1024;
@@ -101,8 +103,21 @@ pub(super) async fn list(
         q.append_pair("until", &before(&last.started_at));
         format!("{path}?{}", q.finish())
     });
+    let mut hits = if f.grep.is_empty() || rows.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        first_hits(&gateway, &visit, peer, &headers, &f.grep).await
+    };
     let now = Utc::now();
-    let rows = rows.iter().take(PAGE).map(|s| row(s, now)).collect();
+    let rows = rows
+        .iter()
+        .take(PAGE)
+        .map(|s| {
+            let mut r = row(s, now);
+            r.hit = hits.remove(&s.id);
+            r
+        })
+        .collect();
     render(&views::Sessions {
         chrome: chrome(&visit, "sessions"),
         heading: "Sessions",
@@ -113,6 +128,30 @@ pub(super) async fn list(
         error,
         next,
     })
+}
+
+/// Where `words` occur first in each session the person may see (the API's search, under the
+/// same access rule as the list); empty when the search fails (the list still shows).
+async fn first_hits(
+    gateway: &Gateway,
+    visit: &Visit,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    words: &str,
+) -> std::collections::HashMap<String, views::Hit> {
+    let mut hits = std::collections::HashMap::new();
+    let words = form_urlencoded::byte_serialize(words.as_bytes()).collect::<String>();
+    let search = format!("/custody/v1/search?q={words}&limit={}", PAGE * 4);
+    match api_json::<Vec<SearchResult>>(gateway, visit, peer, headers, &search).await {
+        Ok(results) => {
+            for result in &results {
+                hits.entry(result.session_id.clone())
+                    .or_insert_with(|| hit(result));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "console: the search hits could not be read"),
+    }
+    hits
 }
 
 fn kinds(chosen: &str) -> Vec<(&'static str, &'static str, bool)> {
@@ -156,6 +195,30 @@ fn row(s: &SessionSummary, now: DateTime<Utc>) -> views::SessionRow {
         reason: s.reason.clone(),
         exit_code: s.exit_code,
         size: human_bytes(s.file_size),
+        hit: None,
+    }
+}
+
+/// A search hit as the list shows it: the moment to seek to and the snippet in pieces (the
+/// index marks matched words with `«` and `»`).
+fn hit(result: &SearchResult) -> views::Hit {
+    let mut parts = Vec::new();
+    let mut rest = result.snippet.as_str();
+    while let Some(open) = rest.find('«') {
+        if open > 0 {
+            parts.push((rest[..open].to_owned(), false));
+        }
+        let after = &rest[open + '«'.len_utf8()..];
+        let close = after.find('»').unwrap_or(after.len());
+        parts.push((after[..close].to_owned(), true));
+        rest = after.get(close + '»'.len_utf8()..).unwrap_or_default();
+    }
+    if !rest.is_empty() {
+        parts.push((rest.to_owned(), false));
+    }
+    views::Hit {
+        at: seek_point(result.time_us),
+        parts,
     }
 }
 
@@ -211,6 +274,27 @@ pub(super) async fn one(
         .filter(|t| t.is_finite() && *t >= 0.0)
         .unwrap_or(0.0);
     let mut page = session_view(&visit, &detail, q, start);
+    // Who watched it live: the watch events name the session (an auditor sees everyone's,
+    // anyone else their own).
+    let watches = format!(
+        "/custody/v1/audit?verb=watch&resource=sessions&limit={}",
+        custody_web::api::MAX_LIMIT
+    );
+    if let Ok(events) =
+        api_json::<Vec<crate::audit::AuditEvent>>(&gateway, &visit, peer, &headers, &watches).await
+    {
+        page.watched_by = events
+            .iter()
+            .filter(|e| e.request.name == detail.session.id)
+            .map(|e| {
+                let who = e
+                    .initiator
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.username.clone());
+                format!("{who} at {}", e.time.format("%Y-%m-%d %H:%M:%S UTC"))
+            })
+            .collect();
+    }
     if detail.session.kind == custody_recorder::model::SessionKind::PortForward {
         match api_bytes(
             &gateway,
@@ -269,6 +353,7 @@ fn session_view(visit: &Visit, detail: &SessionDetail, q: String, start: f64) ->
         stdout: String::new(),
         stderr: String::new(),
         transcript: String::new(),
+        watched_by: Vec::new(),
         s,
     }
 }
@@ -445,6 +530,27 @@ mod tests {
         assert_eq!(seek_point(2_034_400), "2.036");
         assert_eq!(seek_point(2_034_000), "2.035");
         assert_eq!(seek_point(0), "0.001");
+    }
+
+    #[test]
+    fn snippets_become_marked_pieces() {
+        let result = SearchResult {
+            session_id: "s".into(),
+            source: "output".into(),
+            time_us: 1_500_000,
+            snippet: "cat /etc/«passwd» and «shadow»".into(),
+        };
+        let h = hit(&result);
+        assert_eq!(h.at, "1.501");
+        assert_eq!(
+            h.parts,
+            [
+                ("cat /etc/".to_owned(), false),
+                ("passwd".to_owned(), true),
+                (" and ".to_owned(), false),
+                ("shadow".to_owned(), true),
+            ]
+        );
     }
 
     #[test]

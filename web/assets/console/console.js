@@ -4,9 +4,10 @@
 
 const SPEEDS = [0.5, 1, 2, 4, 8, 16];
 const SHORT_SEEK = 5;
-const LONG_SEEK = 30;
+const LONG_SEEK = 60;
 
-const IDLE_LIMIT = 2;
+// As `custody play` does: a quiet stretch plays as one second when idle time is skipped.
+const IDLE_LIMIT = 1;
 
 // The absolute times (seconds) of an asciicast v3 recording's events, as the player reads them.
 function eventTimes(text) {
@@ -132,6 +133,9 @@ async function setupPlayer(el) {
   const markerTimes = [...document.querySelectorAll('.timeline .marker')]
     .map((c) => Number(c.closest('a').dataset.seek))
     .filter((t) => Number.isFinite(t));
+  const hitTimes = [...document.querySelectorAll('ol.hits a[data-seek]')]
+    .map((a) => Number(a.dataset.seek))
+    .filter((t) => Number.isFinite(t));
   const end = times.length ? times[times.length - 1] : 0;
 
   function neighbour(list, now, forward) {
@@ -172,6 +176,8 @@ async function setupPlayer(el) {
       case ']': { const t = neighbour(markerTimes, now, true); if (t !== undefined) await seek(t); break; }
       case '[': { const t = neighbour(markerTimes, now, false); if (t !== undefined) await seek(t); break; }
       case '/': { const q = document.querySelector('.search-in input'); if (q) q.focus(); break; }
+      case 's': if (skipIdle) { skipIdle.checked = !skipIdle.checked; recreate(); } break;
+      case 'Enter': { const t = neighbour(hitTimes, now, true) ?? hitTimes[0]; if (t !== undefined) await seek(t); break; }
       case '?': { const help = document.getElementById('keys'); if (help) help.open = !help.open; break; }
       default: handled = false;
     }

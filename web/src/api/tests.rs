@@ -216,6 +216,40 @@ async fn downloads_come_in_every_format() {
     assert_eq!(response.status(), 405);
 }
 
+#[tokio::test]
+async fn search_finds_words_only_in_sessions_the_caller_may_see() {
+    let f = fixture().await;
+    let alice = caller("alice", &["dev"]);
+    let bob = caller("bob", &["sre"]);
+    let mallory = caller("mallory", &["dev"]);
+    let (status, body, outcome) = get(&f.api, &alice, "/search?q=hi").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        (outcome.verb.as_str(), outcome.resource.as_str()),
+        ("list", "search")
+    );
+    let hits: Vec<crate::model::SearchResult> = serde_json::from_slice(&body).unwrap();
+    assert!(!hits.is_empty());
+    assert!(hits.iter().all(|h| h.session_id == ALICE_SESSION));
+    assert!(
+        hits.iter()
+            .any(|h| h.source == "output" && h.snippet.contains("«hi»"))
+    );
+    let (_, body, _) = get(&f.api, &bob, "/search?q=hi").await;
+    assert_eq!(
+        serde_json::from_slice::<Vec<crate::model::SearchResult>>(&body)
+            .unwrap()
+            .len(),
+        hits.len()
+    );
+    // Someone else's words are not found for mallory: the same answer as no match.
+    let (status, body, _) = get(&f.api, &mallory, "/search?q=hi").await;
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&body), "[]");
+    assert_eq!(get(&f.api, &alice, "/search").await.0, 400);
+    assert_eq!(get(&f.api, &alice, "/search?q=hi&limit=many").await.0, 400);
+}
+
 fn read_recording_bytes_ok(bytes: &[u8]) -> bool {
     custody_recorder::reader::read_recording_bytes(bytes, None).is_ok_and(|r| r.damage.is_none())
 }
