@@ -30,8 +30,30 @@ mod verify;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
+    /// How log lines are written to standard error: `text` for people, `json` for log
+    /// collectors (one JSON object per line; lines logged while a request is handled carry its
+    /// `request_id`, the id of its audit event). The level is set with `CUSTODY_LOG`
+    /// (e.g. `info`, `custody=debug`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "CUSTODY_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,7 +218,7 @@ enum ConfigCommand {
 /// Runs the command line; errors are printed with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber_init();
+    tracing_subscriber_init(cli.log_format);
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config),
         Command::Demo(args) => demo::run(&args),
@@ -233,11 +255,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn tracing_subscriber_init() {
+fn tracing_subscriber_init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        // The event's own fields at the top level, the enclosing spans' fields (the request
+        // id among them) in `spans`: a collector joins a line to its audit event by
+        // `spans[].request_id`.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
 }

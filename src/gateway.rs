@@ -229,10 +229,14 @@ impl Gateway {
     /// Starts the audit event of one request from `peer` (the socket address, or the client
     /// a PROXY header named: the only client address trusted).
     fn exchange(&self, parts: &http::request::Parts, peer: SocketAddr) -> Exchange {
+        let id = parts
+            .extensions
+            .get::<RequestId>()
+            .map_or_else(uuid::Uuid::new_v4, |id| id.0);
         let mut ex = Exchange {
             started: Instant::now(),
             in_flight: Some(self.metrics.in_flight()),
-            event: AuditEvent::new(uuid::Uuid::new_v4(), peer),
+            event: AuditEvent::new(id, peer),
         };
         ex.event.user_agent = header(&parts.headers, "user-agent").unwrap_or_default();
         ex.event.kubectl_session = header(&parts.headers, "kubectl-session");
@@ -840,6 +844,24 @@ impl Gateway {
         self.metrics
             .observe_request(&ex.event.cluster, &ex.event.request.verb, code.as_u16());
         status_response(code, message, &ex.event.id.to_string())
+    }
+}
+
+/// The id the listener gives a request: its log lines' `request_id` and its audit event's id
+/// (and, for exec, attach and port-forward, its recording's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(pub uuid::Uuid);
+
+impl RequestId {
+    /// A fresh, random id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -48,7 +48,7 @@ use tracing::Instrument;
 
 use crate::config::LimitsConfig;
 use crate::error::Result;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, RequestId};
 use crate::metrics::{Listener, Metrics, OpenConnection};
 use crate::proxy::{self, Body};
 
@@ -238,8 +238,14 @@ pub async fn serve_with(
                     async move {
                         let response = match bounded(request, peer, &limits, &metrics) {
                             Ok(mut request) => {
+                                // The request's id, also its audit event's: every line logged
+                                // while it is handled carries it (the span is disabled, and
+                                // costs next to nothing, below `info`).
+                                let id = RequestId::new();
+                                let span = tracing::info_span!("request", request_id = %id.0);
                                 request.extensions_mut().insert(ConnectInfo(peer));
-                                let Ok(response) = router.oneshot(request).await;
+                                request.extensions_mut().insert(id);
+                                let Ok(response) = router.oneshot(request).instrument(span).await;
                                 response
                             }
                             Err(refused) => refused.map(axum::body::Body::new),

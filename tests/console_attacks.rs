@@ -195,7 +195,12 @@ fn cookie_header(value: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_refuses_what_a_browser_attack_would_send() {
-    let demo = support::start_demo(&[], Duration::from_secs(60));
+    // With the log in JSON, to check below that a refusal's line carries its request's id.
+    let (demo, log) = support::start_demo_logged(
+        &["--log-format", "json"],
+        &[("CUSTODY_LOG", "custody=info")],
+        Duration::from_secs(60),
+    );
     let base = demo.printed[0].trim_start_matches("ready ").to_owned();
     let client = Client::new(&demo);
     let k = kubectl(&demo);
@@ -312,6 +317,58 @@ async fn the_console_refuses_what_a_browser_attack_would_send() {
         page.body.contains("No request."),
         "a refused post created a request"
     );
+    // The log is JSON, one object per line, and the refusal's line names its request.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refusal = loop {
+        let lines: Vec<serde_json::Value> = log
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect();
+        if let Some(line) = lines
+            .into_iter()
+            .find(|l| l["message"] == "console request refused")
+        {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            log.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(refusal["level"], "WARN");
+    let request_id = refusal["spans"][0]["request_id"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        uuid::Uuid::parse_str(request_id).unwrap().to_string(),
+        request_id,
+        "{refusal}"
+    );
+    // A request to the cluster without credentials: its log line's request id is its audit
+    // event's id, so a collector joins the two.
+    let refused = client.get(&format!("{base}/clusters/demo/api"), &[]).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let audit_id = refused.headers["audit-id"].to_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let joined = log.text().lines().any(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).unwrap();
+            line["message"] == "authentication failed"
+                && line["spans"][0]["request_id"] == audit_id.as_str()
+        });
+        if joined {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line of {audit_id}:\n{}",
+            log.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The control: the same form from the console's own origin with the token is accepted.
     let accepted = client
         .send(
