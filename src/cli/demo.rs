@@ -168,8 +168,9 @@ fn hints(addr: SocketAddr, control_socket: &Path, exe: &Path, dir: &Path) -> Str
     );
     let _ = writeln!(
         text,
-        "  warn about the demo's own certificate authority: {})",
-        dir.join("gateway-ca.crt").display()
+        "  warn about the demo's own certificate authorities: {} and {})",
+        dir.join("gateway-ca.crt").display(),
+        dir.join("issuer-ca.crt").display()
     );
     let _ = writeln!(text);
     let _ = writeln!(text, "In another terminal, try:");

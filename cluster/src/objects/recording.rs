@@ -60,7 +60,17 @@ impl Objects {
                 .store
                 .put_opts(&key, PutPayload::from(bytes), PutMode::Create.into())
                 .await;
-            created(put.map(drop), "upload a recording")?
+            match created(put.map(drop), "upload a recording") {
+                Ok(created) => created,
+                // A server refusing a second copy (412) may close the connection before it has
+                // read the body, and the client then sees a reset, not the refusal. Whether an
+                // object is there now decides: the read-back below compares it either way.
+                Err(e) if self.recording_len(id).await?.is_some() => {
+                    tracing::debug!(%id, error = %e, "the upload failed, yet the object exists");
+                    false
+                }
+                Err(e) => return Err(e),
+            }
         } else if len <= COPY_MAX {
             let staging = Key::from(format!(
                 "{}uploads/{id}.cast.zst.{}",
