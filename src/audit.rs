@@ -151,6 +151,18 @@ struct Inner {
     replica_id: Option<String>,
     /// How many requests refused before authentication are written.
     refusals: refusal::RefusalLimit,
+    /// Where the writer reports each batch (set once the gateway's metrics are known).
+    report: Report,
+}
+
+/// The writer's metrics, shared with it: set at most once, read after each batch.
+type Report = Arc<std::sync::OnceLock<crate::metrics::AuditWrites>>;
+
+/// Observes one batch that took since `started`.
+fn report(report: &Report, events: usize, started: std::time::Instant) {
+    if let Some(writes) = report.get() {
+        writes.batch_written(events, started.elapsed());
+    }
 }
 
 /// One event for the writer: its stage, and who waits for it to be durable.
@@ -187,9 +199,11 @@ impl AuditSink {
         catalog.blocking(|_| Ok(())).map_err(Error::AuditIndex)?;
         let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
         let writer = catalog.clone();
+        let report = Report::default();
+        let reported = report.clone();
         std::thread::Builder::new()
             .name("custody-audit".into())
-            .spawn(move || write_local(queue, file, &writer))
+            .spawn(move || write_local(queue, file, &writer, &reported))
             .map_err(|e| Error::AuditEvent(format!("cannot start the audit writer: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -199,6 +213,7 @@ impl AuditSink {
                 jobs,
                 replica_id: None,
                 refusals: refusal::RefusalLimit::default(),
+                report,
             }),
         })
     }
@@ -209,7 +224,8 @@ impl AuditSink {
     /// is dropped.
     pub fn with_catalog(catalog: Arc<dyn Catalog>, mode: AuditMode, replica_id: &str) -> Self {
         let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(write_shared(queue, catalog.clone()));
+        let report = Report::default();
+        tokio::spawn(write_shared(queue, catalog.clone(), report.clone()));
         Self {
             inner: Arc::new(Inner {
                 mode,
@@ -218,6 +234,7 @@ impl AuditSink {
                 jobs,
                 replica_id: Some(replica_id.to_owned()),
                 refusals: refusal::RefusalLimit::default(),
+                report,
             }),
         }
     }
@@ -235,6 +252,12 @@ impl AuditSink {
     /// event the caller counts. Authenticated requests never ask: all of theirs are written.
     pub fn admit_unauthenticated(&self) -> bool {
         self.inner.refusals.admit()
+    }
+
+    /// Reports each batch the writer writes (how long it took, how many events) to `writes`;
+    /// the first call wins.
+    pub fn report_writes(&self, writes: crate::metrics::AuditWrites) {
+        let _ = self.inner.report.set(writes);
     }
 
     /// The configured mode.
@@ -285,10 +308,13 @@ fn write_local(
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>,
     mut file: file::JsonLines,
     index: &SqliteCatalog,
+    reported: &Report,
 ) {
     while let Some(first) = queue.blocking_recv() {
         let batch = take_batch(first, &mut queue);
+        let started = std::time::Instant::now();
         let outcome = write_batch(&batch, &mut file, index);
+        report(reported, batch.len(), started);
         acknowledge(batch, &outcome);
     }
 }
@@ -297,14 +323,17 @@ fn write_local(
 async fn write_shared(
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>,
     catalog: Arc<dyn Catalog>,
+    reported: Report,
 ) {
     while let Some(first) = queue.recv().await {
         let batch = take_batch(first, &mut queue);
+        let started = std::time::Instant::now();
         let changes = changes(&batch);
         let outcome = catalog
             .audit_batch(&changes)
             .await
             .map_err(Error::AuditIndex);
+        report(&reported, batch.len(), started);
         acknowledge(batch, &outcome);
     }
 }

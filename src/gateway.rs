@@ -122,6 +122,12 @@ impl Gateway {
         parts
             .metrics
             .serve_clusters(clusters.keys().map(String::as_str));
+        parts.audit.report_writes(parts.metrics.audit_writes());
+        if let Some(recording) = &parts.recording {
+            parts
+                .metrics
+                .report_recordings(recording.writer.stats.clone());
+        }
         let api = parts.recording.as_ref().map(|recording| {
             custody_web::api::Api::new(custody_web::api::ApiConfig {
                 data_dir: recording.data_dir.clone(),
@@ -383,7 +389,14 @@ impl Gateway {
             crate::principal::AuthFailure::Invalid("the ID token is not header text".into())
         })?;
         headers.insert(http::header::AUTHORIZATION, value);
-        self.authenticator.authenticate(&headers, "").await
+        // Only the console's login asks: its outcome once the identity provider has answered.
+        let principal = self.authenticator.authenticate(&headers, "").await;
+        self.metrics.console_login(if principal.is_ok() {
+            crate::metrics::LoginOutcome::Success
+        } else {
+            crate::metrics::LoginOutcome::Refused
+        });
+        principal
     }
 
     /// Whether `principal` audits: sees every session and audit event (`[access]`).
@@ -683,9 +696,8 @@ impl Gateway {
             body,
             bytes_in.clone(),
             bytes_out.clone(),
-        )
-        .await;
-        match forwarded {
+        );
+        match self.metrics.time_upstream(cluster, forwarded).await {
             Ok(forwarded) => {
                 ex.event.upstream_audit_id = forwarded.upstream_audit_id;
                 let status = forwarded.response.status();
@@ -841,8 +853,12 @@ impl Gateway {
             self.metrics.audit_write_failure();
             tracing::error!(request_id = %ex.event.id, error = %e, "audit write failed");
         }
-        self.metrics
-            .observe_request(&ex.event.cluster, &ex.event.request.verb, code.as_u16());
+        self.metrics.request_done(
+            &ex.event.cluster,
+            &ex.event.request.verb,
+            code.as_u16(),
+            ex.started.elapsed(),
+        );
         status_response(code, message, &ex.event.id.to_string())
     }
 }
@@ -913,10 +929,11 @@ impl Exchange {
     fn complete(mut self, status: StatusCode, metrics: Arc<Metrics>, audit: AuditSink) {
         self.event.status_code = Some(status.as_u16());
         self.event.latency_ms = Some(self.elapsed_ms());
-        metrics.observe_request(
+        metrics.request_done(
             &self.event.cluster,
             &self.event.request.verb,
             status.as_u16(),
+            self.started.elapsed(),
         );
         self.in_flight.take();
         let event = self.event;

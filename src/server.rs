@@ -498,7 +498,7 @@ fn admin_response(
         "/metrics" => text(
             StatusCode::OK,
             metrics.render(),
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into(), plain),
     }
@@ -522,6 +522,7 @@ struct Admitted {
 
 impl Acceptor {
     fn new(listener: Listener, limits: &ListenerLimits, metrics: Arc<Metrics>) -> Self {
+        metrics.connection_limit(listener, limits.max_connections);
         Self {
             listener,
             slots: Arc::new(Semaphore::new(

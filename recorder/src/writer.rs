@@ -57,6 +57,68 @@ pub struct WriterConfig {
     pub time_precision: TimePrecision,
     /// Patterns applied to output, stderr and input before writing.
     pub redactor: Redactor,
+    /// What the sessions written with this configuration (and its clones) did, added up: for
+    /// a process to export as metrics.
+    pub stats: WriterStats,
+}
+
+/// Counters shared by every session written with one [`WriterConfig`] and its clones: events
+/// and bytes written, events waiting in the queues. Cheap to clone (the clones share them).
+#[derive(Debug, Clone, Default)]
+pub struct WriterStats(Arc<Stats>);
+
+#[derive(Debug, Default)]
+struct Stats {
+    queued: AtomicU64,
+    events: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl WriterStats {
+    /// Events queued by `record` that no writer has taken off its queue yet.
+    pub fn queued_events(&self) -> u64 {
+        self.0.queued.load(Ordering::Relaxed)
+    }
+
+    /// Events written into recording files (after redaction released them).
+    pub fn events_written(&self) -> u64 {
+        self.0.events.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to recording files (compressed frames, checkpoints, manifests).
+    pub fn bytes_written(&self) -> u64 {
+        self.0.bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn written(&self, events: u64, bytes: u64) {
+        self.0.events.fetch_add(events, Ordering::Relaxed);
+        self.0.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// An event's place in the queue: its share of the byte budget, and one in
+/// [`WriterStats::queued_events`], both given back when it is taken off the queue (or dropped
+/// with it).
+#[derive(Debug)]
+struct Queued {
+    _permit: OwnedSemaphorePermit,
+    stats: WriterStats,
+}
+
+impl Queued {
+    fn new(permit: OwnedSemaphorePermit, stats: &WriterStats) -> Self {
+        stats.0.queued.fetch_add(1, Ordering::Relaxed);
+        Self {
+            _permit: permit,
+            stats: stats.clone(),
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.stats.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for WriterConfig {
@@ -71,6 +133,7 @@ impl Default for WriterConfig {
             compression_level: zstd::DEFAULT_COMPRESSION_LEVEL,
             time_precision: TimePrecision::MICROS,
             redactor: Redactor::disabled(),
+            stats: WriterStats::default(),
         }
     }
 }
@@ -112,13 +175,14 @@ pub struct EventSender {
     /// Payload bytes the queue may still take (see [`WriterConfig::queue_bytes`]).
     budget: Arc<Semaphore>,
     budget_max: usize,
+    stats: WriterStats,
 }
 
 /// What the queue carries to the writer task. An event holds its share of the byte budget
-/// until the task has taken it off the queue.
+/// ([`Queued`]) until the task has taken it off the queue.
 #[derive(Debug)]
 enum Command {
-    Event(Event, OwnedSemaphorePermit),
+    Event(Event, Queued),
     Finish(SessionStatus, oneshot::Sender<Result<Sealed>>),
 }
 
@@ -162,6 +226,7 @@ impl SessionHandle {
         let max_stall = config.max_stall;
         let budget_max = config.queue_bytes.clamp(1, Semaphore::MAX_PERMITS);
         let budget = Arc::new(Semaphore::new(budget_max));
+        let stats = config.stats.clone();
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         let task_live = live.clone();
         let task = tokio::spawn(async move {
@@ -174,6 +239,7 @@ impl SessionHandle {
             max_stall,
             budget,
             budget_max,
+            stats,
         };
         Ok(Self {
             sender,
@@ -266,7 +332,8 @@ impl EventSender {
             u32::try_from(task::payload_len(&event).min(self.budget_max)).unwrap_or(u32::MAX);
         let send = async {
             let permit = self.budget.clone().acquire_many_owned(cost).await.ok()?;
-            self.queue.send(Command::Event(event, permit)).await.ok()
+            let queued = Queued::new(permit, &self.stats);
+            self.queue.send(Command::Event(event, queued)).await.ok()
         };
         match tokio::time::timeout(self.max_stall, send).await {
             Ok(Some(())) => Ok(()),

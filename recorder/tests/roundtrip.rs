@@ -367,3 +367,36 @@ async fn the_writer_indexes_what_reading_the_file_would() {
     assert!(read.frames.iter().filter(|f| f.keyframe.is_some()).count() > 2);
     assert_eq!(written, read);
 }
+
+#[tokio::test]
+async fn writer_stats_add_up_the_sessions_of_one_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key(dir.path());
+    let rec_dir = dir.path().join("recordings");
+    let config = WriterConfig {
+        flush_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let stats = config.stats.clone();
+    let events = sample_events();
+    let mut size = 0;
+    for id in ["st-1", "st-2"] {
+        let handle = SessionHandle::open(&rec_dir, meta(id), key.clone(), config.clone())
+            .await
+            .unwrap();
+        for event in &events {
+            handle.record(event.clone()).await.unwrap();
+        }
+        let path = handle.path().to_owned();
+        handle.finish(SessionStatus::Complete).await.unwrap();
+        size += std::fs::metadata(path).unwrap().len();
+    }
+    assert_eq!(stats.events_written(), 2 * events.len() as u64);
+    assert_eq!(stats.queued_events(), 0);
+    // Everything after each file's header frame, which is written before the session starts.
+    assert!(
+        stats.bytes_written() > 0 && stats.bytes_written() < size,
+        "{} of {size}",
+        stats.bytes_written()
+    );
+}

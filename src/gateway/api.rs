@@ -58,8 +58,12 @@ impl Gateway {
                 self.metrics.audit_write_failure();
                 tracing::error!(request_id = %ex.event.id, error = %e, "audit write failed");
             }
-            self.metrics
-                .observe_request("", &ex.event.request.verb, status.as_u16());
+            self.metrics.request_done(
+                "",
+                &ex.event.request.verb,
+                status.as_u16(),
+                ex.started.elapsed(),
+            );
             return Response::from_parts(head, body);
         }
         ex.event.decision = Decision::Allow;

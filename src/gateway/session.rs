@@ -258,9 +258,8 @@ impl Recordings {
             }
         };
         let handshake = UpstreamHandshake::new(request.upstream, &request.upgrade);
-        let outcome = handshake
-            .run(&request.method, &request.path_and_query, &request.headers)
-            .await;
+        let answer = handshake.run(&request.method, &request.path_and_query, &request.headers);
+        let outcome = metrics.time_upstream(&ex.event.cluster, answer).await;
         let up = match outcome {
             Ok(HandshakeOutcome::Upgraded(up)) => up,
             Ok(HandshakeOutcome::Refused(refused)) => {
@@ -320,6 +319,7 @@ impl Recordings {
             // A counter, not a sender: a sender held here would keep the recording's queue
             // open, and the writer could not finish sealing while the session waits for it.
             let _losses = metrics.recording_losses(session.handle.handle.lost_counter());
+            let _live = metrics.session_started(kind);
             let (bytes_in, bytes_out) = session.run(*up).await;
             ex.event.bytes_in = Some(bytes_in);
             ex.event.bytes_out = Some(bytes_out);

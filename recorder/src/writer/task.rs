@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
-use super::{Command, Sealed, WriterConfig};
+use super::{Command, Sealed, WriterConfig, WriterStats};
 use crate::error::{Error, Result};
 use crate::file::{FrameEvents, RecordingFile};
 use crate::format::Encoder;
@@ -34,6 +34,8 @@ struct Core {
     /// The session's index rows, derived as its frames are written (`None` once derivation
     /// failed: the file is then indexed by reading it, so this never fails the recording).
     index: Option<IndexBuilder>,
+    /// Where the events and bytes written are added up.
+    stats: WriterStats,
 }
 
 /// Runs until the session finishes, the handle is dropped, or a write fails.
@@ -59,6 +61,7 @@ pub(super) async fn run(
         frame_max_duration: config.frame_max_duration,
         flush_interval: config.flush_interval,
         live,
+        stats: config.stats.clone(),
     });
     let mut incoming: Vec<Event> = Vec::new();
     let mut incoming_bytes = 0usize;
@@ -141,6 +144,21 @@ impl Core {
     /// end line, closes the frame and appends the manifest. Otherwise the frame is closed when
     /// it is due, else block-flushed.
     fn write(&mut self, events: Vec<Event>, end: Option<&SessionStatus>) -> Result<Option<Sealed>> {
+        let bytes_before = self.file.stats().bytes;
+        let written = self.write_events(events, end);
+        let bytes = self.file.stats().bytes.saturating_sub(bytes_before);
+        let events = written.as_ref().map_or(0, |(events, _)| *events);
+        self.stats.written(events, bytes);
+        written.map(|(_, sealed)| sealed)
+    }
+
+    /// [`Self::write`], also returning how many events went into the file.
+    fn write_events(
+        &mut self,
+        events: Vec<Event>,
+        end: Option<&SessionStatus>,
+    ) -> Result<(u64, Option<Sealed>)> {
+        let mut released = 0;
         for event in events {
             self.window.push(event);
         }
@@ -166,6 +184,7 @@ impl Core {
                 self.encoder
                     .end(self.encoder.written_us(), status, &mut plain)?;
             }
+            released = u64::from(stats.event_count);
             self.file.push(&plain, stats)?;
             // Viewers see what the file holds: redacted events, once they are written. A send
             // fails only when nobody watches, which is fine.
@@ -188,14 +207,14 @@ impl Core {
                 let size = std::fs::metadata(self.file.path()).ok()?.len();
                 Some(index.finish(end, self.file.path(), size))
             });
-            return Ok(Some(Sealed { manifest, index }));
+            return Ok((released, Some(Sealed { manifest, index })));
         }
         if self.frame_due() {
             self.close_frame()?;
         } else {
             self.file.flush()?;
         }
-        Ok(None)
+        Ok((released, None))
     }
 
     /// Closes the open frame and adds it to the index rows.

@@ -95,6 +95,7 @@ pub(super) async fn callback(
     {
         Ok(l) => l,
         Err(e) => {
+            gateway.metrics().console_login_failed();
             tracing::warn!(%peer, error = %e, "console login failed");
             return message(StatusCode::FORBIDDEN, "Login failed", &e.to_string(), again);
         }
