@@ -44,6 +44,8 @@ use serde_json::{Value, json};
 const RELEASE: &str = "custody";
 const NAMESPACE: &str = "custody";
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:custody:custody";
+/// The name of the pod the test runs, as a ReplicaSet would name it.
+const POD: &str = "custody-7d9f8c6b5-x2x4q";
 /// The kubectl the test drives (the newest pinned one).
 const KUBECTL: &str = "1.33";
 
@@ -296,7 +298,7 @@ fn the_chart_applies_to_a_real_apiserver_and_its_service_account_is_enough_and_n
     )
     .trim()
     .to_owned();
-    let pod = Pod::from_cluster(&admin, dir.path(), &cluster, &token);
+    let pod = Pod::from_cluster(&admin, dir.path(), &cluster, &token, POD);
     let mut custody = pod.run();
     eprintln!(
         "custody serving the chart's configuration at {} after {:.1} s",
@@ -644,7 +646,14 @@ struct Pod {
 }
 
 impl Pod {
-    fn from_cluster(admin: &Kubectl, dir: &Path, cluster: &RealCluster, token: &str) -> Pod {
+    /// The pod `name` of the chart's Deployment, laid out under `dir/name`.
+    fn from_cluster(
+        admin: &Kubectl,
+        dir: &Path,
+        cluster: &RealCluster,
+        token: &str,
+        name: &str,
+    ) -> Pod {
         let get = |kind: &str, name: &str| -> Value {
             serde_json::from_str(&ok(
                 admin,
@@ -657,7 +666,7 @@ impl Pod {
         let fs_group = spec["securityContext"]["fsGroup"].as_u64();
         assert_eq!(fs_group, Some(65532), "{spec:#}");
         assert_eq!(spec["serviceAccountName"], RELEASE);
-        let root = dir.join("pod");
+        let root = dir.join(name);
 
         // The volumes, filled as the kubelet fills them.
         let mut volumes = BTreeMap::new();
@@ -753,7 +762,7 @@ impl Pod {
         std::fs::write(account.join("ca.crt"), cluster.ca_pem()).unwrap();
         std::fs::write(account.join("namespace"), NAMESPACE).unwrap();
 
-        let name = format!("{RELEASE}-7d9f8c6b5-x2x4q");
+        let name = name.to_owned();
         let mut pod = Pod {
             name: name.clone(),
             mounts,
@@ -1150,7 +1159,7 @@ fn the_readme_install_runs_as_written_and_its_pod_serves() {
     )
     .trim()
     .to_owned();
-    let pod = Pod::from_cluster(&admin, dir.path(), &cluster, &token);
+    let pod = Pod::from_cluster(&admin, dir.path(), &cluster, &token, POD);
     let mut custody = pod.run();
     for (probe, path) in &pod.probes {
         assert_eq!(
@@ -1510,5 +1519,136 @@ fn the_image_definition_passes_hadolint_and_fits_the_chart() {
     assert_eq!(
         expose.first().map(|e| e.as_str()),
         Some(format!("EXPOSE 8443 {}", values["metrics"]["port"]).as_str())
+    );
+}
+
+#[test]
+fn the_chart_in_cluster_mode_runs_two_replicas_on_postgresql_and_s3() {
+    use custody_fixtures::postgres::{Postgres, PostgresOptions};
+    use custody_fixtures::s3::S3;
+
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("custody-chart-ha-")
+        .tempdir()
+        .unwrap();
+    let cluster = start_cluster();
+    let helm = helm_for(&cluster);
+    // PostgreSQL with TLS, so the chart's `cluster.postgres.ca` is what lets custody in.
+    let postgres = Postgres::start(PostgresOptions {
+        tls: true,
+        ..PostgresOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("PostgreSQL did not start: {e}"));
+    let s3 = S3::start().unwrap_or_else(|e| panic!("versitygw did not start: {e}"));
+    let around = Surroundings::new(dir.path());
+    let mut values = around.values();
+    values["replicaCount"] = json!(2);
+    values["cluster"] = json!({
+        "enabled": true,
+        "leaseSeconds": 6,
+        "drainSeconds": 5,
+        "postgres": {"url": postgres.url(), "ca": postgres.ca_pem().unwrap()},
+        "objectStore": {
+            "endpoint": s3.endpoint(),
+            "bucket": s3.bucket(),
+            "region": s3.region(),
+            "prefix": "chart-test/",
+            "accessKeyId": s3.access_key(),
+            "secretAccessKey": s3.secret_key()
+        }
+    });
+    let values = values_file(dir.path(), "values.yaml", &values);
+    let manifests = helm
+        .template(RELEASE, NAMESPACE, &helm::chart_dir(), &[&values], &[])
+        .unwrap();
+    let rendered = objects(&manifests);
+    let file = dir.path().join("manifests.yaml");
+    std::fs::write(&file, &manifests).unwrap();
+    let home = dir.path().join("kubectl-home");
+    let admin = kubectl(cluster.admin_kubeconfig(), &home);
+    ok(&admin, &["create", "namespace", NAMESPACE]);
+    for dry_run in [true, false] {
+        let mut args = vec!["apply", "--server-side", "-f", file.to_str().unwrap()];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        let applied = ok(&admin, &args);
+        assert_eq!(
+            applied.matches("serverside-applied").count(),
+            rendered.len(),
+            "{applied}"
+        );
+    }
+
+    // Two pods of the Deployment, each a replica named after itself.
+    let token = ok(
+        &admin,
+        &["-n", NAMESPACE, "create", "token", RELEASE, "--duration=1h"],
+    )
+    .trim()
+    .to_owned();
+    let names = ["custody-6f9c7d8b4-aaaaa", "custody-6f9c7d8b4-bbbbb"];
+    let mut replicas: Vec<Running> = names
+        .iter()
+        .map(|name| {
+            let pod = Pod::from_cluster(&admin, dir.path(), &cluster, &token, name);
+            let running = pod.run();
+            for (probe, path) in &pod.probes {
+                assert_eq!(http_get(running.admin, path), 200, "{name}: {probe} {path}");
+            }
+            running
+        })
+        .collect();
+    eprintln!(
+        "two replicas serving after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let replicas_in = |state: &str| {
+        postgres
+            .psql(
+                "custody",
+                &format!("SELECT id FROM replicas WHERE state = '{state}' ORDER BY id"),
+            )
+            .unwrap()
+    };
+    assert_eq!(replicas_in("active").lines().collect::<Vec<_>>(), names);
+
+    // alice through each replica; both audit into the shared PostgreSQL.
+    let alice = around.issuer.id_token_for("alice").unwrap();
+    for running in &replicas {
+        let kubeconfig = dir.path().join(format!("{}.kubeconfig", running.pod));
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(
+                &format!("{}/clusters/in-cluster", running.url),
+                &around.pki.ca_pem(),
+                &[("alice", alice.as_str())],
+            ),
+        )
+        .unwrap();
+        let whoami: Value = serde_json::from_str(&ok(
+            &kubectl(&kubeconfig, &home),
+            &["auth", "whoami", "-o", "json"],
+        ))
+        .unwrap();
+        assert_eq!(whoami["status"]["userInfo"]["username"], "oidc:alice");
+    }
+    let audited = postgres
+        .psql(
+            "custody",
+            "SELECT DISTINCT replica_id FROM audit_events WHERE initiator_username = 'oidc:alice' ORDER BY replica_id",
+        )
+        .unwrap();
+    assert_eq!(audited.lines().collect::<Vec<_>>(), names);
+
+    // SIGTERM: each replica drains and leaves the cluster.
+    for running in &mut replicas {
+        running.stop();
+    }
+    assert_eq!(replicas_in("gone").lines().collect::<Vec<_>>(), names);
+    eprintln!(
+        "cluster-mode chart test done in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
 }
