@@ -37,7 +37,7 @@ use custody_fixtures::harness::{Collected, Kubectl, kubectl_binary};
 use custody_fixtures::helm::{self, Helm};
 use custody_fixtures::oidc_issuer::{DevIssuerConfig, OidcIssuer};
 use custody_fixtures::pki::Pki;
-use custody_fixtures::real_cluster::RealCluster;
+use custody_fixtures::real_cluster::{CUSTODY_USER, RealCluster};
 use serde_json::{Value, json};
 
 /// The release, its namespace, and so the chart's ServiceAccount.
@@ -219,7 +219,11 @@ fn the_chart_applies_to_a_real_apiserver_and_its_service_account_is_enough_and_n
     let cluster = start_cluster();
     let helm = helm_for(&cluster);
     let around = Surroundings::new(dir.path());
-    let values = values_file(dir.path(), "values.yaml", &around.values());
+    // A second cluster behind the same gateway through a kubeconfig Secret (`extraClusters`):
+    // the same API server, reached with the harness's impersonate-only client certificate.
+    let mut values = around.values();
+    values["extraClusters"] = json!([{"name": "second", "secretName": "custody-second"}]);
+    let values = values_file(dir.path(), "values.yaml", &values);
 
     // Rendered with Helm v4, linted, and every object the chart promises is there.
     let chart = helm::chart_dir();
@@ -263,6 +267,22 @@ fn the_chart_applies_to_a_real_apiserver_and_its_service_account_is_enough_and_n
     let home = dir.path().join("kubectl-home");
     let admin = kubectl(cluster.admin_kubeconfig(), &home);
     ok(&admin, &["create", "namespace", NAMESPACE]);
+    let second = format!(
+        "--from-file=kubeconfig={}",
+        cluster.custody_kubeconfig().display()
+    );
+    ok(
+        &admin,
+        &[
+            "-n",
+            NAMESPACE,
+            "create",
+            "secret",
+            "generic",
+            "custody-second",
+            &second,
+        ],
+    );
     let apply = |dry_run: bool| {
         let mut args = vec![
             "apply",
@@ -315,6 +335,23 @@ fn the_chart_applies_to_a_real_apiserver_and_its_service_account_is_enough_and_n
     sufficient(&through, &cluster);
     minimal(&cluster, &token, &home);
 
+    // The second cluster: the API server sees the harness's identity impersonating alice.
+    let second: Value = serde_json::from_str(&ok(
+        &through,
+        &[
+            "--context",
+            "alice",
+            "--server",
+            &format!("{}/clusters/second", custody.url),
+            "auth",
+            "whoami",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(second["status"]["userInfo"]["username"], "oidc:alice");
+
     // The API server saw the chart's ServiceAccount impersonating the people custody served.
     let events = cluster.audit_events().unwrap();
     let impersonated: BTreeSet<&str> = events
@@ -328,6 +365,11 @@ fn the_chart_applies_to_a_real_apiserver_and_its_service_account_is_enough_and_n
             "{user} not in {impersonated:?}"
         );
     }
+    assert!(
+        events.iter().any(|e| e["user"]["username"] == CUSTODY_USER
+            && e["impersonatedUser"]["username"] == "oidc:alice"),
+        "the second cluster's requests came as {CUSTODY_USER}"
+    );
 
     custody.stop();
     eprintln!(

@@ -166,7 +166,7 @@ toToml would write 10 as 10.0, which custody's whole-number keys refuse.
   "listen" "0.0.0.0:8443"
   "tls_cert" (printf "%s/tls.crt" $paths.tlsDir)
   "tls_key" (printf "%s/tls.key" $paths.tlsDir)
-  "proxy_protocol" (.Values.cluster.proxyProtocol | default false)) }}
+  "proxy_protocol" (.Values.proxyProtocol | default false)) }}
 {{- $_ := set $cfg "admin" (dict "listen" (printf "0.0.0.0:%d" (int .Values.metrics.port))) }}
 {{- $clusters := list (dict "name" .Values.clusterName "in_cluster" true) }}
 {{- range .Values.extraClusters }}
