@@ -1357,6 +1357,10 @@ fn the_chart_refuses_values_that_cannot_work_and_says_why() {
     for (values, words) in [
         (json!({"config": login}), "tls: set tls.existingSecret"),
         (
+            json!({"tls": tls, "config": login, "replicas": 3}),
+            "additional properties 'replicas' not allowed",
+        ),
+        (
             json!({"tls": tls, "config": {"oidc": []}}),
             "nobody could log in",
         ),
