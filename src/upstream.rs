@@ -1,6 +1,7 @@
 //! A cluster's upstream: its API server URL (with any path prefix), the gateway's own
 //! credential for it, and a pooled HTTPS client that verifies the server against the cluster's
-//! CA. Built from a kubeconfig or any `kube::Config` (in-cluster included).
+//! CA. Built from a kubeconfig or any `kube::Config`, or from the pod's `ServiceAccount` when the
+//! gateway runs in the cluster ([`Upstream::in_cluster`]).
 //!
 //! TLS verification is never skipped: a kubeconfig with `insecure-skip-tls-verify` is refused.
 //!
@@ -63,6 +64,17 @@ impl Upstream {
             .await
             .map_err(|e| config_err(&what, &e))?;
         Self::from_config(&config)
+    }
+
+    /// The upstream of the cluster the gateway runs in (`in_cluster = true`): the API server
+    /// from `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`, the pod's `ServiceAccount`
+    /// token (read again as the kubelet rotates it) and the cluster CA from
+    /// `/var/run/secrets/kubernetes.io/serviceaccount`. [`IN_CLUSTER_DIR_ENV`] names another
+    /// directory holding the same files (`token`, `ca.crt`, `namespace`), so that the
+    /// in-cluster path runs outside a pod, in tests and on a workstation; in a pod it is unset.
+    /// `env` looks up environment variables.
+    pub fn in_cluster(env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        Self::from_config(&in_cluster_config(env)?)
     }
 
     /// Builds the upstream from a loaded `kube::Config` (kubeconfig or in-cluster).
@@ -268,6 +280,55 @@ impl RawDialer {
     }
 }
 
+/// The environment variable naming a directory that stands in for the pod's
+/// `/var/run/secrets/kubernetes.io/serviceaccount` (see [`Upstream::in_cluster`]).
+pub const IN_CLUSTER_DIR_ENV: &str = "CUSTODY_IN_CLUSTER_DIR";
+
+/// The in-cluster configuration: kube's own reading of the pod's mounted `ServiceAccount`, or
+/// the same files from the directory [`IN_CLUSTER_DIR_ENV`] names.
+fn in_cluster_config(env: &dyn Fn(&str) -> Option<String>) -> Result<kube::Config> {
+    let what = "in-cluster";
+    let Some(dir) = env(IN_CLUSTER_DIR_ENV).filter(|d| !d.is_empty()) else {
+        return kube::Config::incluster().map_err(|e| config_err(what, &e));
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let var = |name: &str| {
+        env(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+            config_err(
+                what,
+                &format!("{name} is not set (the API server's address, as in a pod)"),
+            )
+        })
+    };
+    let host = var("KUBERNETES_SERVICE_HOST")?;
+    let port: u16 = var("KUBERNETES_SERVICE_PORT")?
+        .parse()
+        .map_err(|e| config_err(what, &format!("KUBERNETES_SERVICE_PORT is not a port: {e}")))?;
+    // An IPv6 address needs brackets in a URL; a socket address writes them.
+    let url = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => format!("https://{}", std::net::SocketAddr::new(ip, port)),
+        Err(_) => format!("https://{host}:{port}"),
+    };
+    let cluster_url = url
+        .parse::<Uri>()
+        .map_err(|e| config_err(what, &format!("the API server URL {url}: {e}")))?;
+    let ca_file = dir.join("ca.crt");
+    let ca_pem = std::fs::read(&ca_file)
+        .map_err(|e| config_err(what, &format!("reading {}: {e}", ca_file.display())))?;
+    let ca = rustls_pemfile::certs(&mut ca_pem.as_slice())
+        .map(|c| c.map(|der| der.to_vec()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| config_err(what, &format!("parsing {}: {e}", ca_file.display())))?;
+    let token_file = dir.join("token");
+    let mut config = kube::Config::new(cluster_url);
+    config.root_cert = Some(ca);
+    config.root_cert_file = Some(ca_file);
+    config.default_namespace = std::fs::read_to_string(dir.join("namespace"))
+        .map_or_else(|_| "default".to_owned(), |ns| ns.trim().to_owned());
+    config.auth_info.token_file = Some(token_file.display().to_string());
+    Ok(config)
+}
+
 fn config_err(what: &str, e: &dyn std::fmt::Display) -> Error {
     Error::UpstreamConfig {
         cluster: what.to_owned(),
@@ -375,3 +436,78 @@ fn tls_config(
 
 /// How long connecting to an API server may take; requests themselves have no total timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory laid out as the kubelet mounts a pod's `ServiceAccount`.
+    fn service_account_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = custody_fixtures::pki::Pki::generate(&["127.0.0.1".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), pki.ca_pem()).unwrap();
+        std::fs::write(dir.path().join("token"), "a.b.c\n").unwrap();
+        std::fs::write(dir.path().join("namespace"), "custody").unwrap();
+        dir
+    }
+
+    fn lookup(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        move |key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn the_in_cluster_directory_stands_in_for_the_pods_service_account_mount() {
+        let dir = service_account_dir();
+        let env = lookup(&[
+            (IN_CLUSTER_DIR_ENV, dir.path().display().to_string()),
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1".into()),
+            ("KUBERNETES_SERVICE_PORT", "6443".into()),
+        ]);
+        let config = in_cluster_config(&env).unwrap();
+        assert_eq!(config.cluster_url.to_string(), "https://127.0.0.1:6443/");
+        assert_eq!(config.default_namespace, "custody");
+        assert_eq!(config.root_cert.as_ref().map(Vec::len), Some(1));
+        assert_eq!(
+            config.auth_info.token_file.as_deref(),
+            Some(dir.path().join("token").to_str().unwrap())
+        );
+        let upstream = Upstream::in_cluster(&env).unwrap();
+        assert_eq!(
+            upstream.authorization().unwrap().to_str().unwrap(),
+            "Bearer a.b.c"
+        );
+
+        let v6 = lookup(&[
+            (IN_CLUSTER_DIR_ENV, dir.path().display().to_string()),
+            ("KUBERNETES_SERVICE_HOST", "fd00::1".into()),
+            ("KUBERNETES_SERVICE_PORT", "443".into()),
+        ]);
+        assert_eq!(
+            in_cluster_config(&v6).unwrap().cluster_url.to_string(),
+            "https://[fd00::1]:443/"
+        );
+    }
+
+    #[test]
+    fn the_in_cluster_directory_needs_the_api_servers_address_and_the_ca() {
+        let dir = service_account_dir();
+        let at = dir.path().display().to_string();
+        let err = in_cluster_config(&lookup(&[(IN_CLUSTER_DIR_ENV, at.clone())]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KUBERNETES_SERVICE_HOST is not set"), "{err}");
+        std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
+        let err = in_cluster_config(&lookup(&[
+            (IN_CLUSTER_DIR_ENV, at),
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1".into()),
+            ("KUBERNETES_SERVICE_PORT", "443".into()),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ca.crt"), "{err}");
+    }
+}

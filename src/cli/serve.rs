@@ -153,10 +153,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let upstream = if let Some(path) = &cluster.kubeconfig {
             Upstream::from_kubeconfig(path, cluster.context.as_deref()).await
         } else {
-            let kube_config = kube::Config::incluster().with_context(|| {
-                format!("cluster {}: no in-cluster configuration", cluster.name)
-            })?;
-            Upstream::from_config(&kube_config)
+            Upstream::in_cluster(&|k| std::env::var(k).ok())
         }
         .with_context(|| format!("cluster {}", cluster.name))?;
         clusters.push((cluster.name.clone(), upstream));
