@@ -2,7 +2,7 @@
 //! token endpoint): TLS verified against the system roots or a configured CA, `ring` only,
 //! a timeout on every request, a cap on response bodies, and redirects never followed.
 //!
-//! It is hyper-util's client (the one kube-rs and object_store use here too) with
+//! It is hyper-util's client (the one kube-rs and `object_store` use here too) with
 //! hyper-rustls, configured once: what is custody's own is only the policy above, which every
 //! caller must get and none may forget (the console's OIDC client goes through
 //! [`HttpsClient::exchange`]).
