@@ -131,6 +131,30 @@ pub(super) fn visit(
     ))
 }
 
+/// The visit of a page request for `path?query` (a redirect to the login that comes back here
+/// when there is none).
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the answer to send, at once"
+)]
+fn page_visit(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Visit, Response> {
+    visit(gateway, &Method::GET, headers, &here(path, query))
+}
+
+/// A page's query parameters, in order; without the empty ones unless `keep_empty` (an empty
+/// filter field means no filter).
+fn query_params(query: Option<&str>, keep_empty: bool) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .filter(|(_, v)| keep_empty || !v.is_empty())
+        .collect()
+}
+
 /// Checks a state-changing request: same origin and the visit's CSRF token.
 #[allow(
     clippy::result_large_err,

@@ -3,9 +3,9 @@
 
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::Response;
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 
-use super::{Peer, Shared, chrome, field, here, render, utc, visit};
+use super::{Peer, Shared, chrome, field, page_visit, query_params, render, utc};
 use crate::console::UI_PREFIX;
 use crate::console::calls::api_json;
 use crate::console::views;
@@ -29,20 +29,11 @@ pub(super) async fn trail(
     RawQuery(query): RawQuery,
 ) -> Response {
     let path = format!("{UI_PREFIX}/audit");
-    let visit = match visit(
-        &gateway,
-        &Method::GET,
-        &headers,
-        &here(&path, query.as_deref()),
-    ) {
+    let visit = match page_visit(&gateway, &headers, &path, query.as_deref()) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let params: Vec<(String, String)> =
-        form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
-            .into_owned()
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
+    let params = query_params(query.as_deref(), false);
 
     let fields = FIELDS
         .iter()

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, Method, StatusCode};
 
-use super::{Peer, Shared, chrome, field, here, message, redirect, render, visit};
+use super::{Peer, Shared, chrome, field, message, page_visit, redirect, render, visit};
 use super::{console, not_found, parse_form, same_origin_form};
 use crate::console::UI_PREFIX;
 use crate::console::calls::{ApiFailure, MAX_JSON, api_json_at, json_headers, ok_body, parse};
@@ -25,12 +25,7 @@ pub(super) async fn list(
     RawQuery(query): RawQuery,
 ) -> Response {
     let path = format!("{UI_PREFIX}/requests");
-    let visit = match visit(
-        &gateway,
-        &Method::GET,
-        &headers,
-        &here(&path, query.as_deref()),
-    ) {
+    let visit = match page_visit(&gateway, &headers, &path, query.as_deref()) {
         Ok(v) => v,
         Err(r) => return r,
     };

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use http::{HeaderMap, Method, StatusCode};
 
 use super::{
-    Peer, Shared, ago, asset_url, chrome, field, here, human_bytes, message, render, utc, visit,
+    Peer, Shared, ago, asset_url, chrome, field, here, human_bytes, message, page_visit,
+    query_params, render, utc, visit,
 };
 use crate::console::UI_PREFIX;
 use crate::console::calls::{api_bytes, api_json, forwarded};
@@ -35,20 +36,11 @@ pub(super) async fn list(
     RawQuery(query): RawQuery,
 ) -> Response {
     let path = format!("{UI_PREFIX}/sessions");
-    let visit = match visit(
-        &gateway,
-        &Method::GET,
-        &headers,
-        &here(&path, query.as_deref()),
-    ) {
+    let visit = match page_visit(&gateway, &headers, &path, query.as_deref()) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let params: Vec<(String, String)> =
-        form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
-            .into_owned()
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
+    let params = query_params(query.as_deref(), false);
     let get = |k: &str| field(&params, k).unwrap_or_default().to_owned();
     let f = views::SessionFilterForm {
         grep: get("grep"),
@@ -231,19 +223,11 @@ pub(super) async fn one(
     RawQuery(query): RawQuery,
 ) -> Response {
     let path = format!("{UI_PREFIX}/sessions/{id}");
-    let visit = match visit(
-        &gateway,
-        &Method::GET,
-        &headers,
-        &here(&path, query.as_deref()),
-    ) {
+    let visit = match page_visit(&gateway, &headers, &path, query.as_deref()) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let params: Vec<(String, String)> =
-        form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let params = query_params(query.as_deref(), true);
     let id_segment = form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>();
     let detail: SessionDetail = match api_json(
         &gateway,
@@ -448,12 +432,7 @@ pub(super) async fn download(
     RawQuery(query): RawQuery,
 ) -> Response {
     let path = format!("{UI_PREFIX}/sessions/{id}/download");
-    let visit = match visit(
-        &gateway,
-        &Method::GET,
-        &headers,
-        &here(&path, query.as_deref()),
-    ) {
+    let visit = match page_visit(&gateway, &headers, &path, query.as_deref()) {
         Ok(v) => v,
         Err(r) => return r,
     };
